@@ -1,0 +1,61 @@
+# gwlora: LoRA vs full fine-tuning vs frozen Whisper encoders on gravitational-wave strain.
+#
+#   snakemake --cores all                                  # full reproduction (config/config.yaml)
+#   snakemake --cores all --configfile config/demo.yaml    # offline demo, CPU, minutes
+#
+# The Snakefile stays thin: validate the config, include one rule file per stage,
+# name the final targets. The logic lives in the `gwlora` package (src/gwlora).
+import os
+import re
+import sys
+from pathlib import Path
+
+# Rules run this checkout's own package (src/gwlora), whether or not it was
+# pip-installed and inside any environment Snakemake creates (--sdm conda).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
+
+from gwlora.config import ConfigError, expand_variants, load_schema, validate
+
+# config/config.yaml is the default; `--configfile FILE` replaces it rather than
+# merging into it, so a config never inherits variants it does not list.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+try:
+    validate(config, load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+except ConfigError as exc:
+    sources = ", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+    raise WorkflowError(f"{sources}: {exc}") from None
+
+RESULTS = f"results/{config['experiment']}"
+REPORT = "report"  # the deck's source, relative to the working directory like every path here
+VARIANTS = expand_variants(config["train"])
+SEEDS = config["train"]["seeds"]
+SPLITS = ["train", "val", "test"]
+
+wildcard_constraints:
+    split="|".join(SPLITS),
+    variant="|".join(map(re.escape, VARIANTS)),
+    seed=r"\d+",
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/base_model.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/plot.smk"
+include: "workflow/rules/deck.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.aggregate.output,
+        rules.plot.output,
+        rules.deck.output,

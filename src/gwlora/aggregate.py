@@ -1,0 +1,148 @@
+"""Stage `aggregate`: all run records -> tables (CSV and Markdown).
+
+Outputs, in one directory:
+
+* ``runs.csv``: one row per (variant, seed) run, every scalar of its summary;
+* ``curves.csv``: every run's evaluation curve, with ``variant`` and ``seed`` columns;
+* ``summary.csv``: one row per variant, mean and standard deviation over seeds;
+* ``summary.md``: the same table, formatted for reading (and for the deck).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cli import StageError, atomic_file, read_json, run_stage
+from .config import FAMILY_ORDER
+
+log = logging.getLogger("gwlora.aggregate")
+
+# Metrics summarised over seeds: column -> (heading in summary.md, decimals)
+METRICS = {
+    "best_val_auc": ("best val AUC", 4),
+    "best_val_loss": ("best val loss", 4),
+    "test_auc": ("test AUC", 4),
+    "train_time_s": ("training time (s)", 1),
+    "time_to_best_s": ("time to best (s)", 1),
+    "step_time_ms": ("step time (ms)", 1),
+    "peak_memory_mb": ("peak memory (MB)", 0),
+}
+
+
+def variant_sort_key(family: str, rank: float | None, layers: float | None) -> tuple:
+    return (FAMILY_ORDER.index(family), 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank)
+
+
+def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, curves) tables from run directories holding summary.json and curve.csv."""
+    if not run_dirs:
+        raise StageError("no runs to aggregate")
+    rows, curves = [], []
+    for run_dir in map(Path, run_dirs):
+        for name in ("summary.json", "curve.csv"):
+            if not (run_dir / name).exists():
+                raise StageError(f"{run_dir} has no {name}: not a finished run")
+        s = read_json(run_dir / "summary.json")
+        vc = s["variant_config"]
+        row = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
+        row.update(rank=vc.get("rank"), alpha=vc.get("alpha"), layers=vc.get("layers"), lr=vc.get("lr"))
+        row["peak_memory_mb"] = s["peak_memory_bytes"] / 2**20
+        row["run_dir"] = str(run_dir)
+        rows.append(row)
+        curve = pd.read_csv(run_dir / "curve.csv")
+        curve.insert(0, "seed", s["seed"])
+        curve.insert(0, "variant", s["variant"])
+        curves.append(curve)
+    runs = pd.DataFrame(rows)
+    dupes = runs[runs.duplicated(["variant", "seed"], keep=False)]
+    if len(dupes):
+        raise StageError(f"duplicate runs for {sorted(set(zip(dupes.variant, dupes.seed)))}")
+    runs["_key"] = [variant_sort_key(f, r, k) for f, r, k in zip(runs.family, runs["rank"], runs["layers"])]
+    runs = runs.sort_values(["_key", "seed"]).drop(columns="_key").reset_index(drop=True)
+    order = list(dict.fromkeys(runs.variant))
+    curves_df = pd.concat(curves, ignore_index=True)
+    curves_df["variant"] = pd.Categorical(curves_df["variant"], categories=order, ordered=True)
+    curves_df = curves_df.sort_values(["variant", "seed", "step"]).reset_index(drop=True)
+    curves_df["variant"] = curves_df["variant"].astype(str)
+    return runs, curves_df
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-variant mean and standard deviation over seeds, in display order."""
+    order = list(dict.fromkeys(runs.variant))
+    grouped = runs.groupby("variant", sort=False)
+    out = grouped.agg(
+        family=("family", "first"),
+        rank=("rank", "first"),
+        seeds=("seed", "nunique"),
+        trainable_parameters=("trainable_parameters", "first"),
+        trainable_percent=("trainable_percent", "first"),
+    )
+    full = runs.loc[runs.family == "full", "trainable_parameters"]
+    out["trainable_vs_full_percent"] = 100.0 * out["trainable_parameters"] / full.iloc[0] if len(full) else np.nan
+    for col in METRICS:
+        out[col] = grouped[col].mean()
+        out[f"{col}_std"] = grouped[col].std(ddof=1) if runs.groupby("variant").size().max() > 1 else np.nan
+    return out.loc[order].reset_index()
+
+
+def _fmt(mean: float, std: float, decimals: int) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    text = f"{mean:,.{decimals}f}"
+    return text if pd.isna(std) else f"{text} ± {std:,.{decimals}f}"
+
+
+def _fmt_params(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{int(n):,}"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    table = pd.DataFrame(
+        {
+            "variant": summary["variant"],
+            "seeds": summary["seeds"],
+            "trainable params": summary["trainable_parameters"].map(_fmt_params),
+            "% of full": summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%"),
+            **{
+                heading: [_fmt(m, s, d) for m, s in zip(summary[col], summary[f"{col}_std"])]
+                for col, (heading, d) in METRICS.items()
+            },
+        }
+    )
+    return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1)) + "\n"
+
+
+def aggregate(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
+    runs, curves = load_runs(run_dirs)
+    summary = summarise(runs)
+    out_dir = Path(out_dir)
+    for name, frame in (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary)):
+        with atomic_file(out_dir / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    with atomic_file(out_dir / "summary.md") as tmp:
+        tmp.write_text(markdown_table(summary))
+    return summary
+
+
+def _parser(p):
+    p.add_argument("runs", nargs="+", help="run directories (each with summary.json and curve.csv)")
+    p.add_argument("--out", required=True, help="output directory of the tables")
+
+
+def _run(args):
+    """Aggregate run records into summary tables."""
+    summary = aggregate(args.runs, args.out)
+    log.info("wrote tables of %d variants over %d runs to %s", len(summary), len(args.runs), args.out)
+
+
+def main(argv=None) -> int:
+    return run_stage("aggregate", _parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

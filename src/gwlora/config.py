@@ -1,0 +1,211 @@
+"""Configuration: strict validation against the workflow schema and variant expansion.
+
+The Snakefile calls :func:`load_and_validate` before the DAG is built, so a
+misspelt key, a wrong type or an empty list stops the workflow with a message
+naming the key, before any job runs or any file is written.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+# Whisper's log-mel front end: 16 kHz audio, 10 ms hop, 30 s receptive field.
+WHISPER_SAMPLE_RATE = 16_000
+WHISPER_HOP_LENGTH = 160
+WHISPER_CHUNK_SECONDS = 30
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+def _key_path(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _with_defaults(validator_class):
+    """Extend a jsonschema validator so that it fills in `default` values."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        keys = ", ".join(f"{where}.{k}" if error.absolute_path else k for k in extra)
+        return f"unknown key {keys} (allowed here: {', '.join(allowed)})"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator in ("minItems", "minProperties"):
+        return f"{where} must not be empty (got {error.instance!r})"
+    return f"{where}: {error.message}"
+
+
+def validate(config: dict, schema: dict) -> dict:
+    """Validate `config` in place (filling defaults) and return it.
+
+    Raises ConfigError naming the first offending key.
+    """
+    validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
+    validator = validator_class(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError("invalid config: " + _describe(errors[0]))
+    _check_semantics(config)
+    return config
+
+
+def _check_range(section: dict, key: str) -> None:
+    value = section[key]
+    if value["min"] > value["max"]:
+        raise ConfigError(f"invalid config: data.{key}: min ({value['min']}) > max ({value['max']})")
+
+
+def _check_semantics(config: dict) -> None:
+    """Checks that a JSON schema cannot express."""
+    data = config["data"]
+    _check_range(data, "snr")
+    _check_range(data, "frequency")
+    nyquist = data["sample_rate"] / 2
+    if data["frequency"]["max"] >= nyquist:
+        raise ConfigError(
+            f"invalid config: data.frequency.max ({data['frequency']['max']} Hz) must be below the "
+            f"Nyquist frequency of data.sample_rate ({nyquist} Hz)"
+        )
+    frames = data["window_seconds"] * WHISPER_SAMPLE_RATE / WHISPER_HOP_LENGTH
+    if abs(frames - round(frames)) > 1e-9 or round(frames) % 2:
+        raise ConfigError(
+            f"invalid config: data.window_seconds ({data['window_seconds']}) must be a multiple of 0.02 s "
+            "so that the clip fills a whole number of Whisper encoder positions"
+        )
+    if data["window_seconds"] > WHISPER_CHUNK_SECONDS:
+        raise ConfigError(f"invalid config: data.window_seconds ({data['window_seconds']}) exceeds Whisper's 30 s")
+    for split, n in data["splits"].items():
+        n_signal = round(n * data["signal_fraction"])
+        if n_signal == 0 or n_signal == n:
+            raise ConfigError(
+                f"invalid config: data.splits.{split} ({n}) with data.signal_fraction "
+                f"({data['signal_fraction']}) leaves one class only"
+            )
+
+    model = config["model"]
+    if model["pretrained"] is None:
+        init = model["random_init"]
+        if init["d_model"] % init["encoder_attention_heads"]:
+            raise ConfigError(
+                f"invalid config: model.random_init.d_model ({init['d_model']}) is not divisible by "
+                f"model.random_init.encoder_attention_heads ({init['encoder_attention_heads']})"
+            )
+        partial = config["train"]["variants"].get("partial")
+        if partial and partial["layers"] > init["encoder_layers"]:
+            raise ConfigError(
+                f"invalid config: train.variants.partial.layers ({partial['layers']}) exceeds "
+                f"model.random_init.encoder_layers ({init['encoder_layers']})"
+            )
+        lora = config["train"]["variants"].get("lora")
+        if lora and max(lora["ranks"]) > init["d_model"]:
+            raise ConfigError(
+                f"invalid config: train.variants.lora.ranks: rank {max(lora['ranks'])} exceeds the layer "
+                f"width model.random_init.d_model ({init['d_model']})"
+            )
+
+
+def load_and_validate(path: str | Path, schema_path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys")
+    try:
+        return validate(config, load_schema(schema_path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One trainable configuration of the classifier, named as its wildcard."""
+
+    name: str
+    family: str  # full | frozen | partial | lora
+    lr: float
+    layers: int | None = None  # partial: top-k encoder layers that train
+    rank: int | None = None  # lora
+    alpha: float | None = None
+    target_modules: tuple[str, ...] = ()
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Variant":
+        d = dict(d)
+        d["target_modules"] = tuple(d.get("target_modules", ()))
+        return cls(**d)
+
+
+FAMILY_ORDER = ("full", "frozen", "partial", "lora")
+
+
+def expand_variants(train: dict) -> dict[str, Variant]:
+    """Expand `train.variants` into named variants, in a stable display order."""
+    default_lr = train.get("lr", 3e-5)
+    out: dict[str, Variant] = {}
+    families = train["variants"]
+    for family in FAMILY_ORDER:
+        if family not in families:
+            continue
+        spec = families[family] or {}
+        lr = spec.get("lr", default_lr)
+        if family in ("full", "frozen"):
+            out[family] = Variant(name=family, family=family, lr=lr)
+        elif family == "partial":
+            k = spec["layers"]
+            out[f"partial-top{k}"] = Variant(name=f"partial-top{k}", family=family, lr=lr, layers=k)
+        else:
+            ranks = spec["ranks"]
+            alpha = spec.get("alpha")
+            for r in ranks:
+                out[f"lora-r{r}"] = Variant(
+                    name=f"lora-r{r}",
+                    family=family,
+                    lr=lr,
+                    rank=r,
+                    alpha=float(alpha if alpha is not None else ranks[0]),
+                    target_modules=tuple(spec.get("target_modules", ("q_proj", "v_proj"))),
+                    dropout=spec.get("dropout", 0.0),
+                )
+    return out

@@ -1,0 +1,119 @@
+"""Stage `features`: Whisper log-mel features, computed once per split and cached.
+
+Output contract, one directory per split (training reads it and never
+re-extracts per epoch):
+
+* ``features.npy``: float32 [n_windows, n_channels, n_mels, n_frames], the
+  clip's own frames (100 per second); a model with 30 s context pads them
+  itself (see :mod:`gwlora.model`), so the cache is the same for both contexts;
+* ``labels.npy`` (int64) and ``snr.npy`` (float64), row-aligned;
+* ``meta.json``: split, channels, frame count, mel bins, source paths.
+
+Extraction is batched: many windows and channels go through one
+``WhisperFeatureExtractor`` call (its vectorised torch STFT path).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+from transformers import WhisperFeatureExtractor
+
+from .cli import StageError, atomic_dir, read_json, run_stage, write_json
+from .dataset import load_split
+
+log = logging.getLogger("gwlora.features")
+
+
+def clip_extractor(model_dir: str | Path, n_samples: int) -> WhisperFeatureExtractor:
+    """The model's feature extractor, set to a clip of `n_samples` instead of 30 s."""
+    extractor = WhisperFeatureExtractor.from_pretrained(str(model_dir))
+    if n_samples > extractor.n_samples:
+        raise StageError(f"clip of {n_samples} samples is longer than Whisper's {extractor.n_samples}")
+    extractor.n_samples = n_samples
+    extractor.nb_max_frames = n_samples // extractor.hop_length
+    return extractor
+
+
+def extract(strain: np.ndarray, extractor: WhisperFeatureExtractor) -> np.ndarray:
+    """Log-mel of a batch of windows: [B, C, samples] -> [B, C, n_mels, frames]."""
+    b, c, n = strain.shape
+    flat = list(strain.reshape(b * c, n))
+    out = extractor(
+        flat,
+        sampling_rate=extractor.sampling_rate,
+        padding="max_length",
+        max_length=extractor.n_samples,
+        return_tensors="np",
+        return_attention_mask=False,
+    )["input_features"]
+    return out.reshape(b, c, *out.shape[1:]).astype(np.float32, copy=False)
+
+
+def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, batch_size: int = 64) -> dict:
+    ds, build = load_split(data_dir)
+    ds = ds.with_format("numpy")
+    n = len(ds)
+    if n == 0:
+        raise StageError(f"{data_dir}: the split has no windows")
+    n_samples = ds[0]["strain"].shape[-1]
+    extractor = clip_extractor(model_dir, n_samples)
+    first = extract(ds[:1]["strain"], extractor)
+    with atomic_dir(out) as tmp:
+        feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32, shape=(n, *first.shape[1:]))
+        with tqdm(total=n, desc=f"log-mel {build['split']}", unit="window", mininterval=1.0) as bar:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                strain = ds[start:stop]["strain"]
+                if not np.isfinite(strain).all():
+                    raise StageError(f"{data_dir}: non-finite strain in windows {start}..{stop - 1}")
+                feats[start:stop] = extract(strain, extractor)
+                bar.update(stop - start)
+        feats.flush()
+        del feats
+        np.save(tmp / "labels.npy", np.asarray(ds["label"], dtype=np.int64))
+        np.save(tmp / "snr.npy", np.asarray(ds["snr"], dtype=np.float64))
+        meta = {
+            "split": build["split"],
+            "channels": build["detectors"],
+            "n_windows": n,
+            "n_mels": int(first.shape[2]),
+            "n_frames": int(first.shape[3]),
+            "sample_rate": extractor.sampling_rate,
+            "data_dir": str(data_dir),
+            "model_dir": str(model_dir),
+        }
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def load_features(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        raise StageError(f"{path} is not a feature cache made by the features stage (no meta.json)")
+    mode = "r" if mmap else None
+    return np.load(path / "features.npy", mmap_mode=mode), np.load(path / "labels.npy"), read_json(path / "meta.json")
+
+
+def _parser(p):
+    p.add_argument("--data", required=True, help="dataset split directory")
+    p.add_argument("--model", required=True, help="base model directory (for its feature extractor)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", required=True, help="output feature directory")
+
+
+def _run(args):
+    """Compute Whisper log-mel features of one split, once."""
+    meta = extract_split(args.data, args.model, args.out, args.batch_size)
+    log.info("wrote %s: %d windows x %d channels x %d mels x %d frames", args.out, meta["n_windows"], len(meta["channels"]), meta["n_mels"], meta["n_frames"])
+
+
+def main(argv=None) -> int:
+    return run_stage("features", _parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The classifier and its variants: a Whisper encoder shared across detector channels + an MLP head.
+
+Each detector channel's log-mel goes through the *same* encoder; the pooled
+hidden states of all channels are concatenated and the head outputs one logit
+(signal vs noise). Variants only decide what trains:
+
+* ``full``: everything; ``frozen``: the head only; ``partial``: the top-k
+  encoder layers (and the final layer norm) plus the head;
+* ``lora``: low-rank adapters through peft (``LoraConfig`` + ``get_peft_model``)
+  on the configured attention projections, the head in ``modules_to_save``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import WhisperForAudioClassification
+
+from .cli import StageError
+from .config import WHISPER_CHUNK_SECONDS, WHISPER_HOP_LENGTH, WHISPER_SAMPLE_RATE, Variant
+
+FULL_CONTEXT_FRAMES = WHISPER_CHUNK_SECONDS * WHISPER_SAMPLE_RATE // WHISPER_HOP_LENGTH  # 3000
+
+
+def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implementation: str = "sdpa"):
+    """The Whisper encoder of `model_dir`, sized for `n_frames` (clip) or 3000 frames (30s)."""
+    model = WhisperForAudioClassification.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
+    encoder = model.encoder
+    if context == "clip":
+        positions = n_frames // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
+        if positions > encoder.embed_positions.num_embeddings:
+            raise StageError(f"clip of {n_frames} frames exceeds the encoder's {encoder.embed_positions.num_embeddings} positions")
+        sliced = nn.Embedding(positions, encoder.config.d_model)
+        sliced.weight.data.copy_(encoder.embed_positions.weight.data[:positions])
+        sliced.requires_grad_(False)
+        encoder.embed_positions = sliced
+        encoder.config.max_source_positions = positions
+        encoder.max_source_positions = positions
+    elif context != "30s":
+        raise StageError(f"unknown model.context {context!r} (expected clip or 30s)")
+    return encoder
+
+
+class StrainClassifier(nn.Module):
+    """Shared Whisper encoder over C channels, pooled, concatenated, MLP head -> one logit."""
+
+    def __init__(self, encoder: nn.Module, n_channels: int, n_frames: int, pooling: str, head_hidden: list[int]):
+        super().__init__()
+        if pooling not in ("last", "mean"):
+            raise StageError(f"unknown model.pooling {pooling!r} (expected last or mean)")
+        self.encoder = encoder
+        self.n_channels = n_channels
+        self.n_frames = n_frames
+        self.input_frames = encoder.config.max_source_positions * encoder.conv1.stride[0] * encoder.conv2.stride[0]
+        self.clip_positions = n_frames // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
+        self.pooling = pooling
+        d = encoder.config.d_model
+        layers: list[nn.Module] = []
+        width = n_channels * d
+        for hidden in head_hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.head = nn.Sequential(*layers)
+
+    def pad_to_context(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad clip log-mels to the encoder's input length as Whisper's extractor pads with silence.
+
+        Zero-padded audio reaches the extractor's floor, max - 8 in log10 units,
+        which after its (x + 4) / 4 scaling is the example's maximum minus 2.
+        """
+        missing = self.input_frames - x.shape[-1]
+        if missing <= 0:
+            return x
+        floor = x.amax(dim=(-2, -1), keepdim=True) - 2.0
+        return torch.cat([x, floor.expand(*x.shape[:-1], missing)], dim=-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, c = features.shape[:2]
+        x = self.pad_to_context(features.flatten(0, 1))
+        hidden = self.encoder(input_features=x).last_hidden_state  # [B*C, positions, d]
+        if self.pooling == "last":
+            pooled = hidden[:, -1]
+        else:
+            pooled = hidden[:, : self.clip_positions].mean(dim=1)
+        return self.head(pooled.reshape(b, c * pooled.shape[-1])).squeeze(-1)
+
+
+def build_classifier(model_dir, n_channels: int, n_frames: int, model_config: dict) -> StrainClassifier:
+    encoder = load_encoder(model_dir, n_frames, model_config["context"])
+    return StrainClassifier(encoder, n_channels, n_frames, model_config["pooling"], model_config["head_hidden"])
+
+
+def apply_variant(model: StrainClassifier, variant: Variant) -> nn.Module:
+    """Set what trains; for LoRA, wrap the model with peft. Returns the model to train."""
+    if variant.family == "full":
+        for name, p in model.named_parameters():
+            p.requires_grad_("embed_positions" not in name)  # Whisper keeps its positions fixed
+        return model
+    model.encoder.requires_grad_(False)
+    model.head.requires_grad_(True)
+    if variant.family == "frozen":
+        return model
+    if variant.family == "partial":
+        layers = model.encoder.layers
+        if variant.layers > len(layers):
+            raise StageError(f"variant {variant.name}: partial.layers {variant.layers} exceeds the encoder's {len(layers)} layers")
+        for layer in layers[len(layers) - variant.layers :]:
+            layer.requires_grad_(True)
+        model.encoder.layer_norm.requires_grad_(True)
+        return model
+    if variant.family == "lora":
+        width = model.encoder.config.d_model
+        if variant.rank > width:
+            raise StageError(f"variant {variant.name}: rank {variant.rank} exceeds the layer width {width}")
+        lora = LoraConfig(
+            r=variant.rank,
+            lora_alpha=variant.alpha,
+            lora_dropout=variant.dropout,
+            target_modules=list(variant.target_modules),
+            modules_to_save=["head"],
+            bias="none",
+        )
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:
+            raise StageError(f"variant {variant.name}: target_modules {list(variant.target_modules)}: {exc}") from exc
+    raise StageError(f"unknown variant family {variant.family!r}")
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

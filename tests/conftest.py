@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny validated config, and a tiny data set, model and feature cache built once."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gwlora.config import load_schema, validate
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def tiny_config(**overrides) -> dict:
+    """The demo config shrunk for unit tests, validated (defaults filled)."""
+    with open(REPO / "config" / "demo.yaml") as fh:
+        config = yaml.safe_load(fh)
+    config["data"]["splits"] = {"train": 48, "val": 32, "test": 32}
+    config["model"]["random_init"].update(d_model=32, encoder_ffn_dim=64)
+    config["model"]["head_hidden"] = [16]
+    config["train"].update(epochs=2, batch_size=8, eval_every_steps=0, early_stopping_patience=0, threads=1)
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            config[section][name] = value
+        else:
+            config[section] = value
+    return validate(copy.deepcopy(config), copy.deepcopy(SCHEMA))
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """A tiny base model, three dataset splits and their features, built through the stage modules."""
+    from gwlora.base_model import prepare
+    from gwlora.dataset import build_split, save_split
+    from gwlora.features import extract_split
+
+    root = tmp_path_factory.mktemp("built")
+    config = tiny_config()
+    prepare(config["model"], config["seed"], root / "base_model")
+    for split in ("train", "val", "test"):
+        ds, record = build_split(config["data"], config["seed"], split)
+        save_split(ds, record, root / "data" / split)
+        extract_split(root / "data" / split, root / "base_model", root / "features" / split, batch_size=16)
+    return {"root": root, "config": config}

@@ -1,0 +1,130 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO, SCHEMA, tiny_config
+from gwlora.config import ConfigError, expand_variants, load_and_validate, validate
+
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def demo() -> dict:
+    with open(REPO / "config" / "demo.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_shipped_configs_validate(name):
+    config = load_and_validate(REPO / "config" / name, SCHEMA_PATH)
+    assert config["train"]["variants"]
+
+
+def check_rejected(config: dict, *needles: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(config, copy.deepcopy(SCHEMA))
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message
+    return message
+
+
+def test_unknown_key_is_named():
+    config = demo()
+    config["train"]["epocs"] = 3
+    check_rejected(config, "train.epocs", "unknown key")
+
+
+def test_unknown_top_level_key_is_named():
+    config = demo()
+    config["trian"] = {}
+    check_rejected(config, "trian")
+
+
+def test_wrong_type_is_named():
+    config = demo()
+    config["train"]["batch_size"] = "sixteen"
+    check_rejected(config, "train.batch_size", "integer")
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["train"].update(variants={}), "train.variants"),
+        (lambda c: c["train"]["variants"]["lora"].update(ranks=[]), "train.variants.lora.ranks"),
+        (lambda c: c["train"].update(seeds=[]), "train.seeds"),
+    ],
+)
+def test_empty_lists_are_rejected(mutate, key):
+    config = demo()
+    mutate(config)
+    check_rejected(config, key, "must not be empty")
+
+
+def test_min_greater_than_max_is_rejected():
+    config = demo()
+    config["data"]["snr"] = {"min": 30, "max": 10}
+    check_rejected(config, "data.snr", "min (30) > max (10)")
+
+
+def test_one_class_split_is_rejected():
+    config = demo()
+    config["data"]["splits"]["val"] = 2
+    config["data"]["signal_fraction"] = 0.1
+    check_rejected(config, "data.splits.val", "one class")
+
+
+def test_partial_deeper_than_encoder_is_rejected():
+    config = demo()
+    config["train"]["variants"]["partial"]["layers"] = 5
+    check_rejected(config, "train.variants.partial.layers", "encoder_layers")
+
+
+def test_rank_wider_than_layer_is_rejected():
+    config = demo()
+    config["train"]["variants"]["lora"]["ranks"] = [2, 128]
+    check_rejected(config, "train.variants.lora.ranks", "d_model")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_and_validate(tmp_path / "nope.yaml", SCHEMA_PATH)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    config = demo()
+    config["model"]["pooling"] = "max"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid config: model\.pooling"):
+        load_and_validate(path, SCHEMA_PATH)
+
+
+def test_defaults_are_filled():
+    config = demo()
+    del config["train"]["device"]
+    del config["model"]["random_init"]["init_std"]
+    validate(config, copy.deepcopy(SCHEMA))
+    assert config["train"]["device"] == "auto"
+    assert config["model"]["random_init"]["init_std"] == 0.02
+
+
+def test_variants_expand_to_wildcards_in_display_order():
+    config = tiny_config()
+    variants = expand_variants(config["train"])
+    assert list(variants) == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8"]
+    lora = variants["lora-r8"]
+    assert (lora.rank, lora.alpha, lora.target_modules) == (8, 2.0, ("q_proj", "v_proj"))
+    assert variants["full"].lr == config["train"]["variants"]["full"]["lr"]
+
+
+def test_family_lr_falls_back_to_train_lr():
+    config = tiny_config()
+    del config["train"]["variants"]["frozen"]["lr"]
+    assert expand_variants(config["train"])["frozen"].lr == config["train"]["lr"]
+
+
+def test_fixed_alpha_applies_to_every_rank():
+    config = tiny_config()
+    config["train"]["variants"]["lora"]["alpha"] = 16
+    assert {v.alpha for v in expand_variants(config["train"]).values() if v.family == "lora"} == {16.0}

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from gwlora.cli import StageError
+from gwlora.config import Variant
+from gwlora.model import FULL_CONTEXT_FRAMES, apply_variant, build_classifier, count_parameters
+
+MODEL_CONFIG = {"context": "clip", "pooling": "mean", "head_hidden": [16]}
+D, LAYERS, CHANNELS = 32, 2, 2
+
+
+def head_params(width=CHANNELS * D, hidden=16):
+    return width * hidden + hidden + hidden + 1
+
+
+def classifier(built, **overrides):
+    torch.manual_seed(0)
+    return build_classifier(built["root"] / "base_model", CHANNELS, 100, {**MODEL_CONFIG, **overrides})
+
+
+def lora(rank, targets=("q_proj", "v_proj")):
+    return Variant(name=f"lora-r{rank}", family="lora", lr=1e-3, rank=rank, alpha=float(rank), target_modules=targets)
+
+
+def test_frozen_trains_the_head_only(built):
+    model = apply_variant(classifier(built), Variant(name="frozen", family="frozen", lr=1e-3))
+    assert count_parameters(model)[0] == head_params()
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+@pytest.mark.parametrize("rank", [1, 4, 8])
+def test_lora_trainable_count_is_analytic(built, rank):
+    model = apply_variant(classifier(built), lora(rank))
+    # r (d_in + d_out) per adapted matrix, 2 matrices (q, v) per layer, plus the head
+    assert count_parameters(model)[0] == LAYERS * 2 * rank * (D + D) + head_params()
+
+
+def test_partial_trains_top_layers_and_head(built):
+    base = classifier(built)
+    per_layer = sum(p.numel() for p in base.encoder.layers[-1].parameters())
+    norm = sum(p.numel() for p in base.encoder.layer_norm.parameters())
+    model = apply_variant(base, Variant(name="partial-top1", family="partial", lr=1e-3, layers=1))
+    assert count_parameters(model)[0] == per_layer + norm + head_params()
+    assert not any(p.requires_grad for p in model.encoder.layers[0].parameters())
+
+
+def test_full_trains_everything_but_fixed_positions(built):
+    model = apply_variant(classifier(built), Variant(name="full", family="full", lr=1e-3))
+    trainable, total = count_parameters(model)
+    assert trainable == total - model.encoder.embed_positions.weight.numel()
+
+
+def test_encoder_is_shared_across_channels(built):
+    model = classifier(built).eval()
+    x = torch.randn(3, CHANNELS, 80, 100)
+    with torch.no_grad():
+        pooled = [model.encoder(input_features=x[:, c]).last_hidden_state.mean(1) for c in range(CHANNELS)]
+        expected = model.head(torch.cat(pooled, dim=-1)).squeeze(-1)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def test_30s_context_pads_like_whisper_silence(built):
+    model = classifier(built, context="30s", pooling="last").eval()
+    x = torch.randn(2, CHANNELS, 80, 100)
+    padded = model.pad_to_context(x.flatten(0, 1))
+    assert padded.shape[-1] == FULL_CONTEXT_FRAMES
+    floor = x.flatten(0, 1).amax(dim=(-2, -1)) - 2.0
+    assert torch.equal(padded[..., 100:], floor[:, None, None].expand(-1, 80, FULL_CONTEXT_FRAMES - 100))
+    with torch.no_grad():
+        assert model(x).shape == (2,)
+
+
+def test_merged_lora_gives_the_same_logits(built):
+    model = apply_variant(classifier(built), lora(4)).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # B starts at zero: make the update non-trivial
+        x = torch.randn(2, CHANNELS, 80, 100)
+        unmerged = model(x)
+        merged = model.merge_and_unload()(x)
+    assert not torch.allclose(unmerged, classifier(built).eval()(x), atol=1e-4)
+    assert torch.allclose(unmerged, merged, atol=1e-5)
+
+
+def test_unknown_target_module_is_named(built):
+    with pytest.raises(StageError, match="k_projj"):
+        apply_variant(classifier(built), lora(2, targets=("k_projj",)))
+
+
+def test_rank_above_width_is_rejected(built):
+    with pytest.raises(StageError, match="rank 64 exceeds the layer width 32"):
+        apply_variant(classifier(built), lora(64))

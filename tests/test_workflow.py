@@ -1,0 +1,93 @@
+"""The Snakemake workflow itself: dry runs, lint, bad config, and the whole demo end to end."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from gwlora.deck import OUTLINE
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def workflow_copy(tmp_path: Path) -> Path:
+    """The workflow's files in a fresh directory, as a user's clone would have them."""
+    root = tmp_path / "wf"
+    root.mkdir()
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy2(REPO / name, root)
+    for name in ("workflow", "config", "report", "src"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return root
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
+    if check and done.returncode:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.mark.parametrize("configfile, n_train", [(None, 10 * 3), ("config/demo.yaml", 5)])
+def test_dry_run(tmp_path, configfile, n_train):
+    args = ["-n", "--cores", "2"] + (["--configfile", configfile] if configfile else [])
+    out = snakemake(workflow_copy(tmp_path), *args).stdout
+    assert re.search(rf"^train\s+{n_train}$", out, re.M), out
+    for rule in ("base_model", "dataset", "features", "aggregate", "plot", "deck"):
+        assert re.search(rf"^{rule}\s+\d+$", out, re.M), rule
+
+
+def test_lint_is_clean(tmp_path):
+    done = snakemake(workflow_copy(tmp_path), "--lint", "--configfile", "config/demo.yaml", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["train"].update(epocs=3), "unknown key train.epocs"),
+        (lambda c: c["train"].update(batch_size="many"), "train.batch_size: 'many' is not of type 'integer'"),
+        (lambda c: c["train"]["variants"]["lora"].update(ranks=[]), "train.variants.lora.ranks must not be empty"),
+        (lambda c: c["train"].update(variants={}), "train.variants must not be empty"),
+    ],
+)
+def test_bad_config_fails_before_anything_runs(tmp_path, mutate, message):
+    root = workflow_copy(tmp_path)
+    config = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    mutate(config)
+    (root / "bad.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(root, "--cores", "2", "--configfile", "bad.yaml", check=False)
+    assert done.returncode != 0
+    assert f"bad.yaml: invalid config: {message}" in done.stdout + done.stderr
+    assert not (root / "results").exists()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    root = workflow_copy(tmp_path)
+    snakemake(root, "--cores", "2", "--configfile", "config/demo.yaml")
+    summary = snakemake(root, "--cores", "2", "--configfile", "config/demo.yaml", "--summary").stdout
+    # every declared output exists
+    outputs = [line.split("\t")[0] for line in summary.splitlines()[1:] if line.strip()]
+    assert outputs and all((root / p).exists() for p in outputs), summary
+    results = root / "results" / "demo"
+    for name in ("summary.csv", "summary.md", "runs.csv", "curves.csv"):
+        assert (results / "tables" / name).stat().st_size > 0
+    for name in ("val_auc_vs_time", "val_loss_vs_time"):
+        assert (results / "figures" / f"{name}.png").exists() and (results / "figures" / f"{name}.svg").exists()
+    html = (results / "slides" / "index.html").read_text()
+    for section in OUTLINE:
+        assert f">{section}</h1>" in html, section
+    assert json.loads((results / "slides" / "deck.json").read_text())["renderer"] in ("quarto", "pandoc")
+    # each job wrote its log where the rule says
+    assert (results / "logs" / "train" / "lora-r8" / "seed0.log").read_text().count("val AUC") >= 1
+    # running it again does nothing
+    again = snakemake(root, "-n", "--cores", "2", "--configfile", "config/demo.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr

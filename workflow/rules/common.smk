@@ -1,0 +1,16 @@
+import json
+
+
+def as_json(obj):
+    """Config sections reach the stages as JSON through params, so a change re-runs exactly what depends on it."""
+    return json.dumps(obj)
+
+
+def train_settings():
+    """The `train` section without the variant list: each job gets its own variant."""
+    return {k: v for k, v in config["train"].items() if k not in ("variants", "seeds")}
+
+
+def parent_of(name, index=0):
+    """Params helper: the directory of an input, as a function of the job's input (lint-clean, no hardcoded prefix)."""
+    return lambda wildcards, input: str(Path(input[name][index]).parent)

@@ -1,0 +1,18 @@
+rule features:
+    """Whisper log-mel features of one split, computed once and shared by every run."""
+    input:
+        data=rules.dataset.output,
+        model=rules.base_model.output,
+    output:
+        directory(f"{RESULTS}/features/{{split}}"),
+    params:
+        batch_size=config["features"]["batch_size"],
+    conda:
+        "../../environment.yml"
+    log:
+        f"{RESULTS}/logs/features/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/features/{{split}}.tsv"
+    shell:
+        "python -m gwlora.features --data {input.data:q} --model {input.model:q}"
+        " --batch-size {params.batch_size} --out {output:q} --log {log:q}"

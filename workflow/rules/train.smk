@@ -1,0 +1,27 @@
+rule train:
+    """Train one variant with one seed on the cached features."""
+    input:
+        train=expand(rules.features.output, split="train"),
+        val=expand(rules.features.output, split="val"),
+        test=expand(rules.features.output, split="test"),
+        model=rules.base_model.output,
+    output:
+        curve=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/curve.csv",
+        summary=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/summary.json",
+    params:
+        model=as_json(config["model"]),
+        train=as_json(train_settings()),
+        variant=lambda wc: as_json(VARIANTS[wc.variant].to_dict()),
+        run_dir=subpath(output.summary, parent=True),
+    threads: config["train"]["threads"]
+    conda:
+        "../../environment.yml"
+    log:
+        f"{RESULTS}/logs/train/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{variant}}/seed{{seed}}.tsv"
+    shell:
+        "python -m gwlora.train --train-features {input.train:q} --val-features {input.val:q}"
+        " --test-features {input.test:q} --model {input.model:q}"
+        " --model-config {params.model:q} --train-config {params.train:q}"
+        " --variant {params.variant:q} --seed {wildcards.seed} --out {params.run_dir:q} --log {log:q}"
