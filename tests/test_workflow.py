@@ -1,6 +1,7 @@
 """The Snakemake workflow itself: dry runs, lint, bad config, and the whole demo end to end."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +29,9 @@ def workflow_copy(tmp_path: Path) -> Path:
 
 
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
+    # the rules call `python`: make it this interpreter, whether or not its environment is activated
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    done = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env)
     if check and done.returncode:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done

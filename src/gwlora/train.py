@@ -280,11 +280,15 @@ def _parser(p):
     p.add_argument("--train-config", type=json_arg, required=True, help="validated `train` config section, as JSON")
     p.add_argument("--variant", type=json_arg, required=True, help="the variant to train, as JSON")
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--threads", type=int, help="CPU threads (default: train.threads of the config)")
     p.add_argument("--out", required=True, help="run directory (curve.csv, summary.json)")
 
 
 def _run(args):
     """Train one variant of the classifier with one seed."""
+    train_config = dict(args.train_config)
+    if args.threads:
+        train_config["threads"] = args.threads
     features = {"train": args.train_features, "val": args.val_features}
     if args.test_features:
         features["test"] = args.test_features
@@ -292,7 +296,7 @@ def _run(args):
         features=features,
         model_dir=args.model,
         model_config=args.model_config,
-        train_config=args.train_config,
+        train_config=train_config,
         variant=Variant.from_dict(args.variant),
         seed=args.seed,
         out_dir=args.out,

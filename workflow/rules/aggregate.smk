@@ -14,5 +14,7 @@ rule aggregate:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/aggregate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate.tsv"
     shell:
         "python -m gwlora.aggregate {params.run_dirs:q} --out {params.out_dir:q} --log {log:q}"

@@ -20,6 +20,8 @@ rule deck:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/deck.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/deck.tsv"
     shell:
         "python -m gwlora.deck --source {params.source:q} --tables {params.tables:q} --figures {params.figures:q}"
         " --model {input.model:q} --data {input.data:q} --config {params.config:q}"

@@ -10,5 +10,7 @@ rule plot:
         "../../environment.yml"
     log:
         f"{RESULTS}/logs/plot.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot.tsv"
     shell:
         "python -m gwlora.plot --curves {input.curves:q} --out {params.out_dir:q} --log {log:q}"

@@ -24,4 +24,5 @@ rule train:
         "python -m gwlora.train --train-features {input.train:q} --val-features {input.val:q}"
         " --test-features {input.test:q} --model {input.model:q}"
         " --model-config {params.model:q} --train-config {params.train:q}"
-        " --variant {params.variant:q} --seed {wildcards.seed} --out {params.run_dir:q} --log {log:q}"
+        " --variant {params.variant:q} --seed {wildcards.seed} --threads {threads}"
+        " --out {params.run_dir:q} --log {log:q}"
