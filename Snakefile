@@ -33,6 +33,8 @@ except ConfigError as exc:
 
 RESULTS = f"results/{config['experiment']}"
 REPORT = "report"  # the deck's source, relative to the working directory like every path here
+# downloads are cached across experiments; each experiment lists its files in its own manifest
+GWOSC_MANIFEST = f"resources/gwosc/manifest-{config['experiment']}.json"
 VARIANTS = expand_variants(config["train"])
 SEEDS = config["train"]["seeds"]
 SPLITS = ["train", "val", "test"]
@@ -44,6 +46,7 @@ wildcard_constraints:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/features.smk"

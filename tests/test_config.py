@@ -128,3 +128,20 @@ def test_fixed_alpha_applies_to_every_rank():
     config = tiny_config()
     config["train"]["variants"]["lora"]["alpha"] = 16
     assert {v.alpha for v in expand_variants(config["train"]).values() if v.family == "lora"} == {16.0}
+
+
+@pytest.mark.parametrize(
+    "mutate, needles",
+    [
+        (lambda d: d["injection"].update(approximant="IMRPhenomNope"), ("data.injection.approximant", "IMRPhenomNope")),
+        (lambda d: d.update(psd="aLIGOImaginary"), ("data.psd", "aLIGOImaginary")),
+        (lambda d: d["injection"].update(masses={"min": 60, "max": 10}), ("data.injection.masses", "min (60) > max (10)")),
+        (lambda d: d.update(band={"min": 20, "max": 1500}), ("data.band.max", "Nyquist")),
+        (lambda d: d.update(segment_seconds=1.5), ("data.segment_seconds",)),
+        (lambda d: d.update(detectors=["H1", "G1"]), ("data.detectors.1", "'G1' is not one of")),
+    ],
+)
+def test_bad_physics_is_named(mutate, needles):
+    config = demo()
+    mutate(config["data"])
+    check_rejected(config, *needles)

@@ -77,23 +77,33 @@ def validate(config: dict, schema: dict) -> dict:
     return config
 
 
-def _check_range(section: dict, key: str) -> None:
+def _check_range(section: dict, key: str, where: str = "data") -> None:
     value = section[key]
     if value["min"] > value["max"]:
-        raise ConfigError(f"invalid config: data.{key}: min ({value['min']}) > max ({value['max']})")
+        raise ConfigError(f"invalid config: {where}.{key}: min ({value['min']}) > max ({value['max']})")
 
 
 def _check_semantics(config: dict) -> None:
     """Checks that a JSON schema cannot express."""
     data = config["data"]
     _check_range(data, "snr")
-    _check_range(data, "frequency")
+    _check_range(data, "band")
+    _check_range(data["injection"], "masses", "data.injection")
+    _check_range(data["injection"], "merger_position", "data.injection")
     nyquist = data["sample_rate"] / 2
-    if data["frequency"]["max"] >= nyquist:
+    if data["band"]["max"] >= nyquist:
         raise ConfigError(
-            f"invalid config: data.frequency.max ({data['frequency']['max']} Hz) must be below the "
+            f"invalid config: data.band.max ({data['band']['max']} Hz) must be below the "
             f"Nyquist frequency of data.sample_rate ({nyquist} Hz)"
         )
+    if data["segment_seconds"] < data["window_seconds"] + 1:
+        raise ConfigError(
+            f"invalid config: data.segment_seconds ({data['segment_seconds']}) must exceed "
+            f"data.window_seconds ({data['window_seconds']}) by at least 1 s of whitening margin"
+        )
+    _check_physics(data)
+    if data["source"] == "gwosc":
+        _check_gwosc(data)
     frames = data["window_seconds"] * WHISPER_SAMPLE_RATE / WHISPER_HOP_LENGTH
     if abs(frames - round(frames)) > 1e-9 or round(frames) % 2:
         raise ConfigError(
@@ -130,6 +140,43 @@ def _check_semantics(config: dict) -> None:
                 f"invalid config: train.variants.lora.ranks: rank {max(lora['ranks'])} exceeds the layer "
                 f"width model.random_init.d_model ({init['d_model']})"
             )
+
+
+def _check_gwosc(data: dict) -> None:
+    gwosc = data.get("gwosc")
+    if gwosc is None:
+        raise ConfigError("invalid config: data.gwosc is required when data.source is gwosc")
+    spans = []
+    for split in ("train", "val", "test"):
+        for i, (start, end) in enumerate(gwosc["segments"][split]):
+            if start >= end:
+                raise ConfigError(f"invalid config: data.gwosc.segments.{split}.{i}: start ({start}) >= end ({end})")
+            spans.append((start, end, f"data.gwosc.segments.{split}.{i}", split))
+    for a in spans:
+        for b in spans:
+            if a[3] < b[3] and a[0] < b[1] and b[0] < a[1]:
+                raise ConfigError(f"invalid config: {a[2]} {list(a[:2])} overlaps {b[2]} {list(b[:2])}: splits would share noise")
+    if data["sample_rate"] > gwosc["source_sample_rate"]:
+        raise ConfigError(
+            f"invalid config: data.sample_rate ({data['sample_rate']}) exceeds data.gwosc.source_sample_rate "
+            f"({gwosc['source_sample_rate']})"
+        )
+
+
+def _check_physics(data: dict) -> None:
+    """The lalsimulation models the config names exist (imported lazily: LALSuite is large)."""
+    from . import gw
+    from .cli import StageError
+
+    checks = {
+        "data.injection.approximant": lambda: gw.approximant(data["injection"]["approximant"]),
+        "data.psd": lambda: gw.check_psd_name(data["psd"]),
+    }
+    for key, check in checks.items():
+        try:
+            check()
+        except StageError as exc:
+            raise ConfigError(f"invalid config: {key}: {exc}") from None
 
 
 def load_and_validate(path: str | Path, schema_path: str | Path) -> dict:

@@ -3,145 +3,223 @@
 Output contract (what `features` and later stages read), one directory per split:
 
 * a Hugging Face `datasets` dataset saved with ``save_to_disk`` whose rows are
-  windows: ``strain`` (float32, shape [n_detectors, n_samples] at 16 kHz,
-  conditioned: whitened and band-passed), ``label`` (1 = signal, 0 = noise),
-  ``snr`` (network optimal SNR of the injection, 0 for noise) and
-  ``merger_time`` (seconds from the window start, NaN for noise);
+  windows: ``strain`` (float32, [n_detectors, n_samples] at 16 kHz, whitened
+  and band-passed), ``label`` (1 = signal, 0 = noise), ``snr`` (network
+  optimal SNR of the injection, 0 for noise), ``detector_snr`` (per detector),
+  the injection's parameters (``mass1``, ``mass2``, ``distance_mpc``, ``ra``,
+  ``dec``, ``inclination``, ``polarization``, ``coa_phase``; NaN for noise),
+  ``gps_time`` (window start) and ``merger_time`` (geocentric merger, seconds
+  from the window start; NaN for noise);
 * ``build.json``: the data config, seed and split that made it, the detector
   names and the sample rate, so every later stage knows the channels.
 
-The ``toy`` source is a fast, self-contained simulation: white Gaussian noise
-per detector (as after whitening) and a Newtonian-like chirp, delayed by up to
-the H1-L1 light travel time and scaled to a target network optimal SNR.
+Sources: ``simulated``, stationary Gaussian noise coloured by a lalsimulation PSD
+(Advanced LIGO design by default), independent per detector, with BBH
+injections from lalsimulation (see :mod:`gwlora.gw`). Each window is cut from
+the middle of a longer segment that is whitened as a whole, so whitening edge
+effects stay outside the window. ``gwosc``: real coincident noise of the
+configured GPS segments (see :mod:`gwlora.gwosc_source`), disjoint per split,
+whitened with a PSD estimated from each stretch (Welch), with the same
+injections.
 """
 
 from __future__ import annotations
 
 import logging
-from math import gcd
 from pathlib import Path
 
 import datasets
 import numpy as np
-from scipy import signal as sps
 from tqdm import tqdm
 
+from . import gw
 from .cli import StageError, atomic_dir, json_arg, run_stage, write_json
-from .config import WHISPER_SAMPLE_RATE
 
 log = logging.getLogger("gwlora.dataset")
 
 SPLITS = ("train", "val", "test")
-MAX_INTERDETECTOR_DELAY_S = 0.010  # H1-L1 light travel time is 10.0 ms
-BAND_HZ = (20.0, 1000.0)
+INJECTION_COLUMNS = ("mass1", "mass2", "distance_mpc", "ra", "dec", "inclination", "polarization", "coa_phase")
+# Simulated segments of different splits start this far apart in GPS time (disjoint by construction).
+SPLIT_GPS_OFFSET = 10_000_000
 
 
-def split_rng(seed: int, split: str) -> np.random.Generator:
-    """Independent, reproducible random stream per (seed, split): no leakage across splits."""
-    return np.random.default_rng([seed, SPLITS.index(split)])
+def window_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """Independent, reproducible random stream per (seed, split, window): no leakage across splits."""
+    return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
-def white_noise(rng: np.random.Generator, n_det: int, n_samples: int) -> np.ndarray:
-    """Unit-variance white Gaussian noise: whitened detector noise."""
-    return rng.standard_normal((n_det, n_samples))
+def split_labels(n: int, signal_fraction: float, seed: int, split: str) -> np.ndarray:
+    n_signal = round(n * signal_fraction)
+    if n_signal in (0, n):
+        raise StageError(f"split {split!r}: {n} windows with signal_fraction {signal_fraction} has one class only")
+    labels = np.zeros(n, dtype=np.int64)
+    labels[np.random.default_rng([seed, SPLITS.index(split)]).permutation(n)[:n_signal]] = 1
+    return labels
 
 
-def toy_chirp(t: np.ndarray, merger_time: float, f_min: float, f_max: float, phase: float) -> np.ndarray:
-    """A chirp whose frequency sweeps f_min -> f_max as (time to merger)^(-3/8), amplitude ∝ f^(2/3)."""
-    tau = np.clip(merger_time - t, 0.0, None)
-    # Choose tau0 so that f(window start) = f_min: f = f_max * (1 + tau/tau0)^(-3/8).
-    tau_start = max(merger_time - t[0], 1e-3)
-    tau0 = tau_start / ((f_max / f_min) ** (8.0 / 3.0) - 1.0)
-    freq = f_max * (1.0 + tau / tau0) ** (-3.0 / 8.0)
-    dt = t[1] - t[0]
-    ph = phase + 2 * np.pi * np.cumsum(freq) * dt
-    amp = (freq / f_max) ** (2.0 / 3.0)
-    amp[t > merger_time] *= np.exp(-(t[t > merger_time] - merger_time) / 0.005)  # short ringdown
-    return amp * np.sin(ph)
+def condition(segment: np.ndarray, psd: np.ndarray, fs: int, band: tuple[float, float], start: int, length: int) -> np.ndarray:
+    """Whiten a segment [C, n] against `psd`, band-pass it, cut the window and resample it to 16 kHz."""
+    white = gw.bandpass(gw.whiten(segment, psd, fs), fs, band)
+    return gw.resample_to_whisper(white[:, start : start + length], fs).astype(np.float32)
 
 
-def optimal_snr(whitened_signal: np.ndarray) -> np.ndarray:
-    """Per-detector optimal SNR of a signal in unit-variance whitened noise: sqrt(sum h^2)."""
-    return np.sqrt(np.sum(whitened_signal**2, axis=-1))
+def segment_layout(data: dict) -> tuple[int, int, int, int]:
+    """(sample rate, segment samples, window start, window samples) of the simulated segments."""
+    fs = int(data["sample_rate"])
+    n = round(data["segment_seconds"] * fs)
+    length = round(data["window_seconds"] * fs)
+    return fs, n, (n - length) // 2, length
 
 
-def toy_injection(rng, n_det: int, t: np.ndarray, data: dict, target_snr: float):
-    """One multi-detector signal scaled to `target_snr` (network optimal SNR).
+def simulated_psd(data: dict) -> np.ndarray:
+    fs, n, _, _ = segment_layout(data)
+    # below 3/4 of the band's low edge the model PSD is held flat (it diverges there); the band-pass removes it
+    return gw.design_psd(data["psd"], n, fs, 0.75 * data["band"]["min"])
 
-    Returns the strain [n_det, n_samples], the merger time at the first
-    detector and each detector's arrival delay relative to the first.
+
+def blank_row(n_det: int, window_gps: float) -> dict:
+    row = {"label": 0, "snr": 0.0, "detector_snr": [0.0] * n_det, "gps_time": float(window_gps), "merger_time": float("nan")}
+    row.update({k: float("nan") for k in INJECTION_COLUMNS})
+    return row
+
+
+def inject(noise: np.ndarray, psd: np.ndarray, data: dict, rng: np.random.Generator, segment_gps: float, row: dict):
+    """Add a random BBH signal at its target network SNR (against `psd`) to a raw segment; fills `row`.
+
+    Returns (noise + signal, signal).
     """
-    duration = t[-1] - t[0]
-    merger_time = rng.uniform(0.5 * duration, 0.95 * duration)
-    f_lo, f_hi = data["frequency"]["min"], data["frequency"]["max"]
-    h = np.empty((n_det, t.size))
-    delays = np.zeros(n_det)
-    for d in range(n_det):
-        delays[d] = rng.uniform(-MAX_INTERDETECTOR_DELAY_S, MAX_INTERDETECTOR_DELAY_S) if d else 0.0
-        antenna = rng.uniform(0.3, 1.0)
-        h[d] = antenna * toy_chirp(t, merger_time + delays[d], f_lo, f_hi, rng.uniform(0, 2 * np.pi))
-    network = np.sqrt(np.sum(optimal_snr(h) ** 2))
-    return h * (target_snr / network), merger_time, delays
+    fs, n, _, _ = segment_layout(data)
+    band = (data["band"]["min"], data["band"]["max"])
+    params = gw.draw_injection(rng, data["injection"], data["snr"])
+    merger_gps = row["gps_time"] + params["merger_position"] * data["window_seconds"]
+    h = gw.project_waveform(params, list(data["detectors"]), fs, n, segment_gps, merger_gps, data["injection"]["approximant"], data["injection"]["f_lower"])
+    rho = gw.optimal_snr(h, psd, fs, band)
+    scale = params["target_snr"] / np.sqrt(np.sum(rho**2))
+    h *= scale
+    row.update({k: params[k] for k in INJECTION_COLUMNS if k in params})
+    row.update(
+        label=1,
+        snr=params["target_snr"],
+        detector_snr=[float(r) for r in rho * scale],
+        distance_mpc=gw.REFERENCE_DISTANCE_MPC / scale,
+        merger_time=merger_gps - row["gps_time"],
+    )
+    return noise + h, h
 
 
-def condition(strain: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Band-pass to the detector band and resample to Whisper's 16 kHz."""
-    high = min(BAND_HZ[1], 0.45 * sample_rate)
-    sos = sps.butter(8, [BAND_HZ[0], high], btype="bandpass", fs=sample_rate, output="sos")
-    filtered = sps.sosfiltfilt(sos, strain, axis=-1)
-    g = gcd(WHISPER_SAMPLE_RATE, sample_rate)
-    return sps.resample_poly(filtered, WHISPER_SAMPLE_RATE // g, sample_rate // g, axis=-1).astype(np.float32)
+def simulated_segment(data: dict, seed: int, split: str, index: int, label: int):
+    """One raw segment: (noise + signal [C, n], the injected signal [C, n] or None, window metadata)."""
+    fs, n, start, _ = segment_layout(data)
+    psd = simulated_psd(data)
+    rng = window_rng(seed, split, index)
+    segment_gps = data["gps_start"] + SPLITS.index(split) * SPLIT_GPS_OFFSET + index * data["segment_seconds"]
+    noise = np.stack([gw.coloured_noise(rng, psd, n, fs) for _ in data["detectors"]])
+    row = blank_row(len(data["detectors"]), segment_gps + start / fs)
+    if not label:
+        return noise, None, row
+    segment, h = inject(noise, psd, data, rng, segment_gps, row)
+    return segment, h, row
 
 
-def build_split(data: dict, seed: int, split: str) -> tuple[datasets.Dataset, dict]:
-    """Simulate one split; returns the dataset and its build record."""
+def simulated_window(data: dict, seed: int, split: str, index: int, label: int) -> dict:
+    """One conditioned window of simulated data, with a BBH injection when `label` is 1."""
+    fs, _, start, length = segment_layout(data)
+    segment, _, row = simulated_segment(data, seed, split, index, label)
+    row["strain"] = condition(segment, simulated_psd(data), fs, (data["band"]["min"], data["band"]["max"]), start, length)
+    return row
+
+
+def features_schema(n_det: int, n_samples: int) -> datasets.Features:
+    columns = {
+        "strain": datasets.Array2D(shape=(n_det, n_samples), dtype="float32"),
+        "label": datasets.Value("int64"),
+        "snr": datasets.Value("float64"),
+        "detector_snr": datasets.Sequence(datasets.Value("float64"), length=n_det),
+        "gps_time": datasets.Value("float64"),
+        "merger_time": datasets.Value("float64"),
+    }
+    columns.update({k: datasets.Value("float64") for k in INJECTION_COLUMNS})
+    return datasets.Features(columns)
+
+
+def simulated_rows(data: dict, seed: int, split: str, labels: np.ndarray):
+    for i, label in enumerate(tqdm(labels, desc=f"simulate {split}", unit="window", mininterval=1.0)):
+        yield simulated_window(data, seed, split, i, label)
+
+
+def gwosc_rows(data: dict, seed: int, split: str, labels: np.ndarray, manifest: str | Path):
+    """Windows cut from real coincident GWOSC noise of this split's segments, whitened with a Welch PSD."""
+    from . import gwosc_source
+
+    fs, n, start, length = segment_layout(data)
+    detectors = list(data["detectors"])
+    band = (data["band"]["min"], data["band"]["max"])
+    cfg = data["gwosc"]
+    files = gwosc_source.cached_files(manifest, detectors)
+    stretches = gwosc_source.coincident_stretches(
+        files, cfg["segments"][split], cfg["dq_flags"], cfg["exclude"], min_seconds=data["segment_seconds"]
+    )
+    # candidate windows: adjacent (disjoint) windows whose whole segment lies inside a good stretch
+    margin = start / fs
+    candidates = [
+        (s, e, s + margin + k * data["window_seconds"])
+        for s, e in stretches
+        for k in range(int((e - s - data["segment_seconds"]) // data["window_seconds"]) + 1)
+    ]
+    if len(candidates) < len(labels):
+        raise StageError(
+            f"split {split!r}: needs {len(labels)} windows but data.gwosc.segments.{split} holds only "
+            f"{len(candidates)} ({sum(e - s for s, e in stretches)} s of coincident good data in "
+            f"{len(stretches)} stretch(es) of at least {data['segment_seconds']} s)"
+        )
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    chosen = sorted(rng.choice(len(candidates), size=len(labels), replace=False))
+    loaded: tuple | None = None
+    bar = tqdm(total=len(labels), desc=f"gwosc {split}", unit="window", mininterval=1.0)
+    for i, (c, label) in enumerate(zip(chosen, labels)):
+        s, e, window_gps = candidates[c]
+        if loaded is None or loaded[0] != (s, e):
+            strain = np.stack([gwosc_source.load_stretch(files[d], s, e, fs) for d in detectors])
+            psd = np.stack([gw.welch_psd(x, fs, n, 0.75 * band[0]) for x in strain])
+            loaded = ((s, e), strain, psd)
+        _, strain, psd = loaded
+        a = round((window_gps - s) * fs) - start
+        segment = strain[:, a : a + n]
+        row = blank_row(len(detectors), window_gps)
+        if label:
+            segment, _ = inject(segment, psd, data, window_rng(seed, split, i), window_gps - start / fs, row)
+        row["strain"] = condition(segment, psd, fs, band, start, length)
+        bar.update()
+        yield row
+    bar.close()
+
+
+def build_split(data: dict, seed: int, split: str, strain_manifest: str | Path | None = None) -> tuple[datasets.Dataset, dict]:
+    """Build one split of windows; returns the dataset and its build record."""
     if split not in SPLITS:
         raise StageError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-    if data["source"] != "toy":
-        raise StageError(f"data.source {data['source']!r} is not supported by this version")
     n = int(data["splits"][split])
-    n_signal = round(n * data["signal_fraction"])
-    if n_signal in (0, n):
-        raise StageError(f"split {split!r}: {n} windows with signal_fraction {data['signal_fraction']} has one class only")
-    fs = int(data["sample_rate"])
-    n_samples = round(data["window_seconds"] * fs)
+    labels = split_labels(n, data["signal_fraction"], seed, split)
+    gw.approximant(data["injection"]["approximant"])  # fail before any work on an unknown one
+    if data["source"] == "simulated":
+        rows = list(simulated_rows(data, seed, split, labels))
+    elif data["source"] == "gwosc":
+        if strain_manifest is None:
+            raise StageError("data.source gwosc needs the manifest of the downloaded strain files (--strain-manifest)")
+        rows = list(gwosc_rows(data, seed, split, labels, strain_manifest))
+    else:
+        raise StageError(f"data.source {data['source']!r} is not supported by this version")
+    columns = {k: [r[k] for r in rows] for k in rows[0]}
     detectors = list(data["detectors"])
-    rng = split_rng(seed, split)
-    labels = np.zeros(n, dtype=np.int64)
-    labels[rng.permutation(n)[:n_signal]] = 1
-    t = np.arange(n_samples) / fs
-
-    rows = {"strain": [], "label": [], "snr": [], "merger_time": []}
-    for label in tqdm(labels, desc=f"simulate {split}", unit="window", mininterval=1.0):
-        strain = white_noise(rng, len(detectors), n_samples)
-        snr, merger_time = 0.0, float("nan")
-        if label:
-            snr = float(rng.uniform(data["snr"]["min"], data["snr"]["max"]))
-            h, merger_time, _ = toy_injection(rng, len(detectors), t, data, snr)
-            strain = strain + h
-        rows["strain"].append(condition(strain, fs))
-        rows["label"].append(int(label))
-        rows["snr"].append(snr)
-        rows["merger_time"].append(float(merger_time))
-
-    n_out = rows["strain"][0].shape[-1]
-    features = datasets.Features(
-        {
-            "strain": datasets.Array2D(shape=(len(detectors), n_out), dtype="float32"),
-            "label": datasets.Value("int64"),
-            "snr": datasets.Value("float64"),
-            "merger_time": datasets.Value("float64"),
-        }
-    )
-    ds = datasets.Dataset.from_dict(rows, features=features)
+    ds = datasets.Dataset.from_dict(columns, features=features_schema(len(detectors), rows[0]["strain"].shape[-1]))
     record = {
         "split": split,
         "seed": seed,
         "source": data["source"],
         "detectors": detectors,
-        "sample_rate": WHISPER_SAMPLE_RATE,
+        "sample_rate": gw.WHISPER_SAMPLE_RATE,
         "n_windows": n,
-        "n_signal": int(n_signal),
+        "n_signal": int(labels.sum()),
         "data_config": data,
     }
     return ds, record
@@ -166,12 +244,13 @@ def _parser(p):
     p.add_argument("--data-config", type=json_arg, required=True, help="the validated `data` config section, as JSON")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--split", choices=SPLITS, required=True)
+    p.add_argument("--strain-manifest", help="manifest of the downloaded strain files (data.source gwosc)")
     p.add_argument("--out", required=True, help="output directory of the split")
 
 
 def _run(args):
     """Simulate one split of labelled strain windows."""
-    ds, record = build_split(args.data_config, args.seed, args.split)
+    ds, record = build_split(args.data_config, args.seed, args.split, args.strain_manifest)
     save_split(ds, record, args.out)
     log.info("wrote %s: %d windows (%d with a signal), detectors %s", args.out, record["n_windows"], record["n_signal"], ",".join(record["detectors"]))
 

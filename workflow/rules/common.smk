@@ -1,4 +1,5 @@
 import json
+import shlex
 
 
 def as_json(obj):
@@ -14,3 +15,8 @@ def train_settings():
 def parent_of(name, index=0):
     """Params helper: the directory of an input, as a function of the job's input (lint-clean, no hardcoded prefix)."""
     return lambda wildcards, input: str(Path(input[name][index]).parent)
+
+
+def strain_manifest(wildcards):
+    """The dataset rule's download input: the GWOSC manifest, or nothing for simulated noise."""
+    return [GWOSC_MANIFEST] if config["data"]["source"] == "gwosc" else []

@@ -1,10 +1,13 @@
 rule dataset:
-    """Simulate one split of labelled two-detector strain windows."""
+    """One split of labelled multi-detector strain windows: simulated or GWOSC noise, with BBH injections."""
+    input:
+        strain=strain_manifest,
     output:
         directory(f"{RESULTS}/data/{{split}}"),
     params:
         data=as_json(config["data"]),
         seed=config["seed"],
+        strain=lambda wc, input: f"--strain-manifest {shlex.quote(input.strain[0])}" if input.strain else "",
     conda:
         "../../environment.yml"
     log:
@@ -13,4 +16,4 @@ rule dataset:
         f"{RESULTS}/benchmarks/dataset/{{split}}.tsv"
     shell:
         "python -m gwlora.dataset --data-config {params.data:q} --seed {params.seed}"
-        " --split {wildcards.split} --out {output:q} --log {log:q}"
+        " --split {wildcards.split} {params.strain} --out {output:q} --log {log:q}"

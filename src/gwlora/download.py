@@ -1,0 +1,434 @@
+"""The one place that fetches files over HTTP(S): resumable, retried, verified downloads.
+
+:func:`download` writes into ``<dest>.part``, resumes it with a ``Range``
+request after an interrupted transfer (in this call or an earlier run), retries
+transient failures (connection errors, timeouts, HTTP 5xx and 429, truncated
+transfers) with exponential backoff, verifies the SHA-256 and an optional
+validator, and only then renames the file into place, so ``dest`` is never
+partial or corrupted.
+
+:func:`read_manifest`, :func:`write_manifest` and :func:`verify_manifest` keep
+a JSON record (``{file: {"url", "sha256", "size"}}``) of a download cache, and
+:func:`extract_archive` unpacks zip and tar archives after refusing any member
+that could write outside the target directory.
+
+Only the standard library and ``tqdm`` are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import stat
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from tqdm import tqdm
+
+from .cli import StageError, atomic_dir, read_json, write_json
+
+log = logging.getLogger("gwlora.download")
+
+USER_AGENT = "gwlora-download/0.1 (+python-urllib)"
+_SCHEMES = ("http", "https", "file")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+
+
+class DownloadError(StageError):
+    """A download, verification or extraction failed; the message names the URL and/or file."""
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying (the `.part` file is kept for resuming)."""
+
+
+def _sleep(seconds: float) -> None:  # a seam for tests
+    time.sleep(seconds)
+
+
+def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    chunk_size: int = 1 << 20,
+    validate: Callable[[Path], None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download `url` to `dest` and return `dest`.
+
+    * `dest` already there: returned at once (no request) when `sha256` matches
+      (or, without `sha256`, when `validate` accepts it or there is no
+      validator); otherwise it is deleted and downloaded again.
+    * The transfer goes to ``<dest>.part`` and resumes an existing one with
+      ``Range: bytes=<size>-`` (206: append; 200: start over; 416: the part is
+      already complete).
+    * Up to ``retries + 1`` attempts, sleeping ``backoff * 2**attempt`` seconds
+      after each failed one, on connection errors, timeouts, HTTP 5xx/429 and
+      truncated transfers; other HTTP 4xx fail at once.
+    * The finished file must match `sha256` (if given) and pass `validate` (if
+      given; it raises to reject the file), else it is deleted and
+      :class:`DownloadError` is raised. Only then is it renamed to `dest`.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in _SCHEMES:
+        raise DownloadError(f"{url}: unsupported URL scheme {scheme or '(none)'!r} (expected one of {_SCHEMES})")
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not _SHA256_RE.match(sha256):
+            raise DownloadError(f"{url}: expected sha256 {sha256!r} is not 64 hexadecimal digits")
+    if retries < 0:
+        raise DownloadError(f"{url}: retries must be >= 0, got {retries}")
+
+    if dest.exists():
+        reason = _verify(dest, sha256, validate)
+        if reason is None:
+            log.debug("%s: already present and verified, not downloading", dest)
+            return dest
+        log.warning("%s: %s; deleting it and downloading %s again", dest, reason, url)
+        dest.unlink()
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    attempts = retries + 1
+    last_error = "no attempt made"
+    restarted_after_bad_resume = False
+    for attempt in range(attempts):
+        try:
+            resumed = _attempt(url, part, dest.name, timeout, chunk_size, progress)
+        except _Retryable as exc:
+            last_error = str(exc)
+            if attempt + 1 < attempts:
+                delay = backoff * 2**attempt
+                log.warning(
+                    "%s: attempt %d/%d failed: %s; retrying in %.2g s", url, attempt + 1, attempts, exc, delay
+                )
+                _sleep(delay)
+            else:
+                log.warning("%s: attempt %d/%d failed: %s", url, attempt + 1, attempts, exc)
+            continue
+        problem = _verify(part, sha256, validate)
+        if problem is not None:
+            part.unlink(missing_ok=True)
+            # Bytes resumed from an earlier transfer may belong to an older version of
+            # the file: give it one clean, from-scratch try before blaming the server.
+            if resumed and not restarted_after_bad_resume and attempt + 1 < attempts:
+                restarted_after_bad_resume = True
+                last_error = problem
+                log.warning("%s: %s after resuming a partial file; downloading from scratch", url, problem)
+                continue
+            raise DownloadError(f"{url}: {problem}; deleted the download of {dest.name}")
+        os.replace(part, dest)
+        size = dest.stat().st_size
+        elapsed = time.monotonic() - started
+        rate = size / elapsed if elapsed > 0 else float("inf")
+        log.info("downloaded %s -> %s (%s in %.1f s, %s/s)", url, dest, _human(size), elapsed, _human(rate))
+        return dest
+    raise DownloadError(f"{url}: download to {dest} failed after {attempts} attempts; last error: {last_error}")
+
+
+def _verify(part: Path, sha256: str | None, validate: Callable[[Path], None] | None) -> str | None:
+    """Check a finished transfer or an existing file; return what is wrong with it, or None."""
+    if sha256 is not None:
+        actual = sha256_of(part)
+        if actual != sha256:
+            return f"checksum mismatch: expected sha256 {sha256}, got {actual}"
+    if validate is not None:
+        try:
+            validate(part)
+        except Exception as exc:  # noqa: BLE001 - any exception from the validator rejects the file
+            return f"rejected by the validator: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _attempt(url: str, part: Path, name: str, timeout: float, chunk_size: int, progress: bool) -> bool:
+    """One request; leaves a complete `part` or raises. Returns whether it built on earlier bytes."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    # A fresh opener per call reads the proxy settings from the environment each time.
+    opener = urllib.request.build_opener()
+    try:
+        response = opener.open(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        try:
+            return _http_error(url, part, offset, exc)
+        finally:
+            exc.close()
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, bad status lines
+        raise _Retryable(_describe(exc)) from exc
+
+    with response:
+        status = getattr(response, "status", None) or 200
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.strip().isdigit() else None
+        total = expected
+        mode = "wb"
+        if status == 206:
+            match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range") or "")
+            if not match:
+                part.unlink(missing_ok=True)
+                raise _Retryable(f"HTTP 206 with an unusable Content-Range {response.headers.get('Content-Range')!r}")
+            start, end, whole = int(match[1]), int(match[2]), match[3]
+            if start != offset:
+                part.unlink(missing_ok=True)
+                raise _Retryable(f"asked for bytes from {offset} but the server sent bytes from {start}")
+            expected = end - start + 1
+            total = int(whole) if whole != "*" else None
+            mode = "ab" if offset else "wb"
+        else:
+            if offset:
+                log.info("%s: the server ignored the range request; starting %s over", url, name)
+            offset = 0
+        received = 0
+        try:
+            with open(part, mode) as fh, tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=name,
+                disable=not progress,
+                leave=False,
+            ) as bar:
+                while chunk := response.read(chunk_size):
+                    fh.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:  # reset, timeout or IncompleteRead mid-body
+            raise _Retryable(f"transfer interrupted after {offset + received} bytes: {_describe(exc)}") from exc
+    if expected is not None and received < expected:
+        raise _Retryable(f"transfer ended early: got {offset + received} of {offset + expected} bytes")
+    if total is not None and part.stat().st_size != total:
+        size = part.stat().st_size
+        part.unlink(missing_ok=True)
+        raise _Retryable(f"partial file has {size} bytes but the server says the file has {total}")
+    return offset > 0
+
+
+def _http_error(url: str, part: Path, offset: int, exc: urllib.error.HTTPError) -> bool:
+    status = f"HTTP {exc.code} {exc.reason}".rstrip()
+    if exc.code == 416 and offset:
+        match = _UNSATISFIED_RANGE_RE.match(exc.headers.get("Content-Range") or "") if exc.headers else None
+        if match and int(match[1]) != offset:
+            part.unlink(missing_ok=True)  # not the file the server has now
+            raise _Retryable(f"{status}: partial file has {offset} bytes, the server's file has {match[1]}")
+        log.info("%s: %s for bytes=%d-: the partial file is already complete", url, status, offset)
+        return True
+    if exc.code == 429 or exc.code >= 500:
+        raise _Retryable(status)
+    raise DownloadError(f"{url}: {status}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+        return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else f"URLError: {reason}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# --- manifest ----------------------------------------------------------------
+
+
+def manifest_entry(path: str | Path, url: str) -> dict:
+    """The manifest record of a downloaded file: its URL, SHA-256 and size."""
+    path = Path(path)
+    return {"url": url, "sha256": sha256_of(path), "size": path.stat().st_size}
+
+
+def read_manifest(path: str | Path) -> dict[str, dict]:
+    """``{relative file name: {"url", "sha256", "size"}}`` from a manifest file; {} if it is missing."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise DownloadError(f"manifest {path}: cannot read it: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):
+        raise DownloadError(f"manifest {path}: expected a JSON object mapping file names to objects")
+    return data
+
+
+def write_manifest(path: str | Path, entries: dict[str, dict]) -> None:
+    """Write a manifest atomically as sorted, indented JSON."""
+    write_json(path, {str(name): dict(entry) for name, entry in entries.items()})
+
+
+def verify_manifest(directory: str | Path, manifest: dict[str, dict]) -> None:
+    """Check that every listed file exists under `directory` with its size and SHA-256.
+
+    Raises :class:`DownloadError` naming every file that is missing or differs.
+    """
+    directory = Path(directory)
+    problems = []
+    for name in sorted(manifest):
+        entry = manifest[name]
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            problems.append(f"{name}: manifest name escapes {directory}")
+            continue
+        path = directory / rel
+        if not path.is_file():
+            problems.append(f"{path}: listed in the manifest but missing")
+            continue
+        size = path.stat().st_size
+        if entry.get("size") is not None and size != int(entry["size"]):
+            problems.append(f"{path}: size {size} bytes, the manifest says {entry['size']}")
+            continue
+        if entry.get("sha256"):
+            actual = sha256_of(path)
+            if actual != str(entry["sha256"]).lower():
+                problems.append(f"{path}: sha256 {actual}, the manifest says {entry['sha256']}")
+    if problems:
+        raise DownloadError(f"{len(problems)} file(s) do not match the manifest: " + "; ".join(problems))
+
+
+# --- archives ----------------------------------------------------------------
+
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+
+
+def _archive_kind(archive: Path) -> str:
+    name = archive.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith(_TAR_SUFFIXES):
+        return "tar"
+    raise DownloadError(f"{archive}: unknown archive type (expected .zip, {', '.join(_TAR_SUFFIXES)})")
+
+
+def _check_member_path(archive: Path, name: str, root: Path) -> None:
+    rel = PurePosixPath(name.replace("\\", "/"))
+    if name.startswith(("/", "\\")) or rel.is_absolute() or re.match(r"^[A-Za-z]:", name):
+        raise DownloadError(f"{archive}: refusing member {name!r}: absolute path")
+    if ".." in rel.parts:
+        raise DownloadError(f"{archive}: refusing member {name!r}: '..' would escape the target")
+    resolved = (root / rel).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise DownloadError(f"{archive}: refusing member {name!r}: resolves outside the target")
+
+
+def _check_tar(archive: Path, tf: tarfile.TarFile, root: Path) -> None:
+    for member in tf.getmembers():
+        if member.issym() or member.islnk():
+            kind = "symlink" if member.issym() else "hard link"
+            raise DownloadError(f"{archive}: refusing member {member.name!r}: {kind} to {member.linkname!r}")
+        if member.ischr() or member.isblk() or member.isfifo():
+            raise DownloadError(f"{archive}: refusing member {member.name!r}: device or FIFO")
+        if not (member.isfile() or member.isdir()):
+            raise DownloadError(f"{archive}: refusing member {member.name!r}: unsupported member type")
+        _check_member_path(archive, member.name, root)
+
+
+def _check_zip(archive: Path, zf: zipfile.ZipFile, root: Path) -> None:
+    for info in zf.infolist():
+        mode = info.external_attr >> 16
+        if mode and stat.S_ISLNK(mode):
+            raise DownloadError(f"{archive}: refusing member {info.filename!r}: symlink")
+        if mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
+            raise DownloadError(f"{archive}: refusing member {info.filename!r}: device or FIFO")
+        _check_member_path(archive, info.filename, root)
+
+
+def extract_archive(archive: str | Path, target: str | Path) -> Path:
+    """Extract a .zip or .tar[.gz|.bz2|.xz] archive into `target` and return it.
+
+    Every member is checked before anything is written: absolute paths, ``..``
+    components, paths resolving outside `target`, links and device files are
+    refused with :class:`DownloadError` naming the archive and the member. The
+    archive is unpacked into a temporary sibling directory that then replaces
+    `target`, so a failure leaves no partial `target`.
+    """
+    archive, target = Path(archive), Path(target)
+    kind = _archive_kind(archive)
+    if not archive.is_file():
+        raise DownloadError(f"{archive}: archive not found")
+    root = target.resolve()
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                _check_zip(archive, zf, root)
+                with atomic_dir(target) as tmp:
+                    zf.extractall(tmp)
+        else:
+            with tarfile.open(archive, "r:*") as tf:
+                _check_tar(archive, tf, root)
+                with atomic_dir(target) as tmp:
+                    if hasattr(tarfile, "data_filter"):  # Python >= 3.12, 3.11.4, 3.10.12
+                        tf.extractall(tmp, filter="data")
+                    else:  # pragma: no cover - members were all checked above
+                        tf.extractall(tmp)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise DownloadError(f"{archive}: cannot extract: {type(exc).__name__}: {exc}") from exc
+    log.info("extracted %s -> %s", archive, target)
+    return target
+
+
+# --------------------------------------------------------------------------- the `download` stage
+
+
+def _parser(p):
+    from .cli import json_arg
+
+    p.add_argument("--data-config", type=json_arg, required=True, help="the validated `data` config section, as JSON")
+    p.add_argument("--manifest", required=True, help="manifest to write; files go to its directory (a shared cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run(args):
+    """Download the data files the config needs into a shared, checksummed cache."""
+    from . import gwosc_source
+
+    data = args.data_config
+    if data["source"] != "gwosc":
+        raise StageError(f"data.source {data['source']!r} downloads nothing")
+    manifest = gwosc_source.fetch(list(data["detectors"]), data["gwosc"], args.manifest, progress=not args.no_progress)
+    total = sum(e["size"] for e in manifest.values())
+    log.info("%d strain files (%s) verified in %s", len(manifest), _human(total), Path(args.manifest).parent)
+
+
+def main(argv=None) -> int:
+    from .cli import run_stage
+
+    return run_stage("download", _parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
