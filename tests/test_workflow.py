@@ -94,3 +94,45 @@ def test_demo_end_to_end(tmp_path):
     # running it again does nothing
     again = snakemake(root, "-n", "--cores", "2", "--configfile", "config/demo.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def write_wav(path: Path, samples, rate: int = 8000) -> None:
+    import wave
+
+    import numpy as np
+
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+@pytest.mark.slow
+def test_workflow_serves_a_single_channel_audio_folder(tmp_path):
+    """data.source audiofolder: one channel through features, training and the deck."""
+    import numpy as np
+
+    root = workflow_copy(tmp_path)
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    for cls in ("tone", "noise"):
+        (root / "clips" / cls).mkdir(parents=True)
+        for i in range(20):
+            x = 0.3 * rng.standard_normal(t.size)
+            if cls == "tone":
+                x += 0.5 * np.sin(2 * np.pi * rng.uniform(300, 900) * t)
+            write_wav(root / "clips" / cls / f"{i:02d}.wav", x)
+    config = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    config["experiment"] = "audio-test"
+    config["data"] = {"source": "audiofolder", "audiofolder": {"path": "clips", "positive_class": "tone"}, "splits": {"train": 28, "val": 6, "test": 6}}
+    config["train"]["variants"] = {"frozen": {"lr": 1e-3}, "lora": {"ranks": [2], "lr": 5e-4}}
+    config["train"]["epochs"] = 1
+    (root / "audio.yaml").write_text(yaml.safe_dump(config))
+    snakemake(root, "--cores", "2", "--configfile", "audio.yaml")
+    results = root / "results" / "audio-test"
+    meta = json.loads((results / "features" / "train" / "meta.json").read_text())
+    assert meta["channels"] == ["audio"]
+    html = (results / "slides" / "index.html").read_text()
+    assert "positive class" in html and "tone" in html

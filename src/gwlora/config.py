@@ -19,6 +19,8 @@ import yaml
 WHISPER_SAMPLE_RATE = 16_000
 WHISPER_HOP_LENGTH = 160
 WHISPER_CHUNK_SECONDS = 30
+# single-channel sources whose labels come from the data, not from injections
+AUDIO_SOURCES = ("hub", "audiofolder")
 
 
 class ConfigError(ValueError):
@@ -101,7 +103,11 @@ def _check_semantics(config: dict) -> None:
             f"invalid config: data.segment_seconds ({data['segment_seconds']}) must exceed "
             f"data.window_seconds ({data['window_seconds']}) by at least 1 s of whitening margin"
         )
-    _check_physics(data)
+    if data["source"] in AUDIO_SOURCES:
+        if data.get(data["source"]) is None:
+            raise ConfigError(f"invalid config: data.{data['source']} is required when data.source is {data['source']}")
+    else:
+        _check_physics(data)
     if data["source"] == "gwosc":
         _check_gwosc(data)
     frames = data["window_seconds"] * WHISPER_SAMPLE_RATE / WHISPER_HOP_LENGTH
@@ -112,7 +118,7 @@ def _check_semantics(config: dict) -> None:
         )
     if data["window_seconds"] > WHISPER_CHUNK_SECONDS:
         raise ConfigError(f"invalid config: data.window_seconds ({data['window_seconds']}) exceeds Whisper's 30 s")
-    for split, n in data["splits"].items():
+    for split, n in data["splits"].items() if data["source"] not in AUDIO_SOURCES else ():
         n_signal = round(n * data["signal_fraction"])
         if n_signal == 0 or n_signal == n:
             raise ConfigError(

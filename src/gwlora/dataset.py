@@ -20,7 +20,9 @@ the middle of a longer segment that is whitened as a whole, so whitening edge
 effects stay outside the window. ``gwosc``: real coincident noise of the
 configured GPS segments (see :mod:`gwlora.gwosc_source`), disjoint per split,
 whitened with a PSD estimated from each stretch (Welch), with the same
-injections.
+injections. ``hub`` and ``audiofolder``: single-channel audio classification
+data sets (see :mod:`gwlora.audio_sources`), same output contract with one
+channel named ``audio``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 from . import gw
 from .cli import StageError, atomic_dir, json_arg, run_stage, write_json
+from .config import AUDIO_SOURCES
 
 log = logging.getLogger("gwlora.dataset")
 
@@ -194,10 +197,16 @@ def gwosc_rows(data: dict, seed: int, split: str, labels: np.ndarray, manifest: 
     bar.close()
 
 
-def build_split(data: dict, seed: int, split: str, strain_manifest: str | Path | None = None) -> tuple[datasets.Dataset, dict]:
+def build_split(
+    data: dict, seed: int, split: str, strain_manifest: str | Path | None = None, cache_dir: str | Path = "resources/audio"
+) -> tuple[datasets.Dataset, dict]:
     """Build one split of windows; returns the dataset and its build record."""
     if split not in SPLITS:
         raise StageError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    if data["source"] in AUDIO_SOURCES:
+        from .audio_sources import build_audio_split
+
+        return build_audio_split(data, seed, split, cache_dir)
     n = int(data["splits"][split])
     labels = split_labels(n, data["signal_fraction"], seed, split)
     gw.approximant(data["injection"]["approximant"])  # fail before any work on an unknown one
@@ -245,12 +254,13 @@ def _parser(p):
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--split", choices=SPLITS, required=True)
     p.add_argument("--strain-manifest", help="manifest of the downloaded strain files (data.source gwosc)")
+    p.add_argument("--cache", default="resources/audio", help="download cache of audiofolder archives")
     p.add_argument("--out", required=True, help="output directory of the split")
 
 
 def _run(args):
     """Simulate one split of labelled strain windows."""
-    ds, record = build_split(args.data_config, args.seed, args.split, args.strain_manifest)
+    ds, record = build_split(args.data_config, args.seed, args.split, args.strain_manifest, args.cache)
     save_split(ds, record, args.out)
     log.info("wrote %s: %d windows (%d with a signal), detectors %s", args.out, record["n_windows"], record["n_signal"], ",".join(record["detectors"]))
 

@@ -7,6 +7,7 @@ rule dataset:
     params:
         data=as_json(config["data"]),
         seed=config["seed"],
+        cache="resources/audio",  # shared download cache of audiofolder archives
         strain=lambda wc, input: f"--strain-manifest {shlex.quote(input.strain[0])}" if input.strain else "",
     conda:
         "../../environment.yml"
@@ -16,4 +17,4 @@ rule dataset:
         f"{RESULTS}/benchmarks/dataset/{{split}}.tsv"
     shell:
         "python -m gwlora.dataset --data-config {params.data:q} --seed {params.seed}"
-        " --split {wildcards.split} {params.strain} --out {output:q} --log {log:q}"
+        " --split {wildcards.split} {params.strain} --cache {params.cache:q} --out {output:q} --log {log:q}"
