@@ -44,6 +44,7 @@ def gwosc_data(server, **overrides):
     data["gwosc"] = {
         "segments": copy.deepcopy(SEGMENTS),
         "files": {d: [{"url": f"{url}/{p.name}"} for p in sorted(root.glob(f"?-{d}_*.hdf5"))] for d in DETECTORS},
+        "min_stretch_seconds": 16,  # the fixture's files are 64 s long
         **overrides,
     }
     return validate(config, copy.deepcopy(SCHEMA))["data"]
@@ -130,6 +131,15 @@ def test_gwosc_split_is_deterministic(fetched):
     a, _ = build_split(data, 1, "test", manifest)
     b, _ = build_split(data, 1, "test", manifest)
     assert np.array_equal(np.stack(a.with_format("numpy")["strain"]), np.stack(b.with_format("numpy")["strain"]))
+
+
+def test_short_stretches_are_not_used(fetched):
+    data, manifest = fetched
+    data = copy.deepcopy(data)
+    data["gwosc"]["min_stretch_seconds"] = 30  # train's good stretches are 10, 28 and 22 s long
+    data["splits"]["train"] = 4
+    with pytest.raises(StageError, match=r"holds only 0 .* stretch\(es\) of at least 30"):
+        build_split(data, 0, "train", manifest)
 
 
 def test_not_enough_good_data_names_the_split(fetched):

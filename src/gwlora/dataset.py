@@ -160,7 +160,8 @@ def gwosc_rows(data: dict, seed: int, split: str, labels: np.ndarray, manifest: 
     cfg = data["gwosc"]
     files = gwosc_source.cached_files(manifest, detectors)
     stretches = gwosc_source.coincident_stretches(
-        files, cfg["segments"][split], cfg["dq_flags"], cfg["exclude"], min_seconds=data["segment_seconds"]
+        files, cfg["segments"][split], cfg["dq_flags"], cfg["exclude"],
+        min_seconds=max(data["segment_seconds"], cfg["min_stretch_seconds"]),
     )
     # candidate windows: adjacent (disjoint) windows whose whole segment lies inside a good stretch
     margin = start / fs
@@ -173,7 +174,7 @@ def gwosc_rows(data: dict, seed: int, split: str, labels: np.ndarray, manifest: 
         raise StageError(
             f"split {split!r}: needs {len(labels)} windows but data.gwosc.segments.{split} holds only "
             f"{len(candidates)} ({sum(e - s for s, e in stretches)} s of coincident good data in "
-            f"{len(stretches)} stretch(es) of at least {data['segment_seconds']} s)"
+            f"{len(stretches)} stretch(es) of at least {max(data['segment_seconds'], cfg['min_stretch_seconds'])} s)"
         )
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     chosen = sorted(rng.choice(len(candidates), size=len(labels), replace=False))
