@@ -145,3 +145,29 @@ def test_bad_physics_is_named(mutate, needles):
     config = demo()
     mutate(config["data"])
     check_rejected(config, *needles)
+
+
+def test_further_lora_families_expand_with_their_own_names():
+    config = demo()
+    config["train"]["variants"]["lora-all"] = {"ranks": [4], "target_modules": "all-linear"}
+    config["train"]["variants"]["lora-rs"] = {"ranks": [2, 8], "scaling": "alpha/sqrt(r)"}
+    config["train"]["variants"]["lora-dora"] = {"ranks": [4], "dora": True}
+    variants = expand_variants(validate(config, copy.deepcopy(SCHEMA))["train"])
+    assert list(variants)[-6:] == ["lora-r2", "lora-r8", "lora-all-r4", "lora-rs-r2", "lora-rs-r8", "lora-dora-r4"]
+    assert variants["lora-all-r4"].target_modules == ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    assert variants["lora-rs-r8"].rslora and variants["lora-rs-r8"].alpha == 2.0 and not variants["lora-r8"].rslora
+    assert variants["lora-dora-r4"].dora and {v.family for v in variants.values() if v.group.startswith("lora")} == {"lora"}
+
+
+def test_unknown_target_module_fails_validation():
+    config = demo()
+    config["train"]["variants"]["lora"]["target_modules"] = ["q_proj", "w_q"]
+    check_rejected(config, "train.variants.lora.target_modules")
+
+
+def test_partial_deeper_than_a_local_pretrained_encoder_fails_validation(tmp_path):
+    (tmp_path / "config.json").write_text('{"d_model": 384, "encoder_layers": 4}')
+    config = demo()
+    config["model"] = {"pretrained": str(tmp_path)}
+    config["train"]["variants"]["partial"]["layers"] = 6
+    check_rejected(config, "train.variants.partial.layers (6)", "4 encoder_layers", str(tmp_path))

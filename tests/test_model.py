@@ -92,3 +92,21 @@ def test_unknown_target_module_is_named(built):
 def test_rank_above_width_is_rejected(built):
     with pytest.raises(StageError, match="rank 64 exceeds the layer width 32"):
         apply_variant(classifier(built), lora(64))
+
+
+def test_all_linear_lora_count_is_analytic(built):
+    model = apply_variant(classifier(built), lora(2, targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")))
+    ffn = 64
+    per_layer = 4 * 2 * (D + D) + 2 * (D + ffn) + 2 * (ffn + D)
+    assert count_parameters(model)[0] == LAYERS * per_layer + head_params()
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r_and_dora_adds_magnitudes(built):
+    rs = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "rslora": True, "alpha": 8.0}))
+    q = rs.base_model.model.encoder.layers[0].self_attn.q_proj
+    assert q.scaling["default"] == pytest.approx(8.0 / 4**0.5)
+    plain = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "alpha": 8.0}))
+    assert plain.base_model.model.encoder.layers[0].self_attn.q_proj.scaling["default"] == pytest.approx(8.0 / 4)
+    dora = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "dora": True}))
+    # DoRA learns one magnitude per output feature of each adapted matrix, on top of LoRA's A and B
+    assert count_parameters(dora)[0] == LAYERS * 2 * (4 * (D + D) + D) + head_params()

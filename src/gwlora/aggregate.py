@@ -26,10 +26,15 @@ METRICS = {
     "best_val_auc": ("best val AUC", 4),
     "best_val_loss": ("best val loss", 4),
     "test_auc": ("test AUC", 4),
+    "test_tpr_at_fpr": ("test TPR at {fpr:g}% FPR", 3),
     "train_time_s": ("training time (s)", 1),
     "time_to_best_s": ("time to best (s)", 1),
     "step_time_ms": ("step time (ms)", 1),
     "peak_memory_mb": ("peak memory (MB)", 0),
+    "checkpoint_mb": ("checkpoint (MB)", 2),
+    "latency_base_ms": ("latency base (ms)", 1),
+    "latency_unmerged_ms": ("latency unmerged (ms)", 1),
+    "latency_merged_ms": ("latency merged (ms)", 1),
 }
 
 
@@ -51,6 +56,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
         row.update(rank=vc.get("rank"), alpha=vc.get("alpha"), layers=vc.get("layers"), lr=vc.get("lr"))
         row["peak_memory_mb"] = s["peak_memory_bytes"] / 2**20
+        row["checkpoint_mb"] = s.get("checkpoint_bytes", np.nan) / 2**20
+        for mode in ("base", "unmerged", "merged"):
+            row[f"latency_{mode}_ms"] = s.get("latency_ms", {}).get(mode, np.nan)
         row["run_dir"] = str(run_dir)
         rows.append(row)
         curve = pd.read_csv(run_dir / "curve.csv")
@@ -81,6 +89,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         trainable_parameters=("trainable_parameters", "first"),
         trainable_percent=("trainable_percent", "first"),
+        tpr_fpr=("tpr_fpr", "first"),
     )
     full = runs.loc[runs.family == "full", "trainable_parameters"]
     out["trainable_vs_full_percent"] = 100.0 * out["trainable_parameters"] / full.iloc[0] if len(full) else np.nan
@@ -109,7 +118,9 @@ def markdown_table(summary: pd.DataFrame) -> str:
             "trainable params": summary["trainable_parameters"].map(_fmt_params),
             "% of full": summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%"),
             **{
-                heading: [_fmt(m, s, d) for m, s in zip(summary[col], summary[f"{col}_std"])]
+                heading.format(fpr=100 * summary["tpr_fpr"].iloc[0]): [
+                    _fmt(m, s, d) for m, s in zip(summary[col], summary[f"{col}_std"])
+                ]
                 for col, (heading, d) in METRICS.items()
             },
         }

@@ -126,6 +126,24 @@ def _check_semantics(config: dict) -> None:
                 f"({data['signal_fraction']}) leaves one class only"
             )
 
+    _check_model_fits(config)
+
+
+def encoder_shape(model: dict) -> tuple[int, int] | None:
+    """(d_model, encoder layers) of the configured encoder when known before any download, else None."""
+    if model["pretrained"] is None:
+        init = model["random_init"]
+        return init["d_model"], init["encoder_layers"]
+    local = Path(model["pretrained"]) / "config.json"
+    if local.is_file():
+        import json
+
+        cfg = json.loads(local.read_text())
+        return cfg["d_model"], cfg["encoder_layers"]
+    return None  # a hub id: checked when the model is loaded
+
+
+def _check_model_fits(config: dict) -> None:
     model = config["model"]
     if model["pretrained"] is None:
         init = model["random_init"]
@@ -134,17 +152,24 @@ def _check_semantics(config: dict) -> None:
                 f"invalid config: model.random_init.d_model ({init['d_model']}) is not divisible by "
                 f"model.random_init.encoder_attention_heads ({init['encoder_attention_heads']})"
             )
-        partial = config["train"]["variants"].get("partial")
-        if partial and partial["layers"] > init["encoder_layers"]:
+    shape = encoder_shape(model)
+    if shape is None:
+        return
+    width, layers = shape
+    source = "model.random_init" if model["pretrained"] is None else f"the encoder in {model['pretrained']}"
+    variants = config["train"]["variants"]
+    partial = variants.get("partial")
+    if partial and partial["layers"] > layers:
+        raise ConfigError(
+            f"invalid config: train.variants.partial.layers ({partial['layers']}) exceeds "
+            f"the {layers} encoder_layers of {source}"
+        )
+    for group in lora_groups(config["train"]):
+        ranks = variants[group]["ranks"]
+        if max(ranks) > width:
             raise ConfigError(
-                f"invalid config: train.variants.partial.layers ({partial['layers']}) exceeds "
-                f"model.random_init.encoder_layers ({init['encoder_layers']})"
-            )
-        lora = config["train"]["variants"].get("lora")
-        if lora and max(lora["ranks"]) > init["d_model"]:
-            raise ConfigError(
-                f"invalid config: train.variants.lora.ranks: rank {max(lora['ranks'])} exceeds the layer "
-                f"width model.random_init.d_model ({init['d_model']})"
+                f"invalid config: train.variants.{group}.ranks: rank {max(ranks)} exceeds the layer "
+                f"width d_model {width} of {source}"
             )
 
 
@@ -205,6 +230,9 @@ def load_and_validate(path: str | Path, schema_path: str | Path) -> dict:
 # --------------------------------------------------------------------------- variants
 
 
+ENCODER_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
 @dataclass(frozen=True)
 class Variant:
     """One trainable configuration of the classifier, named as its wildcard."""
@@ -212,11 +240,14 @@ class Variant:
     name: str
     family: str  # full | frozen | partial | lora
     lr: float
+    group: str = ""  # the config key it came from: lora, lora-all, ... (= family for the others)
     layers: int | None = None  # partial: top-k encoder layers that train
     rank: int | None = None  # lora
     alpha: float | None = None
     target_modules: tuple[str, ...] = ()
     dropout: float = 0.0
+    rslora: bool = False  # scale by alpha/sqrt(r) instead of alpha/r
+    dora: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -233,32 +264,42 @@ class Variant:
 FAMILY_ORDER = ("full", "frozen", "partial", "lora")
 
 
+def lora_groups(train: dict) -> list[str]:
+    """The LoRA family keys of `train.variants`: lora first, then lora-* in config order."""
+    keys = [k for k in train["variants"] if k == "lora" or k.startswith("lora-")]
+    return sorted(keys, key=lambda k: k != "lora")
+
+
 def expand_variants(train: dict) -> dict[str, Variant]:
     """Expand `train.variants` into named variants, in a stable display order."""
     default_lr = train.get("lr", 3e-5)
     out: dict[str, Variant] = {}
     families = train["variants"]
-    for family in FAMILY_ORDER:
-        if family not in families:
-            continue
-        spec = families[family] or {}
-        lr = spec.get("lr", default_lr)
-        if family in ("full", "frozen"):
-            out[family] = Variant(name=family, family=family, lr=lr)
-        elif family == "partial":
-            k = spec["layers"]
-            out[f"partial-top{k}"] = Variant(name=f"partial-top{k}", family=family, lr=lr, layers=k)
-        else:
-            ranks = spec["ranks"]
-            alpha = spec.get("alpha")
-            for r in ranks:
-                out[f"lora-r{r}"] = Variant(
-                    name=f"lora-r{r}",
-                    family=family,
-                    lr=lr,
-                    rank=r,
-                    alpha=float(alpha if alpha is not None else ranks[0]),
-                    target_modules=tuple(spec.get("target_modules", ("q_proj", "v_proj"))),
-                    dropout=spec.get("dropout", 0.0),
-                )
+    for family in ("full", "frozen"):
+        if family in families:
+            out[family] = Variant(name=family, family=family, group=family, lr=(families[family] or {}).get("lr", default_lr))
+    if "partial" in families:
+        spec = families["partial"]
+        k = spec["layers"]
+        out[f"partial-top{k}"] = Variant(name=f"partial-top{k}", family="partial", group="partial", lr=spec.get("lr", default_lr), layers=k)
+    for group in lora_groups(train):
+        spec = families[group]
+        ranks = spec["ranks"]
+        alpha = spec.get("alpha")
+        targets = spec.get("target_modules", ["q_proj", "v_proj"])
+        targets = ENCODER_LINEAR_MODULES if targets == "all-linear" else tuple(targets)
+        for r in ranks:
+            name = f"{group}-r{r}"
+            out[name] = Variant(
+                name=name,
+                family="lora",
+                group=group,
+                lr=spec.get("lr", default_lr),
+                rank=r,
+                alpha=float(alpha if alpha is not None else ranks[0]),
+                target_modules=targets,
+                dropout=spec.get("dropout", 0.0),
+                rslora=spec.get("scaling", "alpha/r") == "alpha/sqrt(r)",
+                dora=bool(spec.get("dora", False)),
+            )
     return out

@@ -7,7 +7,8 @@ hidden states of all channels are concatenated and the head outputs one logit
 * ``full``: everything; ``frozen``: the head only; ``partial``: the top-k
   encoder layers (and the final layer norm) plus the head;
 * ``lora``: low-rank adapters through peft (``LoraConfig`` + ``get_peft_model``)
-  on the configured attention projections, the head in ``modules_to_save``.
+  on the configured encoder projections, the head in ``modules_to_save``;
+  scaled by alpha/r (the paper) or alpha/sqrt(r) (rsLoRA), optionally DoRA.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def apply_variant(model: StrainClassifier, variant: Variant) -> nn.Module:
             target_modules=list(variant.target_modules),
             modules_to_save=["head"],
             bias="none",
+            use_rslora=variant.rslora,
+            use_dora=variant.dora,
         )
         try:
             return get_peft_model(model, lora)

@@ -8,7 +8,13 @@ The run record, read by `aggregate`, `plot` and `deck`:
   ``val_loss``, ``val_auc``;
 * ``summary.json``: the variant, seed, parameter counts, best validation AUC
   and loss, training time in total and to the best checkpoint, test metrics of
-  the best checkpoint, step time, peak memory, device and versions.
+  the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
+  samples/s, peak memory, checkpoint size, inference latency (base, LoRA
+  unmerged and merged), device, precision, versions and git commit;
+* ``best/``: the best checkpoint (lowest val loss): a peft adapter
+  (``save_pretrained``, head included) for LoRA, the trained tensors otherwise;
+* ``tensorboard/``: the same curve as TensorBoard event files;
+* ``checkpoint/last.pt`` while running: the state a killed run resumes from.
 
 Every variant of a seed sees the same batches in the same order: the order
 depends on the seed only.
@@ -16,11 +22,12 @@ depends on the seed only.
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import platform
 import resource
+import shutil
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -28,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from peft.utils import load_peft_weights, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .base_model import load_record
-from .cli import StageError, atomic_file, json_arg, run_stage, write_json
+from .cli import StageError, atomic_dir, atomic_file, json_arg, run_stage, write_json
 from .config import Variant
 from .features import load_features
 from .model import apply_variant, build_classifier, count_parameters
@@ -81,7 +91,7 @@ def autocast_for(device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model, split: SplitOnDevice, batch_size: int) -> dict:
+def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None) -> dict:
     model.eval()
     logits = []
     for start in range(0, split.n, batch_size):
@@ -96,7 +106,10 @@ def evaluate(model, split: SplitOnDevice, batch_size: int) -> dict:
     scores = logits.numpy()
     auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
     acc = float(((scores > 0) == (y > 0.5)).mean())
-    return {"loss": loss, "auc": auc, "accuracy": acc}
+    out = {"loss": loss, "auc": auc, "accuracy": acc}
+    if fpr_target is not None:
+        out["tpr_at_fpr"] = tpr_at_fpr(y, scores, fpr_target) if 0 < y.sum() < len(y) else float("nan")
+    return out
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -119,6 +132,89 @@ def versions() -> dict:
     }
 
 
+RUN_STATE = "checkpoint/last.pt"
+BEST_DIR = "best"
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def git_commit() -> str | None:
+    """The workflow checkout's commit (with '+dirty' for local changes), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def save_best(model, variant: Variant, best_dir: Path) -> None:
+    """The best weights so far: a peft adapter (save_pretrained) for LoRA, else the trained tensors."""
+    with atomic_dir(best_dir) as tmp:
+        if variant.family == "lora":
+            model.save_pretrained(tmp)
+        else:
+            trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+            save_file(trainable, tmp / TRAINABLE_FILE)
+
+
+def load_best(model, variant: Variant, best_dir: Path) -> None:
+    if variant.family == "lora":
+        set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=str(next(model.parameters()).device)))
+    else:
+        model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=str(next(model.parameters()).device)), strict=False)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> float:
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.interp(fpr_target, fpr, tpr))
+
+
+@torch.no_grad()
+def latency_ms(model, x: torch.Tensor, reps: int) -> float:
+    """Median wall time of one forward pass of batch `x`, in milliseconds."""
+    model.eval()
+    times = []
+    for i in range(reps + 3):
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        with autocast_for(x.device):
+            model(x)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        if i >= 3:  # warm-up passes are not timed
+            times.append(time.perf_counter() - start)
+    model.train()
+    return 1000 * float(np.median(times))
+
+
+def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
+    """Latency of the base model, and for LoRA of the unmerged and the merged (B A folded into W) model."""
+    if reps <= 0:
+        return {}
+    if variant.family != "lora":
+        return {"base": latency_ms(model, x, reps)}
+    with model.disable_adapter():
+        base = latency_ms(model, x, reps)
+    unmerged = latency_ms(model, x, reps)
+    model.merge_adapter()
+    try:
+        merged = latency_ms(model, x, reps)
+    finally:
+        model.unmerge_adapter()
+    return {"base": base, "unmerged": unmerged, "merged": merged}
+
+
+def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_config: dict, n_train: int) -> dict:
+    """What a saved run state must match to be resumed."""
+    keep = {k: v for k, v in train_config.items() if k not in ("threads", "device", "latency_batches")}
+    return {"variant": variant.to_dict(), "seed": seed, "model": model_config, "train": keep, "n_train": n_train}
+
+
 def train_run(
     *,
     features: dict[str, str | Path],
@@ -128,8 +224,15 @@ def train_run(
     variant: Variant,
     seed: int,
     out_dir: str | Path,
+    _interrupt_after_step: int | None = None,
 ) -> dict:
-    """Train one variant with one seed; write curve.csv and summary.json into `out_dir`."""
+    """Train one variant with one seed; write curve.csv, summary.json, best/ and tensorboard/ into `out_dir`.
+
+    The run state is saved at every evaluation; a run that was killed resumes
+    from it when started again with the same settings, and ends exactly as an
+    uninterrupted run would.
+    """
+    out_dir = Path(out_dir)
     device = resolve_device(train_config["device"])
     if device.type == "cpu":
         torch.set_num_threads(train_config["threads"])
@@ -148,7 +251,6 @@ def train_run(
     model.train()
     trainable, _ = count_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(params, lr=variant.lr, weight_decay=train_config["weight_decay"], fused=device.type == "cuda")
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
@@ -156,23 +258,40 @@ def train_run(
     steps_per_epoch = -(-train.n // batch_size)
     eval_every = train_config["eval_every_steps"] or steps_per_epoch
     patience = train_config["early_stopping_patience"]
+    last_step = train_config["epochs"] * steps_per_epoch
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
     label = f"{variant.name} seed {seed}"
-    log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", label, trainable, total_params, device, steps_per_epoch)
+    fingerprint = run_fingerprint(variant, seed, model_config, train_config, train.n)
 
-    curve: list[dict] = []
-    best = {"val_loss": float("inf")}
-    best_state = None
-    stale = 0
-    step = samples_seen = 0
-    last_step = train_config["epochs"] * steps_per_epoch
-    train_time = 0.0
+    st = {  # everything a resumed run needs besides model, optimizer and RNGs
+        "step": 0, "epoch": 1, "batches_done": 0, "samples_seen": 0, "train_time": 0.0,
+        "curve": [], "best": {"val_loss": float("inf")}, "stale": 0, "stopped": False,
+        "epoch_order_state": order.get_state(),
+    }
+    state_path = out_dir / RUN_STATE
+    if state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        if saved["fingerprint"] == fingerprint:
+            model.load_state_dict(saved["trainable"], strict=False)
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["torch_rng"])
+            if device.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(saved["cuda_rng"], device)
+            st = saved["state"]
+            log.info("%s: resuming from its saved state at step %d (%.1f s of training)", label, st["step"], st["train_time"])
+        else:
+            log.warning("%s: %s was saved with other settings; starting afresh", label, state_path)
+    log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", label, trainable, total_params, device, steps_per_epoch)
+    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=st["step"] + 1 if st["step"] else None)
+    trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
+
     window_losses: list[torch.Tensor] = []
-    stop = False
-    bar = tqdm(total=last_step, desc=label, unit="step", mininterval=2.0)
+    bar = tqdm(total=last_step, initial=st["step"], desc=label, unit="step", mininterval=2.0)
     seg_start = time.perf_counter()
-    for epoch in range(1, train_config["epochs"] + 1):
-        for idx in torch.randperm(train.n, generator=order).split(batch_size):
+    while st["epoch"] <= train_config["epochs"] and not st["stopped"]:
+        order.set_state(st["epoch_order_state"])
+        batches = torch.randperm(train.n, generator=order).split(batch_size)
+        for idx in batches[st["batches_done"] :]:
             x, y = train.batch(idx)
             with autocast_for(device):
                 loss = loss_fn(model(x).float(), y)
@@ -180,56 +299,70 @@ def train_run(
             loss.backward()
             optimizer.step()
             window_losses.append(loss.detach())
-            step += 1
-            samples_seen += len(idx)
+            st["step"] += 1
+            st["batches_done"] += 1
+            st["samples_seen"] += len(idx)
             bar.update()
-            if step % eval_every and step != last_step:
+            if st["step"] % eval_every and st["step"] != last_step:
                 continue
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            train_time += time.perf_counter() - seg_start
+            st["train_time"] += time.perf_counter() - seg_start
             losses = torch.stack(window_losses).float().cpu()
             bad = (~torch.isfinite(losses)).nonzero()
             if len(bad):
-                bad_step = step - len(losses) + int(bad[0]) + 1
+                bad_step = st["step"] - len(losses) + int(bad[0]) + 1
                 raise StageError(f"{label}: non-finite training loss at step {bad_step} (lr {variant.lr})")
             window_losses.clear()
             metrics = evaluate(model, val, 2 * batch_size)
             row = {
-                "step": step,
-                "epoch": step / steps_per_epoch,
-                "samples_seen": samples_seen,
-                "train_time_s": train_time,
+                "step": st["step"],
+                "epoch": st["step"] / steps_per_epoch,
+                "samples_seen": st["samples_seen"],
+                "train_time_s": st["train_time"],
                 "train_loss": float(losses.mean()),
                 "val_loss": metrics["loss"],
                 "val_auc": metrics["auc"],
             }
-            curve.append(row)
+            st["curve"].append(row)
+            for key in ("train_loss", "val_loss", "val_auc"):
+                writer.add_scalar(key.replace("_", "/", 1), row[key], st["step"])
+            writer.add_scalar("time/train_s", row["train_time_s"], st["step"])
             bar.set_postfix(val_loss=f"{metrics['loss']:.3f}", val_auc=f"{metrics['auc']:.3f}")
-            log.info("%s step %d epoch %.2f: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s", label, step, row["epoch"], row["train_loss"], metrics["loss"], metrics["auc"], train_time)
-            if metrics["loss"] < best["val_loss"]:
-                best = dict(row)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable_names}
-                stale = 0
+            log.info("%s step %d epoch %.2f: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s", label, st["step"], row["epoch"], row["train_loss"], metrics["loss"], metrics["auc"], st["train_time"])
+            if metrics["loss"] < st["best"]["val_loss"]:
+                st["best"] = dict(row)
+                st["stale"] = 0
+                save_best(model, variant, out_dir / BEST_DIR)
             else:
-                stale += 1
-                if patience and stale >= patience:
-                    log.info("%s: early stop after %d evaluations without a lower val loss", label, stale)
-                    stop = True
+                st["stale"] += 1
+                if patience and st["stale"] >= patience:
+                    log.info("%s: early stop after %d evaluations without a lower val loss", label, st["stale"])
+                    st["stopped"] = True
+            if st["batches_done"] == len(batches):  # saved at an epoch's end: resume at the next one
+                next_epoch(st, order)
+            save_run_state(state_path, model, optimizer, trainable_names, st, fingerprint, device)
+            if _interrupt_after_step is not None and st["step"] >= _interrupt_after_step:
+                raise KeyboardInterrupt(f"test interruption after step {st['step']}")
             seg_start = time.perf_counter()
-            if stop:
+            if st["stopped"]:
                 break
-        if stop:
-            break
+        if st["batches_done"] == len(batches):
+            next_epoch(st, order)
     bar.close()
+    writer.flush()
 
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    test = evaluate(model, splits["test"], 2 * batch_size) if "test" in splits else {}
-    steps_run = step
+    load_best(model, variant, out_dir / BEST_DIR)
+    test = {}
+    if "test" in splits:
+        test = evaluate(model, splits["test"], 2 * batch_size, train_config["tpr_at_fpr"])
+    x_latency, _ = val.batch(torch.arange(min(2 * batch_size, val.n)))
+    latency = inference_latency(model, variant, x_latency, train_config["latency_batches"])
+    curve, best = st["curve"], st["best"]
     summary = {
         "variant": variant.name,
         "family": variant.family,
+        "group": variant.group,
         "variant_config": variant.to_dict(),
         "seed": seed,
         "trainable_parameters": trainable,
@@ -240,15 +373,20 @@ def train_run(
         "val_auc_at_best_loss": best["val_auc"],
         "best_step": best["step"],
         "time_to_best_s": best["train_time_s"],
-        "train_time_s": train_time,
-        "steps": steps_run,
-        "epochs_run": steps_run / steps_per_epoch,
-        "early_stopped": stop,
-        "step_time_ms": 1000 * train_time / steps_run,
-        "samples_per_s": samples_seen / train_time,
+        "train_time_s": st["train_time"],
+        "steps": st["step"],
+        "epochs_run": st["step"] / steps_per_epoch,
+        "early_stopped": st["stopped"],
+        "step_time_ms": 1000 * st["train_time"] / st["step"],
+        "samples_per_s": st["samples_seen"] / st["train_time"],
         "test_auc": test.get("auc"),
         "test_loss": test.get("loss"),
         "test_accuracy": test.get("accuracy"),
+        "test_tpr_at_fpr": test.get("tpr_at_fpr"),
+        "tpr_fpr": train_config["tpr_at_fpr"],
+        "checkpoint_bytes": dir_bytes(out_dir / BEST_DIR),
+        "latency_ms": latency,
+        "latency_batch": int(x_latency.shape[0]),
         "peak_memory_bytes": peak_memory_bytes(device),
         "device": str(device),
         "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
@@ -257,11 +395,31 @@ def train_run(
         "context": model_config["context"],
         "pooling": model_config["pooling"],
         "versions": versions(),
+        "git_commit": git_commit(),
     }
-    out_dir = Path(out_dir)
     write_curve(curve, out_dir / "curve.csv")
     write_json(out_dir / "summary.json", summary)
+    writer.close()
+    shutil.rmtree(out_dir / Path(RUN_STATE).parent, ignore_errors=True)  # finished: the run state is not needed
     return summary
+
+
+def next_epoch(st: dict, order: torch.Generator) -> None:
+    """Move the run state to the start of the next epoch (whose data order follows from `order`)."""
+    st.update(epoch=st["epoch"] + 1, batches_done=0, epoch_order_state=order.get_state())
+
+
+def save_run_state(path: Path, model, optimizer, trainable_names: set[str], st: dict, fingerprint: dict, device) -> None:
+    state = {
+        "fingerprint": fingerprint,
+        "trainable": {k: v for k, v in model.state_dict().items() if k in trainable_names},
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "state": st,
+    }
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def write_curve(rows: list[dict], path: Path) -> None:

@@ -14,6 +14,8 @@ rule train:
         variant=lambda wc: as_json(VARIANTS[wc.variant].to_dict()),
         run_dir=subpath(output.summary, parent=True),
     threads: config["train"]["threads"]
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,  # one GPU per job where there is one (see README)
     conda:
         "../../environment.yml"
     log:
