@@ -104,6 +104,8 @@ def test_slide_numbers_come_from_the_tables(deck, tables):
     best = summary.best_val_auc.idxmax()
     assert f"<strong>{best}</strong> ({summary.best_val_auc.max():.4f})" in html
     assert f"{summary.loc['full', 'best_val_loss']:.4f}" in html
+    assert ">Results: quality</h2>" in html and ">Results: costs</h2>" in html
+    assert f"{summary.loc['lora-r2', 'step_time_ms']:,.1f}" in html  # the cost table
     assert "Demo run" in html  # a random-initialised encoder is labelled as such
 
 

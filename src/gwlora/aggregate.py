@@ -110,22 +110,24 @@ def _fmt_params(n: float) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{int(n):,}"
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    table = pd.DataFrame(
-        {
-            "variant": summary["variant"],
-            "seeds": summary["seeds"],
-            "trainable params": summary["trainable_parameters"].map(_fmt_params),
-            "% of full": summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%"),
-            **{
-                heading.format(fpr=100 * summary["tpr_fpr"].iloc[0]): [
-                    _fmt(m, s, d) for m, s in zip(summary[col], summary[f"{col}_std"])
-                ]
-                for col, (heading, d) in METRICS.items()
-            },
-        }
-    )
-    return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1)) + "\n"
+# Column groups that fit one slide each (the deck shows them on two slides)
+QUALITY_METRICS = ("best_val_auc", "best_val_loss", "test_auc", "test_tpr_at_fpr")
+COST_METRICS = tuple(m for m in METRICS if m not in QUALITY_METRICS)
+
+
+def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> str:
+    """Per-variant table (mean ± sd over seeds) of `metrics`, with the parameter counts when `parameters`."""
+    columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
+    if parameters:
+        columns["trainable params"] = summary["trainable_parameters"].map(_fmt_params)
+        columns["% of full"] = summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%")
+    for col in metrics:
+        heading, decimals = METRICS[col]
+        columns[heading.format(fpr=100 * summary["tpr_fpr"].iloc[0])] = [
+            _fmt(m, s, decimals) for m, s in zip(summary[col], summary[f"{col}_std"])
+        ]
+    table = pd.DataFrame(columns)
+    return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True) + "\n"
 
 
 def aggregate(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:

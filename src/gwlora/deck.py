@@ -21,6 +21,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from .aggregate import COST_METRICS, QUALITY_METRICS, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 
 log = logging.getLogger("gwlora.deck")
@@ -94,7 +95,8 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
         "demo_model": bool(base["random_init"]),
         "data": data,
         "variants": summary.to_dict(orient="records"),
-        "table_md": (tables_dir / "summary.md").read_text().rstrip(),
+        "table_quality_md": markdown_table(summary, QUALITY_METRICS).rstrip(),
+        "table_cost_md": markdown_table(summary, COST_METRICS, parameters=False).rstrip(),
         "analysis": analysis(summary),
         "n_runs": len(runs),
         "seeds": sorted(runs.seed.unique().tolist()),
