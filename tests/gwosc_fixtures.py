@@ -1,11 +1,7 @@
-"""Small files in GWOSC's HDF5 strain format, and a local HTTP server to fetch them from."""
+"""Small files in GWOSC's HDF5 strain format."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import h5py
@@ -39,23 +35,3 @@ def write_gwosc_file(
         f["quality/simple/DQmask"] = mask
         f["quality/simple/DQShortnames"] = np.array(DQ_NAMES, dtype="S")
     return path
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-@contextlib.contextmanager
-def serve_directory(directory: Path):
-    """Serve `directory` over HTTP on 127.0.0.1 (a free port); yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

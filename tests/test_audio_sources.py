@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import logging
 import re
 import struct
 import tarfile
-import threading
 import wave
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import datasets
@@ -29,6 +26,7 @@ from gwlora.audio_sources import (
 )
 from gwlora.cli import StageError, read_json
 from gwlora.dataset import load_split, save_split
+from local_http import serve_directory
 
 TONE = 440.0
 AMP = 0.5
@@ -182,13 +180,6 @@ def folder(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("folder") / "clips", extra={"other": 4})
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    requests: list[str]
-
-    def log_message(self, *args) -> None:  # count requests instead of printing them
-        self.requests.append(self.path)
-
-
 @pytest.fixture
 def http_root(tmp_path, monkeypatch):
     """(directory served on 127.0.0.1, base URL, list of requested paths); shut down at teardown."""
@@ -198,16 +189,8 @@ def http_root(tmp_path, monkeypatch):
     served = tmp_path / "www"
     served.mkdir()
     requests: list[str] = []
-    handler = type("Handler", (_Handler,), {"requests": requests})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serve_directory(served, requests) as url:
+        yield served, url, requests
 
 
 def cols(ds: datasets.Dataset) -> dict:

@@ -13,7 +13,8 @@ from gwlora.cli import StageError
 from gwlora.config import ConfigError, validate
 from gwlora.dataset import build_split
 from gwlora.download import DownloadError
-from gwosc_fixtures import serve_directory, write_gwosc_file
+from gwosc_fixtures import write_gwosc_file
+from local_http import serve_directory
 
 T0 = 1256655616
 DURATION = 64

@@ -106,7 +106,7 @@ def _fmt(mean: float, std: float, decimals: int) -> str:
     return text if pd.isna(std) else f"{text} ± {std:,.{decimals}f}"
 
 
-def _fmt_params(n: float) -> str:
+def format_parameters(n: float) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{int(n):,}"
 
 
@@ -119,7 +119,7 @@ def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRI
     """Per-variant table (mean ± sd over seeds) of `metrics`, with the parameter counts when `parameters`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
     if parameters:
-        columns["trainable params"] = summary["trainable_parameters"].map(_fmt_params)
+        columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
         columns["% of full"] = summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%")
     for col in metrics:
         heading, decimals = METRICS[col]

@@ -21,7 +21,7 @@ import jinja2
 import pandas as pd
 import yaml
 
-from .aggregate import COST_METRICS, QUALITY_METRICS, markdown_table
+from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 
 log = logging.getLogger("gwlora.deck")
@@ -42,10 +42,6 @@ def _num(value, decimals: int = 4) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.{decimals}f}"
 
 
-def _params(n) -> str:
-    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{int(n):,}"
-
-
 def analysis(summary: pd.DataFrame) -> dict:
     """Findings stated on the slides, each computed from the summary table."""
     by_family = {f: summary[summary.family == f] for f in summary.family.unique()}
@@ -55,11 +51,11 @@ def analysis(summary: pd.DataFrame) -> dict:
     lora = by_family.get("lora")
     if full is not None and len(full):
         full = full.iloc[0]
-        out["full"] = {"auc": _num(full.best_val_auc), "loss": _num(full.best_val_loss), "time": _num(full.train_time_s, 1), "params": _params(full.trainable_parameters)}
+        out["full"] = {"auc": _num(full.best_val_auc), "loss": _num(full.best_val_loss), "time": _num(full.train_time_s, 1), "params": format_parameters(full.trainable_parameters)}
     frozen = by_family.get("frozen")
     if frozen is not None and len(frozen):
         frozen = frozen.iloc[0]
-        out["frozen"] = {"auc": _num(frozen.best_val_auc), "loss": _num(frozen.best_val_loss), "params": _params(frozen.trainable_parameters)}
+        out["frozen"] = {"auc": _num(frozen.best_val_auc), "loss": _num(frozen.best_val_loss), "params": format_parameters(frozen.trainable_parameters)}
     if lora is not None and len(lora):
         top = lora.loc[lora.best_val_auc.idxmax()]
         entry = {
@@ -67,7 +63,7 @@ def analysis(summary: pd.DataFrame) -> dict:
             "rank": int(top["rank"]),
             "auc": _num(top.best_val_auc),
             "loss": _num(top.best_val_loss),
-            "params": _params(top.trainable_parameters),
+            "params": format_parameters(top.trainable_parameters),
             "time": _num(top.train_time_s, 1),
             "step_ms": _num(top.step_time_ms, 1),
         }
@@ -118,7 +114,7 @@ def fill_template(source: Path, context: dict) -> str:
         comment_end_string="##}",
     )
     env.filters["num"] = _num
-    env.filters["params"] = _params
+    env.filters["params"] = format_parameters
     try:
         return env.get_template(source.name).render(**context)
     except jinja2.UndefinedError as exc:
