@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -49,8 +50,23 @@ def test_summary_orders_variants_and_averages_seeds(runs, tables):
     assert row.best_val_auc == pytest.approx(frozen.best_val_auc.mean())
     assert row.best_val_auc_std == pytest.approx(frozen.best_val_auc.std())
     assert summary.set_index("variant").loc["full", "trainable_vs_full_percent"] == pytest.approx(100)
+    n = 2
+    half = 12.706 * frozen.best_val_auc.std() / n**0.5  # t(0.975, 1 dof)
+    assert row.best_val_auc_ci95 == pytest.approx(half, rel=1e-3)
+    assert np.isnan(summary.set_index("variant").loc["full", "best_val_auc_ci95"])  # one seed: no interval
     md = (tables / "summary.md").read_text()
     assert md.count("\n") == 2 + 3 and "±" in md  # header, rule, three variants; spread shown for 2 seeds
+
+
+def test_latex_and_seed_shaped_tables(tables):
+    tex = (tables / "summary.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and tex.count("\\\\") == 4  # header + 3 variants
+    assert "frozen" in tex and "$\\pm$" in tex and "100.00\\%" in tex
+    seed = (tables / "seed_table.md").read_text().splitlines()
+    assert [c.strip() for c in seed[0].strip("|").split("|")] == [
+        "variant", "seeds", "trainable params", "% of full", "peak memory (MB)", "best val AUC", "best val loss",
+    ]
+    assert len(seed) == 2 + 3
 
 
 def test_curves_table_holds_every_evaluation(runs, tables):

@@ -1,11 +1,15 @@
-"""Stage `aggregate`: all run records -> tables (CSV and Markdown).
+"""Stage `aggregate`: all run records -> tables (CSV, Markdown and LaTeX).
 
 Outputs, in one directory:
 
 * ``runs.csv``: one row per (variant, seed) run, every scalar of its summary;
 * ``curves.csv``: every run's evaluation curve, with ``variant`` and ``seed`` columns;
 * ``summary.csv``: one row per variant, mean and standard deviation over seeds;
-* ``summary.md``: the same table, formatted for reading (and for the deck).
+* ``summary.md``: the same table, formatted for reading (mean ± standard
+  deviation over seeds; ``summary.csv`` also has the 95% t-interval half-widths);
+* ``summary.tex``: the same table in LaTeX (booktabs);
+* ``seed_table.md``: the presentation's own table shape (trainable parameters,
+  memory, best val AUC and loss per variant), to read beside the seed's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .cli import StageError, atomic_file, read_json, run_stage
 from .config import FAMILY_ORDER
@@ -93,9 +98,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     )
     full = runs.loc[runs.family == "full", "trainable_parameters"]
     out["trainable_vs_full_percent"] = 100.0 * out["trainable_parameters"] / full.iloc[0] if len(full) else np.nan
+    n = grouped["seed"].count()
+    t95 = pd.Series(stats.t.ppf(0.975, np.maximum(n - 1, 1)), index=n.index).where(n > 1)
     for col in METRICS:
         out[col] = grouped[col].mean()
-        out[f"{col}_std"] = grouped[col].std(ddof=1) if runs.groupby("variant").size().max() > 1 else np.nan
+        out[f"{col}_std"] = grouped[col].std(ddof=1) if n.max() > 1 else np.nan
+        out[f"{col}_ci95"] = t95 * out[f"{col}_std"] / np.sqrt(n)  # half-width of the 95% t interval
     return out.loc[order].reset_index()
 
 
@@ -115,8 +123,8 @@ QUALITY_METRICS = ("best_val_auc", "best_val_loss", "test_auc", "test_tpr_at_fpr
 COST_METRICS = tuple(m for m in METRICS if m not in QUALITY_METRICS)
 
 
-def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> str:
-    """Per-variant table (mean ± sd over seeds) of `metrics`, with the parameter counts when `parameters`."""
+def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> pd.DataFrame:
+    """Per-variant table (mean ± sd over seeds, as text) of `metrics`, with the parameter counts when `parameters`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
     if parameters:
         columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
@@ -127,6 +135,11 @@ def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRI
             _fmt(m, s, decimals) for m, s in zip(summary[col], summary[f"{col}_std"])
         ]
     table = pd.DataFrame(columns)
+    return table
+
+
+def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> str:
+    table = display_table(summary, metrics, parameters)
     return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True) + "\n"
 
 
@@ -139,7 +152,21 @@ def aggregate(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
             frame.to_csv(tmp, index=False)
     with atomic_file(out_dir / "summary.md") as tmp:
         tmp.write_text(markdown_table(summary))
+    with atomic_file(out_dir / "summary.tex") as tmp:
+        tmp.write_text(latex_table(display_table(summary)))
+    with atomic_file(out_dir / "seed_table.md") as tmp:
+        tmp.write_text(markdown_table(summary, SEED_TABLE_METRICS))
     return summary
+
+
+# The presentation's own table: trainable parameters, memory, best val AUC, best val loss per variant
+SEED_TABLE_METRICS = ("peak_memory_mb", "best_val_auc", "best_val_loss")
+
+
+def latex_table(table: pd.DataFrame) -> str:
+    """A booktabs LaTeX table of the display table (text cells escaped)."""
+    table = table.rename(columns=lambda c: c.replace("%", r"\%")).map(lambda v: str(v).replace("%", r"\%").replace("±", r"$\pm$"))
+    return table.to_latex(index=False, escape=False, column_format="l" + "r" * (table.shape[1] - 1))
 
 
 def _parser(p):

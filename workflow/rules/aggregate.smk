@@ -1,5 +1,5 @@
 rule aggregate:
-    """Every run's record into one summary table (CSV and Markdown) and one curve table."""
+    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape) and one curve table."""
     input:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
     output:
@@ -7,6 +7,8 @@ rule aggregate:
         curves=f"{RESULTS}/tables/curves.csv",
         summary_csv=f"{RESULTS}/tables/summary.csv",
         summary_md=f"{RESULTS}/tables/summary.md",
+        summary_tex=f"{RESULTS}/tables/summary.tex",
+        seed_table=f"{RESULTS}/tables/seed_table.md",
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),
