@@ -81,17 +81,19 @@ def test_aggregate_rejects_unfinished_run(tmp_path):
 
 
 def test_figures_are_written(tables, tmp_path):
-    paths = make_figures(tables / "curves.csv", tmp_path)
-    assert sorted(p.name for p in paths) == [
-        "val_auc_vs_time.png", "val_auc_vs_time.svg", "val_loss_vs_time.png", "val_loss_vs_time.svg",
-    ]
+    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv")
+    assert sorted(p.name for p in paths) == sorted(
+        f"{stem}.{fmt}"
+        for stem in ("val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "val_auc_vs_rank", "latency")
+        for fmt in ("png", "svg")
+    )
     assert all(p.stat().st_size > 5000 for p in paths)
 
 
 @pytest.fixture(scope="module")
 def deck(built, tables, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
-    make_figures(tables / "curves.csv", figures)
+    make_figures(tables / "curves.csv", figures, tables / "runs.csv")
     out = tmp_path_factory.mktemp("deck") / "slides"
     record = build_deck(
         tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
@@ -107,7 +109,7 @@ def test_fallback_deck_has_every_section_and_is_self_contained(deck):
     assert record["renderer"] == "pandoc"
     headings = re.findall(r'<section[^>]*class="[^"]*level1[^"]*"[^>]*>\s*<h1>(.*?)</h1>', html)
     assert headings == list(OUTLINE)
-    assert html.count('src="data:image/png;base64,') == 2  # both figures embedded
+    assert html.count('src="data:image/png;base64,') == 6  # every figure embedded
     assert not re.search(r'(src|href)="https?://', html)  # nothing fetched at view time
     assert "<math" in html  # maths as MathML, rendered offline
     assert "Hu, Edward J." in html or "Hu, E. J." in html  # the bibliography was rendered

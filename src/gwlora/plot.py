@@ -1,7 +1,11 @@
 """Stage `plot`: the presentation's figures from the aggregated curves (seaborn).
 
 * ``val_auc_vs_time.{png,svg}``: validation AUC against cumulative training time;
-* ``val_loss_vs_time.{png,svg}``: validation loss against cumulative training time.
+* ``val_loss_vs_time.{png,svg}``: validation loss against cumulative training time;
+* with the runs table: ``test_auc_vs_parameters`` (log axis), ``costs`` (peak
+  memory and step time per variant), and when there are LoRA runs
+  ``val_auc_vs_rank`` (full and frozen as reference lines) and ``latency``
+  (base, LoRA unmerged and merged).
 
 One colour per variant, the same in every figure; one line per seed.
 """
@@ -60,7 +64,71 @@ def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def make_figures(curves_csv: str | Path, out_dir: str | Path) -> list[Path]:
+def plot_rank(runs: pd.DataFrame, palette: dict) -> plt.Figure:
+    """Best val AUC against LoRA rank (log2 axis; mean and seeds), full and frozen as reference lines."""
+    sns.set_theme(context="talk", style="whitegrid")
+    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    lora = runs[runs.family == "lora"]
+    for group, rows in lora.groupby("group", sort=False):
+        colour = palette[rows.variant.iloc[-1]]
+        ax.scatter(rows["rank"], rows.best_val_auc, color=colour, alpha=0.5, s=30)
+        means = rows.groupby("rank").best_val_auc.mean()
+        ax.plot(means.index, means.values, marker="o", color=colour, linewidth=2, label=group)
+    for family, style in (("full", "--"), ("frozen", ":")):
+        ref = runs[runs.family == family]
+        if len(ref):
+            ax.axhline(ref.best_val_auc.mean(), linestyle=style, color=palette[ref.variant.iloc[0]], linewidth=2, label=family)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("best validation AUC")
+    ax.set_title("Validation AUC vs LoRA rank")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_params(runs: pd.DataFrame, palette: dict) -> plt.Figure:
+    """Test AUC against trainable parameters (log axis), one colour per variant."""
+    sns.set_theme(context="talk", style="whitegrid")
+    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    sns.scatterplot(data=runs, x="trainable_parameters", y="test_auc", hue="variant", hue_order=list(palette), palette=palette, s=120, ax=ax)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("test AUC")
+    ax.set_title("Test AUC vs trainable parameters")
+    ax.legend(fontsize="x-small", ncol=2)
+    return fig
+
+
+def plot_costs(runs: pd.DataFrame, palette: dict) -> plt.Figure:
+    """Peak memory and step time per variant (bars: mean over seeds)."""
+    sns.set_theme(context="talk", style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6), layout="constrained")
+    for ax, (col, label) in zip(axes, (("peak_memory_mb", "peak memory (MB)"), ("step_time_ms", "step time (ms)"))):
+        sns.barplot(data=runs, x="variant", y=col, hue="variant", order=list(palette), hue_order=list(palette), palette=palette, legend=False, ax=ax)
+        ax.set_xlabel("")
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", rotation=45, labelsize="small")
+    fig.suptitle("Training costs per variant")
+    return fig
+
+
+def plot_latency(runs: pd.DataFrame) -> plt.Figure:
+    """Inference latency of the base model, LoRA unmerged and LoRA merged, per LoRA variant."""
+    sns.set_theme(context="talk", style="whitegrid")
+    lora = runs[runs.family == "lora"].melt(
+        id_vars=["variant"], value_vars=["latency_base_ms", "latency_unmerged_ms", "latency_merged_ms"], var_name="model", value_name="ms"
+    ).dropna()
+    lora["model"] = lora["model"].str.removeprefix("latency_").str.removesuffix("_ms")
+    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    sns.barplot(data=lora, x="variant", y="ms", hue="model", hue_order=["base", "unmerged", "merged"], ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("forward pass of one batch (ms)")
+    ax.set_title("Inference latency: base, LoRA unmerged, LoRA merged")
+    ax.tick_params(axis="x", rotation=30, labelsize="small")
+    return fig
+
+
+def make_figures(curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None) -> list[Path]:
     curves = pd.read_csv(curves_csv)
     missing = {"variant", "seed", "train_time_s", *(y for y, _ in FIGURES.values())} - set(curves.columns)
     if missing:
@@ -72,17 +140,26 @@ def make_figures(curves_csv: str | Path, out_dir: str | Path) -> list[Path]:
     paths = []
     for stem, (y, ylabel) in FIGURES.items():
         paths += save_figure(plot_curves(curves, y, ylabel, palette), out_dir / stem)
+    if runs_csv is not None:
+        runs = pd.read_csv(runs_csv)
+        paths += save_figure(plot_params(runs, palette), out_dir / "test_auc_vs_parameters")
+        paths += save_figure(plot_costs(runs, palette), out_dir / "costs")
+        if (runs.family == "lora").any():
+            paths += save_figure(plot_rank(runs, palette), out_dir / "val_auc_vs_rank")
+            if runs.get("latency_unmerged_ms", pd.Series(dtype=float)).notna().any():
+                paths += save_figure(plot_latency(runs), out_dir / "latency")
     return paths
 
 
 def _parser(p):
     p.add_argument("--curves", required=True, help="curves.csv written by the aggregate stage")
+    p.add_argument("--runs", help="runs.csv written by the aggregate stage (rank, parameter, cost and latency figures)")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
     """Plot validation AUC and loss against training time."""
-    paths = make_figures(args.curves, args.out)
+    paths = make_figures(args.curves, args.out, args.runs)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

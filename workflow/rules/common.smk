@@ -20,3 +20,13 @@ def parent_of(name, index=0):
 def strain_manifest(wildcards):
     """The dataset rule's download input: the GWOSC manifest, or nothing for simulated noise."""
     return [GWOSC_MANIFEST] if config["data"]["source"] == "gwosc" else []
+
+
+def figure_names():
+    """The figures the plot stage draws for this config (see gwlora.plot)."""
+    names = ["val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs"]
+    if any(v.family == "lora" for v in VARIANTS.values()):
+        names.append("val_auc_vs_rank")
+        if config["train"]["latency_batches"] > 0:
+            names.append("latency")
+    return names

@@ -1,9 +1,10 @@
 rule plot:
-    """The presentation's two figures: validation AUC and loss against training time."""
+    """The presentation's two figures (validation AUC and loss against training time), rank, parameter, cost and latency figures."""
     input:
         curves=rules.aggregate.output.curves,
+        runs=rules.aggregate.output.runs,
     output:
-        expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=["val_auc_vs_time", "val_loss_vs_time"], fmt=["png", "svg"]),
+        expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=figure_names(), fmt=["png", "svg"]),
     params:
         out_dir=subpath(output[0], parent=True),
     conda:
@@ -13,4 +14,4 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python -m gwlora.plot --curves {input.curves:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.plot --curves {input.curves:q} --runs {input.runs:q} --out {params.out_dir:q} --log {log:q}"
