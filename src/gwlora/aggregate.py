@@ -43,8 +43,9 @@ METRICS = {
 }
 
 
-def variant_sort_key(family: str, rank: float | None, layers: float | None) -> tuple:
-    return (FAMILY_ORDER.index(family), 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank)
+def variant_sort_key(family: str, group: str, rank: float | None, layers: float | None) -> tuple:
+    """Display order: family, then LoRA family (lora before lora-*), then depth or rank."""
+    return (FAMILY_ORDER.index(family), group != family, group, 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank)
 
 
 def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -74,7 +75,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     dupes = runs[runs.duplicated(["variant", "seed"], keep=False)]
     if len(dupes):
         raise StageError(f"duplicate runs for {sorted(set(zip(dupes.variant, dupes.seed)))}")
-    runs["_key"] = [variant_sort_key(f, r, k) for f, r, k in zip(runs.family, runs["rank"], runs["layers"])]
+    runs["_key"] = [
+        variant_sort_key(f, g, r, k) for f, g, r, k in zip(runs.family, runs.group, runs["rank"], runs["layers"])
+    ]
     runs = runs.sort_values(["_key", "seed"]).drop(columns="_key").reset_index(drop=True)
     order = list(dict.fromkeys(runs.variant))
     curves_df = pd.concat(curves, ignore_index=True)
