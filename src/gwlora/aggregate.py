@@ -9,7 +9,9 @@ Outputs, in one directory:
   deviation over seeds; ``summary.csv`` also has the 95% t-interval half-widths);
 * ``summary.tex``: the same table in LaTeX (booktabs);
 * ``seed_table.md``: the presentation's own table shape (trainable parameters,
-  memory, best val AUC and loss per variant), to read beside the seed's.
+  memory, best val AUC and loss per variant), to read beside the seed's;
+* ``auc_by_snr.csv``: per run, the test AUC of the signals in each injection-SNR
+  bin against all noise windows (empty when the data has no injections).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from .cli import StageError, atomic_file, read_json, run_stage
 from .config import FAMILY_ORDER
@@ -146,11 +149,50 @@ def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRI
     return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True) + "\n"
 
 
+SNR_BINS = 4  # equal-count bins of the test signals' injection SNR
+AUC_BY_SNR_COLUMNS = ["variant", "seed", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "n_noise", "auc"]
+
+
+def snr_edges(snr: np.ndarray, bins: int = SNR_BINS) -> np.ndarray:
+    """Bin edges holding equal numbers of signals (quantiles of their SNR)."""
+    return np.unique(np.quantile(snr, np.linspace(0, 1, bins + 1)))
+
+
+def auc_by_snr(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test AUC of each injection-SNR bin's signals against every noise window, per run.
+
+    Every run scores the same test windows, so the bins (quantiles of the
+    signals' SNR) are the same for all; data without injections gives no rows.
+    """
+    rows = []
+    edges = None
+    for variant, seed, run_dir in zip(runs.variant, runs.seed, runs.run_dir):
+        path = Path(run_dir) / "predictions.csv"
+        if not path.exists():
+            raise StageError(f"{run_dir} has no predictions.csv: not a finished run")
+        pred = pd.read_csv(path)
+        signal, noise = pred[pred.label == 1], pred[pred.label == 0]
+        if signal.empty or noise.empty or not (signal.snr > 0).any():
+            continue
+        if edges is None:
+            edges = snr_edges(signal.snr.to_numpy())
+        which = np.clip(np.searchsorted(edges, signal.snr, side="right") - 1, 0, len(edges) - 2)
+        for b in range(len(edges) - 1):
+            in_bin = signal[which == b]
+            if in_bin.empty:
+                continue
+            labels = np.r_[np.ones(len(in_bin)), np.zeros(len(noise))]
+            auc = roc_auc_score(labels, np.r_[in_bin.logit, noise.logit])
+            rows.append([variant, seed, b, edges[b], edges[b + 1], in_bin.snr.median(), len(in_bin), len(noise), auc])
+    return pd.DataFrame(rows, columns=AUC_BY_SNR_COLUMNS)
+
+
 def aggregate(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
     runs, curves = load_runs(run_dirs)
     summary = summarise(runs)
     out_dir = Path(out_dir)
-    for name, frame in (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary)):
+    tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("auc_by_snr.csv", auc_by_snr(runs)))
+    for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)
     with atomic_file(out_dir / "summary.md") as tmp:

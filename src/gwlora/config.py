@@ -21,6 +21,7 @@ WHISPER_HOP_LENGTH = 160
 WHISPER_CHUNK_SECONDS = 30
 # single-channel sources whose labels come from the data, not from injections
 AUDIO_SOURCES = ("hub", "audiofolder")
+INJECTION_SOURCES = ("simulated", "gwosc")  # strain with simulated signals injected, each with its SNR
 
 
 class ConfigError(ValueError):

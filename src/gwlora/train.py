@@ -11,6 +11,8 @@ The run record, read by `aggregate`, `plot` and `deck`:
   the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
   samples/s, peak memory, checkpoint size, inference latency (base, LoRA
   unmerged and merged), device, precision, versions and git commit;
+* ``predictions.csv``: the best checkpoint's logit for every test window, with
+  its label and injection SNR (for AUC against SNR);
 * ``best/``: the best checkpoint (lowest val loss): a peft adapter
   (``save_pretrained``, head included) for LoRA, the trained tensors otherwise;
 * ``tensorboard/``: the same curve as TensorBoard event files;
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -68,6 +71,7 @@ class SplitOnDevice:
 
     def __init__(self, features_dir: str | Path, device: torch.device):
         x, y, self.meta = load_features(features_dir)
+        self.snr = np.load(Path(features_dir) / "snr.npy")  # injection SNR per window, 0 for noise
         self.device = device
         self.n = len(y)
         x_t, y_t = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).float()
@@ -92,6 +96,7 @@ def autocast_for(device: torch.device):
 
 @torch.no_grad()
 def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None) -> dict:
+    """Loss, AUC and accuracy of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit."""
     model.eval()
     logits = []
     for start in range(0, split.n, batch_size):
@@ -106,7 +111,7 @@ def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | N
     scores = logits.numpy()
     auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
     acc = float(((scores > 0) == (y > 0.5)).mean())
-    out = {"loss": loss, "auc": auc, "accuracy": acc}
+    out = {"loss": loss, "auc": auc, "accuracy": acc, "scores": scores}
     if fpr_target is not None:
         out["tpr_at_fpr"] = tpr_at_fpr(y, scores, fpr_target) if 0 < y.sum() < len(y) else float("nan")
     return out
@@ -135,6 +140,21 @@ def versions() -> dict:
 RUN_STATE = "checkpoint/last.pt"
 BEST_DIR = "best"
 TRAINABLE_FILE = "trainable.safetensors"
+
+
+def hardware(device: torch.device) -> dict:
+    """What the run ran on: the processor, its cores, and the GPU when there is one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1))
+    return out
 
 
 def git_commit() -> str | None:
@@ -292,12 +312,14 @@ def train_run(
         order.set_state(st["epoch_order_state"])
         batches = torch.randperm(train.n, generator=order).split(batch_size)
         for idx in batches[st["batches_done"] :]:
+            # deck: train-step
             x, y = train.batch(idx)
             with autocast_for(device):
                 loss = loss_fn(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            # deck: end
             window_losses.append(loss.detach())
             st["step"] += 1
             st["batches_done"] += 1
@@ -356,6 +378,7 @@ def train_run(
     test = {}
     if "test" in splits:
         test = evaluate(model, splits["test"], 2 * batch_size, train_config["tpr_at_fpr"])
+        write_predictions(splits["test"], test.pop("scores"), out_dir / "predictions.csv")
     x_latency, _ = val.batch(torch.arange(min(2 * batch_size, val.n)))
     latency = inference_latency(model, variant, x_latency, train_config["latency_batches"])
     curve, best = st["curve"], st["best"]
@@ -395,6 +418,7 @@ def train_run(
         "context": model_config["context"],
         "pooling": model_config["pooling"],
         "versions": versions(),
+        "hardware": hardware(device),
         "git_commit": git_commit(),
     }
     write_curve(curve, out_dir / "curve.csv")
@@ -420,6 +444,15 @@ def save_run_state(path: Path, model, optimizer, trainable_names: set[str], st: 
     }
     with atomic_file(path) as tmp:
         torch.save(state, tmp)
+
+
+def write_predictions(split: SplitOnDevice, scores: np.ndarray, path: Path) -> None:
+    """Every test window's label, injection SNR (0 for noise) and logit, for per-window analyses (AUC vs SNR)."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["window", "label", "snr", "logit"])
+        for i, (label, snr, logit) in enumerate(zip(split.y.cpu().tolist(), split.snr.tolist(), scores.tolist())):
+            writer.writerow([i, int(label), f"{snr:.6g}", f"{logit:.6g}"])
 
 
 def write_curve(rows: list[dict], path: Path) -> None:

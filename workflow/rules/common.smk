@@ -24,9 +24,11 @@ def strain_manifest(wildcards):
 
 def figure_names():
     """The figures the plot stage draws for this config (see gwlora.plot)."""
-    names = ["val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs"]
+    names = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs"]
     if any(v.family == "lora" for v in VARIANTS.values()):
         names.append("val_auc_vs_rank")
         if config["train"]["latency_batches"] > 0:
             names.append("latency")
+    if config["data"]["source"] in INJECTION_SOURCES:
+        names.append("auc_vs_snr")
     return names

@@ -8,6 +8,7 @@ rule train:
     output:
         curve=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/curve.csv",
         summary=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/summary.json",
+        predictions=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/predictions.csv",
     params:
         model=as_json(config["model"]),
         train=as_json(train_settings()),
