@@ -16,7 +16,8 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
 
-from gwlora.config import ConfigError, expand_variants, load_schema, validate
+from gwlora.browser import find_chromium
+from gwlora.config import INJECTION_SOURCES, ConfigError, expand_variants, load_schema, validate
 
 # config/config.yaml is the default; `--configfile FILE` replaces it rather than
 # merging into it, so a config never inherits variants it does not list.
@@ -30,6 +31,8 @@ try:
 except ConfigError as exc:
     sources = ", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
     raise WorkflowError(f"{sources}: {exc}") from None
+
+report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: figures and tables under captions
 
 RESULTS = f"results/{config['experiment']}"
 REPORT = "report"  # the deck's source, relative to the working directory like every path here

@@ -1,5 +1,6 @@
 """aggregate -> plot -> deck on real (tiny) runs."""
 
+import os
 import re
 
 import numpy as np
@@ -80,20 +81,49 @@ def test_aggregate_rejects_unfinished_run(tmp_path):
         aggregate([tmp_path / "run"], tmp_path / "tables")
 
 
-def test_figures_are_written(tables, tmp_path):
-    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv")
-    assert sorted(p.name for p in paths) == sorted(
-        f"{stem}.{fmt}"
-        for stem in ("val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "val_auc_vs_rank", "latency")
-        for fmt in ("png", "svg")
-    )
+def test_predictions_give_auc_per_snr_bin(runs, tables):
+    pred = pd.read_csv(runs[0] / "predictions.csv")
+    assert list(pred.columns) == ["window", "label", "snr", "logit"] and len(pred) == 32
+    assert (pred.snr[pred.label == 0] == 0).all() and (pred.snr[pred.label == 1] > 0).all()
+    by_snr = pd.read_csv(tables / "auc_by_snr.csv")
+    assert len(by_snr) == 4 * 4  # 4 runs x 4 equal-count SNR bins
+    full = by_snr[by_snr.variant == "full"]
+    signals = pred[pred.label == 1].sort_values("snr")
+    assert full.n_signal.sum() == len(signals) and (full.n_noise == (pred.label == 0).sum()).all()
+    # the lowest bin by hand: its signals against all noise
+    from sklearn.metrics import roc_auc_score
+
+    low = signals[signals.snr < full.snr_high.iloc[0]]
+    noise = pred[pred.label == 0]
+    expected = roc_auc_score([1] * len(low) + [0] * len(noise), list(low.logit) + list(noise.logit))
+    assert full.auc.iloc[0] == pytest.approx(expected)
+
+
+def test_seed_bands_span_the_seeds(tables):
+    from gwlora.plot import seed_bands
+
+    curves = pd.read_csv(tables / "curves.csv")
+    bands = seed_bands(curves, "val_auc")
+    frozen = bands[bands.variant == "frozen"]
+    seeds = curves[curves.variant == "frozen"].groupby("step").val_auc
+    assert list(frozen["mean"]) == pytest.approx(list(seeds.mean()))
+    assert list(frozen.low) == list(seeds.min()) and list(frozen.high) == list(seeds.max())
+    assert (frozen.seeds == 2).all() and (bands[bands.variant == "full"].seeds == 1).all()
+
+
+FIGURES = ("example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "val_auc_vs_rank", "latency", "auc_vs_snr")
+
+
+def test_figures_are_written(built, tables, tmp_path):
+    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test")
+    assert sorted(p.name for p in paths) == sorted(f"{stem}.{fmt}" for stem in FIGURES for fmt in ("png", "svg"))
     assert all(p.stat().st_size > 5000 for p in paths)
 
 
 @pytest.fixture(scope="module")
 def deck(built, tables, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
-    make_figures(tables / "curves.csv", figures, tables / "runs.csv")
+    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test")
     out = tmp_path_factory.mktemp("deck") / "slides"
     record = build_deck(
         tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
@@ -103,16 +133,98 @@ def deck(built, tables, tmp_path_factory):
     return out, record
 
 
+def slide_titles(html: str) -> list[str]:
+    return re.findall(r'<section[^>]*class="[^"]*level[12][^"]*"[^>]*>\s*<h[12][^>]*>(.*?)</h[12]>', html, re.S)
+
+
 def test_fallback_deck_has_every_section_and_is_self_contained(deck):
     out, record = deck
     html = (out / "index.html").read_text()
     assert record["renderer"] == "pandoc"
     headings = re.findall(r'<section[^>]*class="[^"]*level1[^"]*"[^>]*>\s*<h1>(.*?)</h1>', html)
     assert headings == list(OUTLINE)
-    assert html.count('src="data:image/png;base64,') == 6  # every figure embedded
+    assert html.count('src="data:image/png;base64,') == len(FIGURES)  # every figure embedded
     assert not re.search(r'(src|href)="https?://', html)  # nothing fetched at view time
     assert "<math" in html  # maths as MathML, rendered offline
     assert "Hu, Edward J." in html or "Hu, E. J." in html  # the bibliography was rendered
+    assert record["outputs"][:3] == ["index.html", "slides.pptx", "slides.qmd"]
+
+
+def test_pptx_holds_every_slide_and_figure(deck):
+    import zipfile
+
+    out, record = deck
+    titles = slide_titles((out / "index.html").read_text())
+    with zipfile.ZipFile(out / "slides.pptx") as pptx:
+        names = pptx.namelist()
+        text = " ".join(pptx.read(n).decode() for n in names if re.match(r"ppt/slides/slide\d+\.xml$", n))
+    assert len([n for n in names if re.match(r"ppt/slides/slide\d+\.xml$", n)]) >= len(titles)
+    assert len([n for n in names if n.startswith("ppt/media/")]) >= len(record["figures"])
+    for section in OUTLINE:
+        assert section in text, section
+
+
+def test_code_on_the_slides_is_the_package_source(deck):
+    from gwlora.deck import CODE_EXCERPTS, PACKAGE, code_excerpt
+
+    out, _ = deck
+    source = (out / "slides.qmd").read_text()
+    for module, name in CODE_EXCERPTS.values():
+        excerpt = code_excerpt(PACKAGE / module, name)
+        lines = (PACKAGE / module).read_text().splitlines()[excerpt["first"] - 1 : excerpt["last"]]
+        assert excerpt["text"].splitlines()[0].strip() == lines[0].strip() and len(lines) == len(excerpt["text"].splitlines())
+        assert excerpt["text"] in source and f"lines {excerpt['first']}–{excerpt['last']}" in source
+
+
+def test_missing_excerpt_marker_is_named(tmp_path):
+    from gwlora.deck import code_excerpt
+
+    (tmp_path / "m.py").write_text("x = 1\n")
+    with pytest.raises(StageError, match=r"m.py: no `# deck: step` excerpt marker"):
+        code_excerpt(tmp_path / "m.py", "step")
+
+
+@pytest.fixture(scope="module")
+def walked(deck, tmp_path_factory):
+    from gwlora.browser import find_chromium, walk_deck
+
+    if find_chromium() is None:
+        if os.environ.get("GWLORA_REQUIRE_CHROMIUM"):
+            pytest.fail("GWLORA_REQUIRE_CHROMIUM is set but no Chromium is on PATH")
+        pytest.skip("no headless Chromium on PATH (CI installs Debian's chromium)")
+    out, _ = deck
+    return walk_deck(out / "index.html", tmp_path_factory.mktemp("screenshots"))
+
+
+def test_headless_chromium_walks_every_slide(deck, walked):
+    out, _ = deck
+    titles = slide_titles((out / "index.html").read_text())
+    assert walked.kind == "fallback"
+    assert len(walked.slides) == 1 + len(titles)  # the title slide, then every section and slide
+    assert set(OUTLINE) <= {s.title for s in walked.slides}
+    assert all(s.screenshot.stat().st_size > 5000 for s in walked.slides)
+    assert walked.problems() == []  # no console error, no blank, broken-image or overflowing slide
+    assert sum(s.images for s in walked.slides) == len(FIGURES)
+
+
+def test_walk_reports_a_broken_slide(walked, deck, tmp_path):
+    from gwlora.browser import walk_deck
+
+    out, _ = deck
+    html = (out / "index.html").read_text()
+    broken = html.replace('src="data:image/png;base64,', 'src="data:image/png;base64,AAAA', 1)
+    broken = broken.replace("</script>", "console.error('boom');</script>", 1)
+    (tmp_path / "broken.html").write_text(broken)
+    problems = walk_deck(tmp_path / "broken.html").problems()
+    assert any("console.error: boom" in p for p in problems)
+    assert any("broken images" in p for p in problems)
+
+
+def test_pdf_has_one_page_per_slide(deck, walked):
+    out, record = deck
+    assert "slides.pdf" in record["outputs"]
+    pages = re.findall(rb"/Type\s*/Page\b", (out / "slides.pdf").read_bytes())
+    assert len(pages) == len(walked.slides)
 
 
 def test_slide_numbers_come_from_the_tables(deck, tables):

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,18 @@ def test_demo_end_to_end(tmp_path):
     assert json.loads((results / "slides" / "deck.json").read_text())["renderer"] in ("quarto", "pandoc")
     # each job wrote its log where the rule says
     assert (results / "logs" / "train" / "lora-r8" / "seed0.log").read_text().count("val AUC") >= 1
+    assert (results / "slides" / "slides.pptx").stat().st_size > 0
     # running it again does nothing
     again = snakemake(root, "-n", "--cores", "2", "--configfile", "config/demo.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the Snakemake report holds every figure and the tables, under their captions
+    snakemake(root, "--report", "report.zip", "--configfile", "config/demo.yaml")
+    with zipfile.ZipFile(root / "report.zip") as report:
+        names = {Path(n).name for n in report.namelist()}
+        page = report.read("report/report.html").decode()
+    figures = {p.name for p in (results / "figures").glob("*.png")}
+    assert len(figures) == 8 and figures | {"summary.csv", "runs.csv", "auc_by_snr.csv", "index.html"} <= names
+    assert "Validation AUC against cumulative training time" in page  # a caption
 
 
 def write_wav(path: Path, samples, rate: int = 8000) -> None:

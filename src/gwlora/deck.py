@@ -8,6 +8,14 @@ wrote (no number is typed by hand), copies the figures beside it, and renders:
 * without it: pandoc (from ``pypandoc-binary``) renders the same filled source
   to a self-contained HTML slide deck (dzslides), offline, so the workflow
   completes anywhere. The log and ``deck.json`` say which renderer ran.
+
+Either way the same source also becomes ``slides.pptx`` (Quarto's or pandoc's
+PowerPoint writer), and ``slides.pdf`` is printed from the HTML deck by headless
+Chromium when one is installed (``gwlora.browser``).
+
+Code on the implementation slides is read from the package's own source,
+between ``# deck: NAME`` and ``# deck: end`` comments, so it cannot drift from
+the code that ran.
 """
 
 from __future__ import annotations
@@ -15,14 +23,17 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import jinja2
 import pandas as pd
 import yaml
 
+from . import browser
 from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
+from .config import ENCODER_LINEAR_MODULES
 
 log = logging.getLogger("gwlora.deck")
 
@@ -36,6 +47,39 @@ OUTLINE = (
     "References",
     "Appendix",
 )
+
+
+PACKAGE = Path(__file__).resolve().parent
+# The implementation slides' code: (module file, excerpt name) -> shown on the slide named in slides.qmd
+CODE_EXCERPTS = {
+    "clip_context": ("model.py", "clip-context"),
+    "forward": ("model.py", "forward"),
+    "lora_config": ("model.py", "lora-config"),
+    "train_step": ("train.py", "train-step"),
+}
+
+
+def code_excerpt(path: Path, name: str) -> dict:
+    """The lines of `path` between ``# deck: NAME`` and the next ``# deck: end``, dedented, with their line numbers."""
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == f"# deck: {name}"), None)
+    if start is None:
+        raise StageError(f"{path}: no `# deck: {name}` excerpt marker")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == "# deck: end"), None)
+    if end is None:
+        raise StageError(f"{path}: excerpt `{name}` has no `# deck: end`")
+    text = textwrap.dedent("\n".join(lines[start + 1 : end]))
+    return {"text": text, "path": f"src/gwlora/{path.name}", "first": start + 2, "last": end}
+
+
+def lora_budget(variant: dict, base: dict, ffn: int) -> dict:
+    """Trainable adapter parameters of a LoRA variant by the paper's count, r(d + k) per adapted d x k matrix."""
+    d = base["d_model"]
+    shapes = {name: (d, d) for name in ENCODER_LINEAR_MODULES[:4]} | {"fc1": (d, ffn), "fc2": (ffn, d)}
+    r = int(variant["rank"])
+    per_layer = sum(r * sum(shapes[m]) + (shapes[m][1] if variant["dora"] else 0) for m in variant["target_modules"])
+    full = sum(shapes[m][0] * shapes[m][1] for m in variant["target_modules"])
+    return {"per_layer": per_layer, "total": per_layer * base["encoder_layers"], "dense_per_layer": full}
 
 
 def _num(value, decimals: int = 4) -> str:
@@ -67,12 +111,41 @@ def analysis(summary: pd.DataFrame) -> dict:
             "time": _num(top.train_time_s, 1),
             "step_ms": _num(top.step_time_ms, 1),
         }
+        entry["test_auc"] = _num(top.test_auc)
+        entry["checkpoint_mb"] = _num(top.checkpoint_mb, 2)
         if isinstance(out.get("full"), dict):
             entry["params_pct_of_full"] = _num(top.trainable_vs_full_percent, 2)
-            entry["auc_gap_to_full"] = _num(top.best_val_auc - full.best_val_auc)
+            gap = top.best_val_auc - full.best_val_auc
+            entry["auc_gap_to_full"] = _num(gap)
+            entry["auc_vs_full"] = "above" if gap > 0 else "below" if gap < 0 else "equal to"
             entry["step_time_ratio"] = _num(top.step_time_ms / full.step_time_ms, 2)
+            entry["memory_ratio"] = _num(top.peak_memory_mb / full.peak_memory_mb, 2)
+            entry["checkpoint_ratio"] = _num(top.checkpoint_mb / full.checkpoint_mb, 3)
+            entry["faster"] = bool(top.step_time_ms < full.step_time_ms)
+            out["full"]["test_auc"] = _num(full.test_auc)
+            out["full"]["checkpoint_mb"] = _num(full.checkpoint_mb, 2)
+        merged, unmerged, base = top.latency_merged_ms, top.latency_unmerged_ms, top.latency_base_ms
+        if not pd.isna(merged):
+            entry["latency"] = {"base": _num(base, 1), "unmerged": _num(unmerged, 1), "merged": _num(merged, 1),
+                                "unmerged_pct": _num(100 * (unmerged / base - 1), 0), "merged_pct": _num(100 * (merged / base - 1), 0)}
         out["lora"] = entry
+    ranks = summary[(summary.family == "lora") & (summary.variant.str.startswith("lora-r"))]
+    if len(ranks) > 1:
+        lo, hi = ranks.loc[ranks.best_val_auc.idxmin()], ranks.loc[ranks.best_val_auc.idxmax()]
+        out["ranks"] = {"n": len(ranks), "spread": _num(hi.best_val_auc - lo.best_val_auc), "lowest": f"r={int(lo['rank'])}",
+                        "highest": f"r={int(hi['rank'])}", "min_rank": int(ranks['rank'].min()), "max_rank": int(ranks['rank'].max())}
     return out
+
+
+def snr_findings(auc_snr: pd.DataFrame, best_variant: str) -> dict | None:
+    """The AUC of the lowest and highest injection-SNR bins for the best variant (mean over seeds)."""
+    rows = auc_snr[auc_snr.variant == best_variant]
+    if rows.empty:
+        return None
+    bins = rows.groupby("snr_bin").agg(low=("snr_low", "first"), high=("snr_high", "first"), auc=("auc", "mean"))
+    first, last = bins.iloc[0], bins.iloc[-1]
+    return {"variant": best_variant, "bins": len(bins), "low_range": f"{first.low:.1f} to {first.high:.1f}", "low_auc": _num(first.auc),
+            "high_range": f"{last.low:.1f} to {last.high:.1f}", "high_auc": _num(last.auc)}
 
 
 def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs: list[Path], config: dict, renderer: str) -> dict:
@@ -81,19 +154,41 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
     if summary.empty:
         raise StageError(f"{tables_dir / 'summary.csv'} has no variants")
     base = read_json(model_dir / "base_model.json")
+    ffn = read_json(model_dir / "config.json")["encoder_ffn_dim"]
     data = {d["split"]: d for d in (read_json(Path(p) / "build.json") for p in data_dirs)}
     first_run = read_json(Path(runs.run_dir.iloc[0]) / "summary.json")
+    frozen = summary[summary.family == "frozen"]
+    lora_rows = []
+    for v in summary[summary.family == "lora"].itertuples():
+        variant = read_json(Path(runs[runs.variant == v.variant].run_dir.iloc[0]) / "summary.json")["variant_config"]
+        budget = lora_budget(variant, base, ffn)
+        measured = v.trainable_parameters - frozen.trainable_parameters.iloc[0] if len(frozen) else None
+        lora_rows.append({"variant": v.variant, "rank": variant["rank"], "alpha": variant["alpha"], "targets": variant["target_modules"],
+                          "scaling": "α/√r" if variant["rslora"] else "α/r", "dora": variant["dora"], "measured": measured, **budget})
+    snr_path = tables_dir / "auc_by_snr.csv"
+    auc_snr = pd.read_csv(snr_path) if snr_path.exists() else pd.DataFrame(columns=["variant"])
+    best = summary.loc[summary.best_val_auc.idxmax(), "variant"]
+    config_sections = {
+        "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]},
+        "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data")},
+    }
     return {
         "experiment": config["experiment"],
         "config": config,
-        "config_yaml": yaml.safe_dump(config, sort_keys=False).rstrip(),
+        "config_yaml": {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in config_sections.items()},
         "model": base,
+        "ffn_dim": ffn,
+        "lora_budgets": lora_rows,
         "demo_model": bool(base["random_init"]),
         "data": data,
         "variants": summary.to_dict(orient="records"),
         "table_quality_md": markdown_table(summary, QUALITY_METRICS).rstrip(),
         "table_cost_md": markdown_table(summary, COST_METRICS, parameters=False).rstrip(),
         "analysis": analysis(summary),
+        "snr": snr_findings(auc_snr, best),
+        "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
+        "hardware": first_run.get("hardware", {}),
+        "git_commit": first_run.get("git_commit"),
         "n_runs": len(runs),
         "seeds": sorted(runs.seed.unique().tolist()),
         "devices": sorted(runs.device.unique().tolist()),
@@ -125,12 +220,18 @@ def quarto_available() -> str | None:
     return shutil.which("quarto")
 
 
-def render_quarto(build: Path) -> Path:
-    done = subprocess.run(["quarto", "render", "slides.qmd", "--to", "revealjs"], cwd=build, capture_output=True, text=True)
-    log.info("quarto: %s", done.stderr.strip())
+def _run_renderer(cmd: list[str], build: Path, name: str) -> None:
+    done = subprocess.run(cmd, cwd=build, capture_output=True, text=True)
+    log.info("%s: %s", " ".join(cmd[:4]), done.stderr.strip()[-2000:])
     if done.returncode:
-        raise StageError(f"quarto failed to render the deck (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    return build / "slides.html"
+        raise StageError(f"{name} failed to render the deck (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+
+
+def render_quarto(build: Path) -> tuple[Path, Path]:
+    """Quarto's revealjs deck (self-contained, see report/_quarto.yml) and its PowerPoint deck."""
+    _run_renderer(["quarto", "render", "slides.qmd", "--to", "revealjs"], build, "quarto")
+    _run_renderer(["quarto", "render", "slides.qmd", "--to", "pptx"], build, "quarto")
+    return build / "slides.html", build / "slides.pptx"
 
 
 def pandoc_path() -> str:
@@ -139,26 +240,26 @@ def pandoc_path() -> str:
     return pypandoc.get_pandoc_path()
 
 
-def render_pandoc(build: Path) -> Path:
-    """Render the filled source to one self-contained HTML slide deck, offline."""
-    cmd = [
-        pandoc_path(), "slides.qmd", "--from=markdown", "--to=dzslides", "--output=slides.html",
-        "--standalone", "--embed-resources", "--slide-level=2", "--mathml", "--citeproc", "--template=fallback-template.html",
-    ]
-    done = subprocess.run(cmd, cwd=build, capture_output=True, text=True)
-    if done.returncode:
-        raise StageError(f"pandoc failed to render the deck (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    return build / "slides.html"
+def render_pandoc(build: Path) -> tuple[Path, Path]:
+    """The filled source as one self-contained HTML slide deck and a PowerPoint deck, offline."""
+    common = ["slides.qmd", "--from=markdown", "--standalone", "--slide-level=2", "--citeproc"]
+    _run_renderer([pandoc_path(), *common, "--to=dzslides", "--output=slides.html", "--embed-resources", "--mathml",
+                   "--template=fallback-template.html"], build, "pandoc")
+    _run_renderer([pandoc_path(), *common, "--to=pptx", "--output=slides.pptx"], build, "pandoc")
+    return build / "slides.html", build / "slides.pptx"
 
 
 def build_deck(
-    *, tables_dir, figures_dir, model_dir, data_dirs, config: dict, out_dir, source_dir, renderer: str = "auto"
+    *, tables_dir, figures_dir, model_dir, data_dirs, config: dict, out_dir, source_dir, renderer: str = "auto", pdf: bool | None = None
 ) -> dict:
+    """Fill the template, render HTML and PPTX (and a PDF when `pdf`, or when Chromium is found if None) into `out_dir`."""
     tables_dir, figures_dir, model_dir, source_dir = map(Path, (tables_dir, figures_dir, model_dir, source_dir))
     if renderer == "auto":
         renderer = "quarto" if quarto_available() else "pandoc"
     if renderer == "quarto" and not quarto_available():
         raise StageError("renderer quarto requested but `quarto` is not on PATH")
+    if pdf is None:
+        pdf = browser.find_chromium() is not None
     context = deck_context(tables_dir, figures_dir, model_dir, [Path(d) for d in data_dirs], config, renderer)
     text = fill_template(source_dir / "slides.qmd", context)
     with atomic_dir(out_dir) as tmp:
@@ -167,11 +268,17 @@ def build_deck(
         (build / "slides.qmd").write_text(text)
         shutil.copytree(figures_dir, build / "figures")
         log.info("rendering the deck with %s", renderer)
-        html = render_quarto(build) if renderer == "quarto" else render_pandoc(build)
+        html, pptx = render_quarto(build) if renderer == "quarto" else render_pandoc(build)
         shutil.copy2(html, tmp / "index.html")
+        shutil.copy2(pptx, tmp / "slides.pptx")
         shutil.copy2(build / "slides.qmd", tmp / "slides.qmd")
         shutil.rmtree(build)
-        record = {"renderer": renderer, "sections": list(OUTLINE), "figures": context["figures"]}
+        outputs = ["index.html", "slides.pptx", "slides.qmd"]
+        if pdf:
+            log.info("printing the deck to PDF with headless Chromium")
+            browser.print_pdf(tmp / "index.html", tmp / "slides.pdf")
+            outputs.append("slides.pdf")
+        record = {"renderer": renderer, "outputs": outputs, "sections": list(OUTLINE), "figures": context["figures"]}
         write_json(tmp / "deck.json", record)
     return record
 
@@ -184,6 +291,7 @@ def _parser(p):
     p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
     p.add_argument("--config", type=json_arg, required=True, help="the validated workflow config, as JSON")
     p.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    p.add_argument("--pdf", choices=["auto", "yes", "no"], default="auto", help="print slides.pdf with headless Chromium (auto: when one is found)")
     p.add_argument("--out", required=True, help="output directory of the deck")
 
 
@@ -192,8 +300,9 @@ def _run(args):
     record = build_deck(
         tables_dir=args.tables, figures_dir=args.figures, model_dir=args.model, data_dirs=args.data,
         config=args.config, out_dir=args.out, source_dir=args.source, renderer=args.renderer,
+        pdf={"auto": None, "yes": True, "no": False}[args.pdf],
     )
-    log.info("wrote %s/index.html (renderer: %s)", args.out, record["renderer"])
+    log.info("wrote %s in %s (renderer: %s)", ", ".join(record["outputs"]), args.out, record["renderer"])
 
 
 def main(argv=None) -> int:

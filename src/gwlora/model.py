@@ -30,6 +30,7 @@ def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implem
     """The Whisper encoder of `model_dir`, sized for `n_frames` (clip) or 3000 frames (30s)."""
     model = WhisperForAudioClassification.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
     encoder = model.encoder
+    # deck: clip-context
     if context == "clip":
         positions = n_frames // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
         if positions > encoder.embed_positions.num_embeddings:
@@ -40,6 +41,7 @@ def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implem
         encoder.embed_positions = sliced
         encoder.config.max_source_positions = positions
         encoder.max_source_positions = positions
+    # deck: end
     elif context != "30s":
         raise StageError(f"unknown model.context {context!r} (expected clip or 30s)")
     return encoder
@@ -79,6 +81,7 @@ class StrainClassifier(nn.Module):
         floor = x.amax(dim=(-2, -1), keepdim=True) - 2.0
         return torch.cat([x, floor.expand(*x.shape[:-1], missing)], dim=-1)
 
+    # deck: forward
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, c = features.shape[:2]
         x = self.pad_to_context(features.flatten(0, 1))
@@ -88,6 +91,7 @@ class StrainClassifier(nn.Module):
         else:
             pooled = hidden[:, : self.clip_positions].mean(dim=1)
         return self.head(pooled.reshape(b, c * pooled.shape[-1])).squeeze(-1)
+        # deck: end
 
 
 def build_classifier(model_dir, n_channels: int, n_frames: int, model_config: dict) -> StrainClassifier:
@@ -117,6 +121,7 @@ def apply_variant(model: StrainClassifier, variant: Variant) -> nn.Module:
         width = model.encoder.config.d_model
         if variant.rank > width:
             raise StageError(f"variant {variant.name}: rank {variant.rank} exceeds the layer width {width}")
+        # deck: lora-config
         lora = LoraConfig(
             r=variant.rank,
             lora_alpha=variant.alpha,
@@ -127,6 +132,7 @@ def apply_variant(model: StrainClassifier, variant: Variant) -> nn.Module:
             use_rslora=variant.rslora,
             use_dora=variant.dora,
         )
+        # deck: end
         try:
             return get_peft_model(model, lora)
         except ValueError as exc:

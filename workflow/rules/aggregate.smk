@@ -2,13 +2,15 @@ rule aggregate:
     """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape) and one curve table."""
     input:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
+        predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
     output:
-        runs=f"{RESULTS}/tables/runs.csv",
+        runs=report(f"{RESULTS}/tables/runs.csv", caption="../report/runs.rst", category="Tables", labels={"table": "runs"}),
         curves=f"{RESULTS}/tables/curves.csv",
-        summary_csv=f"{RESULTS}/tables/summary.csv",
+        summary_csv=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables", labels={"table": "summary"}),
         summary_md=f"{RESULTS}/tables/summary.md",
         summary_tex=f"{RESULTS}/tables/summary.tex",
         seed_table=f"{RESULTS}/tables/seed_table.md",
+        auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),

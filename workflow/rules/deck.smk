@@ -1,21 +1,31 @@
+# slides.pdf is made when a headless Chromium is on PATH where the workflow runs (the deck is a local rule)
+PDF_DECK = find_chromium() is not None
+DECK_OUTPUTS = {
+    "html": report(f"{RESULTS}/slides/index.html", caption="../report/deck.rst", category="Slides", labels={"deck": "HTML"}),
+    "pptx": f"{RESULTS}/slides/slides.pptx",
+    "source": f"{RESULTS}/slides/slides.qmd",
+    "record": f"{RESULTS}/slides/deck.json",
+} | ({"pdf": f"{RESULTS}/slides/slides.pdf"} if PDF_DECK else {})
+
+
 rule deck:
-    """The slide deck, filled from the results: Quarto revealjs, or the offline pandoc fallback."""
+    """The slide deck, filled from the results: Quarto revealjs (or the offline pandoc fallback), PPTX, and a PDF."""
     input:
         tables=rules.aggregate.output,
         figures=rules.plot.output,
         model=rules.base_model.output,
         data=expand(rules.dataset.output, split=SPLITS),
-        source=[f"{REPORT}/{name}" for name in ("slides.qmd", "_quarto.yml", "references.bib", "fallback-template.html")],
+        source=[f"{REPORT}/{name}" for name in ("slides.qmd", "_quarto.yml", "deck.css", "references.bib", "fallback-template.html")],
+        code=[f"{SRC}/gwlora/{name}" for name in ("model.py", "train.py")],  # the implementation slides quote them
     output:
-        html=f"{RESULTS}/slides/index.html",
-        source=f"{RESULTS}/slides/slides.qmd",
-        record=f"{RESULTS}/slides/deck.json",
+        **DECK_OUTPUTS,
     params:
         config=as_json(config),
         source=parent_of("source"),
         tables=parent_of("tables"),
         figures=parent_of("figures"),
-        out_dir=subpath(output.html, parent=True),
+        out_dir=lambda wildcards, output: str(Path(output.html).parent),
+        pdf="yes" if PDF_DECK else "no",
     conda:
         "../../environment.yml"
     log:
@@ -24,5 +34,5 @@ rule deck:
         f"{RESULTS}/benchmarks/deck.tsv"
     shell:
         "python -m gwlora.deck --source {params.source:q} --tables {params.tables:q} --figures {params.figures:q}"
-        " --model {input.model:q} --data {input.data:q} --config {params.config:q}"
+        " --model {input.model:q} --data {input.data:q} --config {params.config:q} --pdf {params.pdf}"
         " --out {params.out_dir:q} --log {log:q}"

@@ -3,8 +3,15 @@ rule plot:
     input:
         curves=rules.aggregate.output.curves,
         runs=rules.aggregate.output.runs,
+        auc_by_snr=rules.aggregate.output.auc_by_snr,
+        examples=expand(rules.features.output, split="test"),
     output:
-        expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=figure_names(), fmt=["png", "svg"]),
+        # the PNGs go into `snakemake --report`, each under its caption; the SVGs are for papers
+        [
+            report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures", labels={"figure": name})
+            for name in figure_names()
+        ],
+        expand(f"{RESULTS}/figures/{{name}}.svg", name=figure_names()),
     params:
         out_dir=subpath(output[0], parent=True),
     conda:
@@ -14,4 +21,4 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python -m gwlora.plot --curves {input.curves:q} --runs {input.runs:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.plot --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
