@@ -258,3 +258,13 @@ def test_lora_families_are_listed_together():
     names = {("lora-rs", 2): "lora-rs-r2", ("lora", 8): "lora-r8", ("lora-rs", 8): "lora-rs-r8", ("lora", 2): "lora-r2"}
     ordered = sorted(names, key=lambda k: variant_sort_key("lora", k[0], k[1], None))
     assert [names[k] for k in ordered] == ["lora-r2", "lora-r8", "lora-rs-r2", "lora-rs-r8"]
+
+
+def test_lora_budget_counts_what_peft_trains(deck, tables):
+    """The deck's r(d + k) count of adapter parameters equals the trained count (LoRA minus the head-only run)."""
+    out, _ = deck
+    summary = pd.read_csv(tables / "summary.csv").set_index("variant")
+    measured = int(summary.loc["lora-r2", "trainable_parameters"] - summary.loc["frozen", "trainable_parameters"])
+    row = next(line for line in (out / "slides.qmd").read_text().splitlines() if line.startswith("| lora-r2 | q_proj, v_proj"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[-2] == cells[-1] == f"{measured:,}"

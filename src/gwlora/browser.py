@@ -269,7 +269,9 @@ def walk_deck(html: str | Path, screenshots: str | Path | None = None, executabl
         shots.mkdir(parents=True, exist_ok=True)
     with Browser(executable) as browser:
         browser.open(html)
-        state = browser.evaluate(SLIDE_STATE)
+        deadline = time.monotonic() + 10  # reveal.js readies itself after the load event
+        while (state := browser.evaluate(SLIDE_STATE)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
         if state is None:
             raise StageError(f"{html}: not a slide deck this tool knows (neither the fallback deck nor reveal.js)")
         walk = Walk(kind=state["kind"])
