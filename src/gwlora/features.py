@@ -23,7 +23,6 @@ from tqdm import tqdm
 from transformers import WhisperFeatureExtractor
 
 from .cli import StageError, atomic_dir, read_json, run_stage, write_json
-from .dataset import load_split
 
 log = logging.getLogger("gwlora.features")
 
@@ -54,6 +53,8 @@ def extract(strain: np.ndarray, extractor: WhisperFeatureExtractor) -> np.ndarra
 
 
 def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, batch_size: int = 64) -> dict:
+    from .dataset import load_split  # LALSuite and `datasets` only where the data is read
+
     ds, build = load_split(data_dir)
     ds = ds.with_format("numpy")
     n = len(ds)
