@@ -31,7 +31,9 @@ FULL = Variant(name="full", family="full", group="full", lr=1e-3)
 def toy(tmp_path_factory):
     """A tiny random Whisper and a separable toy feature set (a bright band in class 1's log-mel)."""
     root = tmp_path_factory.mktemp("cuda")
-    config = tiny_config(train__device="cuda")
+    # an audio-folder data section: its validation needs no LALSuite (the features below are written directly)
+    data = {"source": "audiofolder", "audiofolder": {"path": "unused", "positive_class": "signal"}, "splits": {"train": 256, "val": 64, "test": 64}}
+    config = tiny_config(data=data, train__device="cuda")
     prepare(config["model"], config["seed"], root / "base_model")
     rng = np.random.default_rng(0)
     for split, n in (("train", 256), ("val", 64), ("test", 64)):
