@@ -1,6 +1,6 @@
 """The benchmark suite: each comparison of issue 7, measured side by side, printed against its target.
 
-    python benchmarks/run.py                  # the full CPU suite (about 10 minutes on 2 cores)
+    python benchmarks/run.py                  # the full CPU suite (about 11 minutes on 2 cores)
     python benchmarks/run.py --smoke          # seconds: a tiny random-init model, few steps (CI)
     python benchmarks/run.py --only 1 --only 5 --out bench.json
 
