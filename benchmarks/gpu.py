@@ -47,6 +47,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent / "src"))
 
+
+def _inputs_dir(argv: list[str]) -> Path:
+    for i, arg in enumerate(argv):
+        if arg == "--inputs" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--inputs="):
+            return Path(arg.split("=", 1)[1])
+    return HERE.parent / ".gpu-inputs"
+
+
+if importlib.util.find_spec("accelerate") is None:  # HF Trainer needs it: the carried copy, before transformers loads
+    sys.path.append(str(_inputs_dir(sys.argv[1:]) / "pylib"))
+
 import numpy as np
 import torch
 from common import (
@@ -241,8 +254,6 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    if importlib.util.find_spec("accelerate") is None:  # HF Trainer needs it: use the carried copy
-        sys.path.append(str(args.inputs / "pylib"))
     quiet()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     clock = Clock(args.budget)

@@ -40,6 +40,9 @@ def copy_package(name: str, out: Path) -> None:
         return
     src = Path(spec.origin).parent
     shutil.copytree(src, out / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "test"), dirs_exist_ok=True)
+    # the metadata too: transformers checks a package's version before it uses it
+    for info in src.parent.glob(f"{name}-*.dist-info"):
+        shutil.copytree(info, out / info.name, dirs_exist_ok=True)
 
 
 def main(argv=None) -> int:
