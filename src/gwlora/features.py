@@ -68,7 +68,8 @@ def _log_mel(x: torch.Tensor, window: torch.Tensor, mel: torch.Tensor, hop: int)
 
 
 def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, batch_size: int = 64) -> dict:
-    from .dataset import load_split  # here, so that reading a cache needs neither `datasets` nor LALSuite
+    # imported here, so that reading a cache needs neither `datasets` nor LALSuite
+    from .dataset import load_split
 
     ds, build = load_split(data_dir)
     ds = ds.with_format("numpy")

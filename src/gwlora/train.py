@@ -296,7 +296,8 @@ def train_run(
         else:
             log.warning("%s: %s was saved with other settings; starting afresh", label, state_path)
     log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", label, trainable, total_params, device, steps_per_epoch)
-    from torch.utils.tensorboard import SummaryWriter  # here: gwlora.train imports without tensorboard
+    # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
+    from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=st["step"] + 1 if st["step"] else None)
     trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
