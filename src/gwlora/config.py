@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 # Whisper's log-mel front end: 16 kHz audio, 10 ms hop, 30 s receptive field.
@@ -35,6 +34,8 @@ def _key_path(path) -> str:
 
 def _with_defaults(validator_class):
     """Extend a jsonschema validator so that it fills in `default` values."""
+    import jsonschema
+
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -52,7 +53,7 @@ def load_schema(path: str | Path) -> dict:
         return yaml.safe_load(fh)
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error) -> str:
     where = _key_path(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
@@ -71,6 +72,8 @@ def validate(config: dict, schema: dict) -> dict:
 
     Raises ConfigError naming the first offending key.
     """
+    import jsonschema  # here, so that the model and training modules import without it (e.g. a bare GPU box)
+
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = validator_class(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))

@@ -9,8 +9,8 @@ re-extracts per epoch):
 * ``labels.npy`` (int64) and ``snr.npy`` (float64), row-aligned;
 * ``meta.json``: split, channels, frame count, mel bins, source paths.
 
-Extraction is batched: many windows and channels go through one
-``WhisperFeatureExtractor`` call (its vectorised torch STFT path).
+Extraction is batched: many windows and channels at once through the
+arithmetic of ``WhisperFeatureExtractor``'s torch path (see :func:`extract`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 from transformers import WhisperFeatureExtractor
 
@@ -37,23 +38,38 @@ def clip_extractor(model_dir: str | Path, n_samples: int) -> WhisperFeatureExtra
     return extractor
 
 
-def extract(strain: np.ndarray, extractor: WhisperFeatureExtractor) -> np.ndarray:
-    """Log-mel of a batch of windows: [B, C, samples] -> [B, C, n_mels, frames]."""
+def extract(strain: np.ndarray, extractor: WhisperFeatureExtractor, chunk: int = 16) -> np.ndarray:
+    """Log-mel of a batch of windows: [B, C, samples] -> [B, C, n_mels, frames].
+
+    The same arithmetic as ``WhisperFeatureExtractor``'s torch path (Hann STFT,
+    power, mel filter bank, log10, per-example floor at max - 8, (x + 4) / 4),
+    on many channels at once, in chunks of `chunk` channels so that each
+    chunk's spectra stay in the CPU cache: about 2x faster than one extractor
+    call over the whole batch and 3x faster than one call per channel
+    (docs/benchmarks.md, comparison 5).
+    """
     b, c, n = strain.shape
-    flat = list(strain.reshape(b * c, n))
-    out = extractor(
-        flat,
-        sampling_rate=extractor.sampling_rate,
-        padding="max_length",
-        max_length=extractor.n_samples,
-        return_tensors="np",
-        return_attention_mask=False,
-    )["input_features"]
-    return out.reshape(b, c, *out.shape[1:]).astype(np.float32, copy=False)
+    flat = torch.from_numpy(np.ascontiguousarray(strain.reshape(b * c, n), dtype=np.float32))
+    if n != extractor.n_samples:  # as padding="max_length" with zeros, or truncation
+        flat = torch.nn.functional.pad(flat, (0, extractor.n_samples - n)) if n < extractor.n_samples else flat[:, : extractor.n_samples]
+    window = torch.hann_window(extractor.n_fft)
+    mel = torch.from_numpy(extractor.mel_filters).float().T.contiguous()
+    with torch.inference_mode():
+        out = torch.cat([_log_mel(x, window, mel, extractor.hop_length) for x in flat.split(chunk)])
+    return out.numpy().reshape(b, c, *out.shape[1:])
+
+
+def _log_mel(x: torch.Tensor, window: torch.Tensor, mel: torch.Tensor, hop: int) -> torch.Tensor:
+    spec = torch.stft(x, window.shape[0], hop, window=window, return_complex=True)[..., :-1]
+    power = spec.real.square() + spec.imag.square()
+    log_spec = (mel @ power).clamp_(min=1e-10).log10_()
+    floor = log_spec.amax(dim=(1, 2), keepdim=True) - 8.0
+    return torch.maximum(log_spec, floor).add_(4.0).div_(4.0)
 
 
 def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, batch_size: int = 64) -> dict:
-    from .dataset import load_split  # LALSuite and `datasets` only where the data is read
+    # imported here, so that reading a cache needs neither `datasets` nor LALSuite
+    from .dataset import load_split
 
     ds, build = load_split(data_dir)
     ds = ds.with_format("numpy")

@@ -41,7 +41,6 @@ import torch
 from peft.utils import load_peft_weights, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score, roc_curve
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .base_model import load_record
@@ -92,6 +91,24 @@ def autocast_for(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, one fused kernel for all of them (CPU and CUDA)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
+# deck: train-step
+def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on the batch (x, y); returns the loss, detached and not synchronised."""
+    with autocast_for(x.device):
+        loss = loss_fn(model(x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+# deck: end
 
 
 @torch.no_grad()
@@ -270,8 +287,7 @@ def train_run(
     model = apply_variant(base, variant).to(device)
     model.train()
     trainable, _ = count_parameters(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=variant.lr, weight_decay=train_config["weight_decay"], fused=device.type == "cuda")
+    optimizer = make_optimizer(model, variant.lr, train_config["weight_decay"])
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     batch_size = train_config["batch_size"]
@@ -302,6 +318,9 @@ def train_run(
         else:
             log.warning("%s: %s was saved with other settings; starting afresh", label, state_path)
     log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", label, trainable, total_params, device, steps_per_epoch)
+    # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
+    from torch.utils.tensorboard import SummaryWriter
+
     writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=st["step"] + 1 if st["step"] else None)
     trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
 
@@ -312,15 +331,8 @@ def train_run(
         order.set_state(st["epoch_order_state"])
         batches = torch.randperm(train.n, generator=order).split(batch_size)
         for idx in batches[st["batches_done"] :]:
-            # deck: train-step
             x, y = train.batch(idx)
-            with autocast_for(device):
-                loss = loss_fn(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # deck: end
-            window_losses.append(loss.detach())
+            window_losses.append(train_step(model, optimizer, loss_fn, x, y))
             st["step"] += 1
             st["batches_done"] += 1
             st["samples_seen"] += len(idx)

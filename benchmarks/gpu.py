@@ -1,0 +1,344 @@
+"""The benchmark suite on a CUDA machine: the CPU suite's ratios with Whisper small, throughput, MFU, and the AUC gap.
+
+    python benchmarks/prepare_gpu_inputs.py            # here, once: writes .gpu-inputs/ (about 58 MiB)
+    PYTHONPATH=src python benchmarks/gpu.py --inputs .gpu-inputs   # on the GPU machine, under 5 minutes
+
+Needs only the repository, `.gpu-inputs/` and torch, transformers, peft,
+numpy, scikit-learn (no network, LALSuite, datasets or tensorboard). It:
+
+1. builds a random-initialised Whisper *small*-shaped encoder (d_model 768, 12
+   layers, 12 heads, FFN 3072) through the base_model stage and measures
+   comparisons 1-5 of benchmarks/run.py with it (batch 8 windows, the seed's);
+2. measures our training throughput (samples/s) and model FLOPs utilisation
+   for full fine-tuning and LoRA r=8 at batch 8, 64 and 256, clip context, and
+   30 s padding at batch 8;
+3. trains the pretrained tiny.en encoder carried in `.gpu-inputs/` on the
+   carried simulated-data features (config/tiny-en.yaml's data), LoRA r=8 and
+   full fine-tuning, with clip context and with 30 s padding, the same seeds,
+   initial weights and data order, and compares the test AUCs.
+
+MFU counts model FLOPs analytically (see `encoder_flops`): per sequence of F
+log-mel frames (T = F/2 positions) the encoder's forward pass is
+2·F·n_mels·3·d + 2·T·3·d² (the two convolutions) + L·[2·T·(4d² + 2·d·d_ff) +
+4·T²·d] (projections, MLP, attention scores and values); a training step is
+3x that for full fine-tuning and 2x for LoRA (no weight gradients of the
+frozen weights; the adapters' and the head's own FLOPs are under 1% and not
+counted); MFU = step FLOPs / step time / peak, peak = 989 TFLOP/s (H200 dense
+BF16, spec sheet). Prints a table; with $OUT set, writes gpu_benchmarks.json
+and gpu_benchmarks.md there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent / "src"))
+
+
+def _inputs_dir(argv: list[str]) -> Path:
+    for i, arg in enumerate(argv):
+        if arg == "--inputs" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--inputs="):
+            return Path(arg.split("=", 1)[1])
+    return HERE.parent / ".gpu-inputs"
+
+
+if importlib.util.find_spec("accelerate") is None:  # HF Trainer needs it: the carried copy, before transformers loads
+    sys.path.append(str(_inputs_dir(sys.argv[1:]) / "pylib"))
+
+import numpy as np
+import torch
+from common import (
+    FULL,
+    LORA_R8,
+    SEED_HEAD,
+    Result,
+    Setup,
+    alternate,
+    markdown_table,
+    our_step,
+    ours,
+    scratch,
+    synthetic_strain,
+)
+from run import machine, quiet
+
+PEAK_BF16 = 989e12  # H200 SXM dense BF16 tensor-core peak (spec); about 790e12 is reached by large GEMMs
+SMALL = {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072, "num_mel_bins": 80, "init_std": 0.02}
+TINY = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 256, "num_mel_bins": 80, "init_std": 0.1}
+GAP_TARGET = 0.005
+STUDY = {"batch": 16, "epochs": 8, "patience": 3, "weight_decay": 0.01}  # config/tiny-en.yaml's train section
+
+
+class OutOfTime(Exception):
+    pass
+
+
+class Clock:
+    def __init__(self, budget: float):
+        self.start, self.budget = time.perf_counter(), budget
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.start)
+
+
+def encoder_flops(cfg: dict, frames: int) -> float:
+    """Forward FLOPs of one Whisper encoder pass over `frames` log-mel frames (multiply-add = 2)."""
+    d, L, ff, mels = cfg["d_model"], cfg["encoder_layers"], cfg["encoder_ffn_dim"], cfg["num_mel_bins"]
+    t = frames // 2
+    conv = 2 * frames * mels * 3 * d + 2 * t * 3 * d * d
+    return conv + L * (2 * t * (4 * d * d + 2 * d * ff) + 4 * t * t * d)
+
+
+def step_flops(cfg: dict, frames: int, windows: int, family: str, channels: int = 2) -> float:
+    return (3 if family == "full" else 2) * windows * channels * encoder_flops(cfg, frames)
+
+
+def build_model_dir(shape: dict, out: Path) -> Path:
+    from gwlora.base_model import prepare
+
+    prepare({"pretrained": None, "random_init": shape}, 0, out)
+    return out
+
+
+def throughput(setup: Setup, cfg: dict, batches: list[int], clock: Clock) -> list[dict]:
+    """Our samples/s and MFU, full and LoRA, clip context at each batch and 30 s padding at the first."""
+    rows = []
+    cases = [(b, "clip") for b in batches] + [(batches[0], "30s")]
+    for batch, context in cases:
+        if clock.left() < 120:  # keep time for the AUC-gap training
+            rows.append({"batch": batch, "context": context, "skipped": "time budget"})
+            continue
+        s = dataclasses.replace(setup, batch=batch)
+        steps = {}
+        for variant in (FULL, LORA_R8):
+            step, _ = our_step(s, ours(s, variant, context=context), variant.lr)
+            steps[variant.family] = (step, s.steps if context == "clip" else s.heavy_steps)
+        t = alternate(steps, s)
+        frames = s.n_samples // 160 if context == "clip" else 3000
+        for family, secs in t.items():
+            flops = step_flops(cfg, frames, batch, family)
+            rows.append({"batch": batch, "context": context, "variant": family, "step_ms": 1000 * secs,
+                         "samples_per_s": batch / secs, "tflops": flops / secs / 1e12,
+                         "mfu": flops / secs / PEAK_BF16 if setup.device.type == "cuda" else None})
+        del steps
+        if setup.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def float32_cache(src: Path, out: Path, limit: int | None = None) -> Path:
+    """The carried float16 features as the features stage's float32 cache (the first `limit` windows)."""
+    out.mkdir(parents=True, exist_ok=True)
+    labels = np.load(src / "labels.npy")[:limit]
+    np.save(out / "features.npy", np.load(src / "features.npy")[:limit].astype(np.float32))
+    np.save(out / "labels.npy", labels)
+    np.save(out / "snr.npy", np.zeros(len(labels)))
+    meta = json.loads((src / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "n_windows": len(labels)}))
+    return out
+
+
+def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: int, device, deadline: float, epochs: int) -> dict:
+    """Train like the train stage (same step, optimizer, evaluation; early stopping on val loss), return test metrics."""
+    from gwlora.model import apply_variant, build_classifier
+    from gwlora.train import evaluate, make_optimizer, train_step
+
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    torch.manual_seed(seed)
+    base = build_classifier(encoder_dir, len(train.meta["channels"]), train.meta["n_frames"],
+                            {"context": context, "pooling": "mean", "head_hidden": SEED_HEAD})
+    torch.manual_seed(seed)  # the same head (and adapters) for both contexts: clip's sliced positions used the RNG
+    for layer in base.head:
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
+    model = apply_variant(base, variant).to(device).train()
+    optimizer = make_optimizer(model, variant.lr, STUDY["weight_decay"])
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    order = torch.Generator().manual_seed(seed)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    best, best_state, stale, done, start, cut = float("inf"), None, 0, 0, time.perf_counter(), False
+    for done in range(1, epochs + 1):
+        for idx in torch.randperm(train.n, generator=order).split(STUDY["batch"]):
+            x, y = train.batch(idx)
+            train_step(model, optimizer, loss_fn, x, y)
+        metrics = evaluate(model, val, 2 * STUDY["batch"])
+        if metrics["loss"] < best:
+            best, stale = metrics["loss"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable}
+        else:
+            stale += 1
+            if stale >= STUDY["patience"]:
+                break
+        if time.perf_counter() > deadline:
+            cut = True
+            break
+    model.load_state_dict(best_state, strict=False)
+    result = evaluate(model, test, 2 * STUDY["batch"])
+    return {"variant": variant.name, "context": context, "seed": seed, "test_auc": result["auc"], "test_loss": result["loss"],
+            "best_val_loss": best, "epochs": done, "seconds": time.perf_counter() - start, "cut_by_time_budget": cut}
+
+
+def auc_gap(inputs: Path, work: Path, device, seeds: list[int], clock: Clock, reserve: float, smoke: bool) -> tuple[list[dict], list[Result]]:
+    from gwlora.train import SplitOnDevice
+
+    limit, epochs = (12, 1) if smoke else (None, STUDY["epochs"])
+    splits = {name: SplitOnDevice(float32_cache(inputs / "features" / name, work / "auc" / name, limit), device)
+              for name in ("train", "val", "test")}
+    runs: list[dict] = []
+    results = []
+    for variant in (LORA_R8, FULL):
+        gaps = []
+        for seed in seeds:
+            if clock.left() < reserve + 20:
+                break
+            pair = {}
+            for context in ("clip", "30s"):
+                deadline = time.perf_counter() + max(clock.left() - reserve, 5) / 2
+                pair[context] = train_for_auc(inputs / "encoder", splits, variant, context, seed, device, deadline, epochs)
+                runs.append(pair[context])
+                print(f"    {variant.name} seed {seed} {context}: test AUC {pair[context]['test_auc']:.4f} "
+                      f"({pair[context]['epochs']} epochs, {pair[context]['seconds']:.0f} s)", flush=True)
+            gaps.append(pair["clip"]["test_auc"] - pair["30s"]["test_auc"])
+        if not gaps:
+            continue
+        gap = float(np.mean(gaps))
+        clip_auc = np.mean([r["test_auc"] for r in runs if r["variant"] == variant.name and r["context"] == "clip"])
+        padded_auc = np.mean([r["test_auc"] for r in runs if r["variant"] == variant.name and r["context"] == "30s"])
+        met = abs(gap) <= GAP_TARGET
+        sd = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else float("nan")
+        results.append(Result(
+            f"3-auc {variant.name}", f"clip vs 30 s: test AUC after training (tiny.en, {variant.name})", "30 s padding", "clip context",
+            "test AUC gap, clip - 30 s", float(padded_auc), float(clip_auc), "test AUC", gap, f"|gap| <= {GAP_TARGET}", met,
+            notes=[f"{len(gaps)} seeds; per-seed gaps {', '.join(f'{g:+.4f}' for g in gaps)}; sd {sd:.4f}"],
+            extra={"gaps": gaps}))
+    return runs, results
+
+
+def guarded(record: dict, what: str, fn, fallback):
+    """Run one section; an error is recorded (and printed) instead of ending the run, so the rest is still measured."""
+    try:
+        return fn()
+    except OutOfTime:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a blind run must report what failed and go on)
+        traceback.print_exc()
+        record["skipped"].append(f"{what}: failed: {type(exc).__name__}: {exc}")
+        return fallback
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--inputs", type=Path, default=HERE.parent / ".gpu-inputs", help="folder made by prepare_gpu_inputs.py")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--smoke", action="store_true", help="tiny model, few steps, short AUC runs (to test this script on a CPU)")
+    p.add_argument("--budget", type=float, default=240.0, help="seconds for everything; sections are skipped past it")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the AUC-gap training runs")
+    p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    quiet()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    clock = Clock(args.budget)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as the train stage; it speeds the seed's fp32 pipeline too
+        torch.backends.cudnn.allow_tf32 = True
+    info = machine()
+    print(f"gwlora GPU benchmarks: {info['cuda'] or info['cpu']}, torch {info['torch']}, device {device}", flush=True)
+    work = scratch()
+    shape = TINY if args.smoke else SMALL
+    results: list[Result] = []
+    record = {"machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "model": "whisper-small shape, random init"
+              if not args.smoke else "tiny random init (smoke)", "shape": shape, "peak_flops": PEAK_BF16, "results": [],
+              "throughput": [], "auc_runs": [], "skipped": []}
+
+    def on_alarm(*_):
+        raise OutOfTime()
+
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(int(args.budget + 45))  # a hard stop: whatever was measured is still written
+    try:
+        strain, labels = synthetic_strain(16 if args.smoke else 64)
+        setup = Setup(device=device, model_dir=build_model_dir(shape, work / "model"), batch=2 if args.smoke else 8,
+                      reps=2 if args.smoke else 5, steps=1 if args.smoke else 10, heavy_steps=1 if args.smoke else 2,
+                      strain=strain, labels=labels, work=work, smoke=args.smoke, label=record["model"])
+        for number, module in ((5, "cmp5_features"), (4, "cmp4_lora"), (3, "cmp3_context"), (1, "cmp1_seed"), (2, "cmp2_trainer")):
+            if clock.left() < 150 * (not args.smoke):  # keep time for throughput and the AUC gap
+                record["skipped"].append(f"comparison {number}: time budget")
+                continue
+            t0 = time.perf_counter()
+            for r in guarded(record, f"comparison {number}", lambda m=module: importlib.import_module(m).run(setup), []):
+                results.append(r)
+                print(f"[{r.number}] {r.title}: ratio {r.ratio if r.ratio is None else f'{r.ratio:.3g}'}, target {r.target}: "
+                      f"{r.verdict} [{time.perf_counter() - t0:.0f} s]", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        print("throughput and MFU (ours):", flush=True)
+        batches = [2, 4] if args.smoke else [8, 64, 256]
+        record["throughput"] = guarded(record, "throughput", lambda: throughput(dataclasses.replace(setup, reps=2 if args.smoke else 3), shape, batches, clock), [])
+        for row in record["throughput"]:
+            print("   ", json.dumps(row), flush=True)
+        if (args.inputs / "features").is_dir():
+            print("AUC gap, clip vs 30 s (tiny.en, carried features):", flush=True)
+            seeds = list(range(1 if args.smoke else args.seeds))
+            record["auc_runs"], gap = guarded(record, "AUC gap", lambda: auc_gap(args.inputs, work, device, seeds, clock, reserve=5, smoke=args.smoke), ([], []))
+            results += gap
+        else:
+            record["skipped"].append(f"AUC gap: no {args.inputs}/features (run benchmarks/prepare_gpu_inputs.py)")
+    except OutOfTime:
+        record["skipped"].append("hard time limit reached: later sections not run")
+    finally:
+        if hasattr(signal, "SIGALRM"):
+            signal.alarm(0)
+        shutil.rmtree(work, ignore_errors=True)
+    record["results"] = [r.to_dict() for r in results]
+    record["seconds"] = time.perf_counter() - clock.start
+    md = snippet(record, results)
+    print()
+    print(md)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_benchmarks.json").write_text(json.dumps(record, indent=2, default=str))
+        (args.out / "gpu_benchmarks.md").write_text(md + "\n")
+    return 0
+
+
+def snippet(record: dict, results: list[Result]) -> str:
+    m = record["machine"]
+    head = (f"GPU run {record['date']}: {m['cuda'] or m['cpu']}, torch {m['torch']}, {record['model']}, "
+            f"{record['seconds']:.0f} s in all.")
+    lines = [head, "", markdown_table(results), "",
+             "| context | batch | variant | step (ms) | samples/s | TFLOP/s | MFU |", "|:--|--:|:--|--:|--:|--:|--:|"]
+    for r in record["throughput"]:
+        if "skipped" in r:
+            lines.append(f"| {r['context']} | {r['batch']} | skipped ({r['skipped']}) | | | | |")
+        else:
+            mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+            lines.append(f"| {r['context']} | {r['batch']} | {r['variant']} | {r['step_ms']:.1f} | {r['samples_per_s']:.0f} | {r['tflops']:.1f} | {mfu} |")
+    for r in results:
+        lines += [f"- [{r.number}] {note}" for note in r.notes]
+    lines += [f"- skipped: {s}" for s in record["skipped"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
