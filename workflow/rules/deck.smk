@@ -16,6 +16,7 @@ rule deck:
         tables=parent_of("tables"),
         figures=parent_of("figures"),
         out_dir=subpath(output.html, parent=True),
+    localrule: True  # renders on the machine running Snakemake (where Quarto is), not worth a queue slot
     conda:
         "../../environment.yml"
     log:
