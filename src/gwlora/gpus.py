@@ -64,7 +64,7 @@ def visible_device_count(env=os.environ) -> int:
     if smi is None:
         return 0
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([smi, "-L"], check=False, capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
