@@ -24,7 +24,7 @@ def workflow_copy(tmp_path: Path) -> Path:
     root.mkdir()
     for name in ("Snakefile", "environment.yml"):
         shutil.copy2(REPO / name, root)
-    for name in ("workflow", "config", "report", "src"):
+    for name in ("workflow", "profiles", "config", "report", "src"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return root
 

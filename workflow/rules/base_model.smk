@@ -5,6 +5,7 @@ rule base_model:
     params:
         model=as_json(config["model"]),
         seed=config["seed"],
+    localrule: True  # downloads from the hub: compute nodes often have no internet
     conda:
         "../../environment.yml"
     log:

@@ -1,5 +1,12 @@
 import json
-import shlex
+
+from gwlora import gpus
+from gwlora import resources as estimate
+
+# The `gpu` resource of a training job: 1 where it trains on a GPU, 0 on the CPU
+# (train.device cpu, or auto on a machine without one). The default profile caps
+# the total at one GPU; a cluster profile asks for one per job (profiles/*/config.yaml).
+TRAIN_GPUS = gpus.requested(config["train"]["device"])
 
 
 def as_json(obj):
@@ -32,3 +39,14 @@ def figure_names():
     if config["data"]["source"] in INJECTION_SOURCES:
         names.append("auc_vs_snr")
     return names
+
+
+
+def per_job(estimate_of):
+    """A resources callable (train): the gwlora.resources estimate for this config, larger on each retry."""
+    return lambda wildcards, attempt: estimate_of(config, attempt=attempt)
+
+
+def per_split(estimate_of):
+    """A resources callable (dataset, features): the estimate for the job's split, larger on each retry."""
+    return lambda wildcards, attempt: estimate_of(config, wildcards.split, attempt=attempt)

@@ -26,6 +26,7 @@ rule deck:
         figures=parent_of("figures"),
         out_dir=lambda wildcards, output: str(Path(output.html).parent),
         pdf="yes" if PDF_DECK else "no",
+    localrule: True  # renders on the machine running Snakemake (where Quarto is), not worth a queue slot
     conda:
         "../../environment.yml"
     log:

@@ -14,9 +14,12 @@ rule train:
         train=as_json(train_settings()),
         variant=lambda wc: as_json(VARIANTS[wc.variant].to_dict()),
         run_dir=subpath(output.summary, parent=True),
+        device=config["train"]["device"],
     threads: config["train"]["threads"]
     resources:
-        gpu=0 if config["train"]["device"] == "cpu" else 1,  # one GPU per job where there is one (see README)
+        gpu=TRAIN_GPUS,  # one GPU per job where it trains on one; gwlora.gpus picks a free one (see README)
+        runtime=per_job(estimate.train_runtime),  # minutes, from the model and data sizes (gwlora.resources)
+        mem_mb=per_job(estimate.train_mem_mb),
     conda:
         "../../environment.yml"
     log:
@@ -24,7 +27,8 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{variant}}/seed{{seed}}.tsv"
     shell:
-        "python -m gwlora.train --train-features {input.train:q} --val-features {input.val:q}"
+        "python -m gwlora.gpus --device {params.device:q} --"
+        " python -m gwlora.train --train-features {input.train:q} --val-features {input.val:q}"
         " --test-features {input.test:q} --model {input.model:q}"
         " --model-config {params.model:q} --train-config {params.train:q}"
         " --variant {params.variant:q} --seed {wildcards.seed} --threads {threads}"

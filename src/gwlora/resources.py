@@ -1,0 +1,179 @@
+"""Cluster resources of the costly rules, estimated from the config: wall time and memory.
+
+A scheduler such as SLURM needs each job's wall time and memory up front. A
+fixed request is either too small for the full study (the job is killed) or
+far too large for the demo (it waits in the queue for nothing). These
+functions derive both from what drives the cost: the encoder's size, the
+length of its input, the number of windows and epochs. The workflow calls them
+as ``resources:`` of the ``dataset``, ``features`` and ``train`` rules
+(``workflow/rules/common.smk``); a profile's ``set-resources`` overrides them.
+
+Every estimate is generous on purpose (a job killed at its limit costs more
+than a longer request) and is multiplied by the attempt number, so a job that
+Snakemake retries after a timeout or an out-of-memory kill asks for more. The
+constants below are the documented defaults (see config/README.md, "Cluster
+resources"):
+
+* training compute: forward FLOPs per window
+  ``channels * (2 * P * T + 4 * L * T**2 * d)`` for an encoder of ``P``
+  parameters, ``L`` layers of width ``d`` and ``T`` positions (``T`` = 1500
+  for the 30 s context, half the clip's 100 frames per second otherwise); a
+  training step costs three forward passes; validation runs at every
+  evaluation, test once. Throughput :data:`GPU_FLOPS` on a GPU (any
+  ``train.device`` but ``cpu``), :data:`CPU_FLOPS_PER_THREAD` per thread on a
+  CPU. Wall time = :data:`TRAIN_OVERHEAD_S` + :data:`SAFETY` x compute time.
+* training memory (host RAM): the three splits' features, loaded whole
+  (float32), the weights, gradients and Adam moments (16 bytes a parameter),
+  activations when training on a CPU, plus :data:`BASE_MEM_MB` for Python,
+  PyTorch and the CUDA libraries; times :data:`SAFETY`.
+* data set: :data:`DATASET_WINDOWS_PER_S` windows a second (about a fifth of
+  the measured simulation rate, for GWOSC reading and whitening), memory for
+  the split's windows at 16 kHz (plus :data:`GWOSC_FILES_MB` for GWOSC).
+* features: :data:`FEATURES_WINDOWS_PER_S` windows a second, memory for the
+  split's features and strain.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+# --- documented defaults ------------------------------------------------------
+GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU (bf16 autocast; a fraction of peak)
+CPU_FLOPS_PER_THREAD = 2e10  # sustained float32 FLOP/s per CPU thread
+SAFETY = 2.0  # every estimate is doubled
+TRAIN_OVERHEAD_S = 600  # start-up, model loading, checkpoints, latency measurement
+STAGE_OVERHEAD_S = 300  # start-up of the dataset and features jobs
+DATASET_WINDOWS_PER_S = 20
+FEATURES_WINDOWS_PER_S = 50
+BASE_MEM_MB = 3072  # Python, PyTorch, transformers, the CUDA libraries
+MIN_MEM_MB = 2048
+MEM_STEP_MB = 1024  # requests are rounded up to whole GiB
+MIN_RUNTIME_MIN = 10
+GWOSC_FILES_MB = 2048  # GWOSC strain files held while a split is cut from them
+
+WHISPER_RATE = 16000  # Hz, the rate every window is resampled to
+FRAMES_PER_S = 100  # log-mel frames per second of audio
+FULL_CONTEXT_POSITIONS = 1500  # encoder positions of the 30 s context
+# encoder (d_model, layers, ffn) of the released Whisper sizes, for hub ids not yet downloaded
+WHISPER_SIZES = {
+    "tiny": (384, 4, 1536),
+    "base": (512, 6, 2048),
+    "small": (768, 12, 3072),
+    "medium": (1024, 24, 4096),
+    "large": (1280, 32, 5120),
+}
+DEFAULT_SIZE = "small"  # an unknown pretrained model is taken to be Whisper small
+
+
+def encoder_shape(model: dict) -> tuple[int, int, int, int]:
+    """``(d_model, layers, ffn_dim, n_mels)`` of the encoder a `model` config section names."""
+    if model.get("pretrained") is None:
+        r = model.get("random_init") or {}
+        d = int(r.get("d_model", 64))
+        return d, int(r.get("encoder_layers", 2)), int(r.get("encoder_ffn_dim", 4 * d)), int(r.get("num_mel_bins", 80))
+    local = Path(str(model["pretrained"])).expanduser() / "config.json"
+    if local.is_file():
+        c = json.loads(local.read_text())
+        d = int(c["d_model"])
+        return d, int(c["encoder_layers"]), int(c.get("encoder_ffn_dim", 4 * d)), int(c.get("num_mel_bins", 80))
+    name = str(model["pretrained"]).lower()
+    size = next((s for s in WHISPER_SIZES if s in name), DEFAULT_SIZE)
+    return (*WHISPER_SIZES[size], 128 if "large-v3" in name else 80)
+
+
+def encoder_parameters(model: dict) -> int:
+    """Approximate parameter count of the encoder: attention, feed-forward and the two input convolutions."""
+    d, layers, ffn, mels = encoder_shape(model)
+    return layers * (4 * d * d + 2 * d * ffn) + 3 * mels * d + 3 * d * d
+
+
+def channels(data: dict) -> int:
+    """Channels per window: one per detector for strain, one for audio sources."""
+    return len(data.get("detectors", ["H1", "L1"])) if data["source"] in ("simulated", "gwosc") else 1
+
+
+def clip_frames(data: dict) -> int:
+    return math.ceil(float(data.get("window_seconds", 1.0)) * FRAMES_PER_S)
+
+
+def positions(model: dict, data: dict) -> int:
+    """Encoder positions per channel: the full 30 s context, or the clip's frames halved by the strided convolution."""
+    return FULL_CONTEXT_POSITIONS if model.get("context") == "30s" else math.ceil(clip_frames(data) / 2)
+
+
+def forward_flops(model: dict, data: dict) -> float:
+    """FLOPs of one forward pass over one window (all its channels)."""
+    d, layers, _, _ = encoder_shape(model)
+    t = positions(model, data)
+    return channels(data) * (2 * encoder_parameters(model) * t + 4 * layers * t * t * d)
+
+
+def evaluations(train: dict, n_train: int) -> int:
+    """Validation passes of one run: once per epoch, or every `eval_every_steps` steps."""
+    epochs, every = int(train["epochs"]), int(train.get("eval_every_steps", 0))
+    if every <= 0:
+        return epochs
+    return epochs * max(1, math.ceil(math.ceil(n_train / int(train["batch_size"])) / every))
+
+
+def _minutes(seconds: float, attempt: int) -> int:
+    return max(MIN_RUNTIME_MIN, math.ceil(seconds / 60)) * attempt
+
+
+def _mb(nbytes: float, attempt: int) -> int:
+    mb = max(MIN_MEM_MB, BASE_MEM_MB + SAFETY * nbytes / 2**20)
+    return math.ceil(mb / MEM_STEP_MB) * MEM_STEP_MB * attempt
+
+
+def train_runtime(config: dict, attempt: int = 1) -> int:
+    """Wall time in minutes of one training job (one variant, one seed)."""
+    data, model, train = config["data"], config["model"], config["train"]
+    splits = data["splits"]
+    fwd = forward_flops(model, data)
+    flops = fwd * (3 * splits["train"] * train["epochs"] + splits["val"] * evaluations(train, splits["train"]) + splits["test"])
+    rate = CPU_FLOPS_PER_THREAD * int(train.get("threads", 1)) if train.get("device") == "cpu" else GPU_FLOPS
+    return _minutes(TRAIN_OVERHEAD_S + SAFETY * flops / rate, attempt)
+
+
+def train_mem_mb(config: dict, attempt: int = 1) -> int:
+    """Host memory in MB of one training job."""
+    data, model, train = config["data"], config["model"], config["train"]
+    windows = sum(data["splits"].values())
+    features = 4 * windows * channels(data) * 80 * clip_frames(data)
+    weights = 16 * encoder_parameters(model)
+    activations = 0
+    if train.get("device") == "cpu":
+        d, layers, _, _ = encoder_shape(model)
+        activations = 4 * 16 * int(train["batch_size"]) * channels(data) * positions(model, data) * d * layers
+    return _mb(features + weights + activations, attempt)
+
+
+def _strain_bytes(data: dict, windows: int) -> float:
+    """One split's windows in memory, float32 at 16 kHz, twice (the arrays and the data set built from them).
+
+    GWOSC adds :data:`GWOSC_FILES_MB` for the strain files being read and whitened."""
+    seconds = float(data.get("window_seconds", 1.0))
+    extra = GWOSC_FILES_MB * 2**20 if data["source"] == "gwosc" else 0
+    return 2 * 4 * windows * channels(data) * seconds * WHISPER_RATE + extra
+
+
+def dataset_runtime(config: dict, split: str, attempt: int = 1) -> int:
+    """Wall time in minutes of building one split."""
+    return _minutes(STAGE_OVERHEAD_S + SAFETY * config["data"]["splits"][split] / DATASET_WINDOWS_PER_S, attempt)
+
+
+def dataset_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
+    return _mb(_strain_bytes(config["data"], config["data"]["splits"][split]), attempt)
+
+
+def features_runtime(config: dict, split: str, attempt: int = 1) -> int:
+    """Wall time in minutes of the log-mel features of one split."""
+    return _minutes(STAGE_OVERHEAD_S + SAFETY * config["data"]["splits"][split] / FEATURES_WINDOWS_PER_S, attempt)
+
+
+def features_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
+    data = config["data"]
+    windows = data["splits"][split]
+    return _mb(4 * windows * channels(data) * 80 * clip_frames(data) + _strain_bytes(data, windows) / 2, attempt)

@@ -1,0 +1,65 @@
+"""Cluster resources estimated from the config (gwlora.resources): sizes that grow with the work."""
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from conftest import REPO, SCHEMA
+from gwlora import resources as r
+from gwlora.config import validate
+
+
+def config(name: str) -> dict:
+    return validate(yaml.safe_load((REPO / "config" / name).read_text()), copy.deepcopy(SCHEMA))
+
+
+def test_encoder_size_from_random_init_a_local_copy_or_a_hub_name(tmp_path):
+    demo = config("demo.yaml")["model"]
+    assert r.encoder_shape(demo) == (64, 2, 256, 80)
+    assert r.encoder_parameters({"pretrained": "openai/whisper-small"}) == pytest.approx(88e6, rel=0.02)
+    assert r.encoder_parameters({"pretrained": "openai/whisper-tiny.en"}) == pytest.approx(7.6e6, rel=0.02)
+    (tmp_path / "config.json").write_text(json.dumps({"d_model": 384, "encoder_layers": 4, "encoder_ffn_dim": 1536}))
+    assert r.encoder_shape({"pretrained": str(tmp_path)}) == (384, 4, 1536, 80)
+    assert r.encoder_shape({"pretrained": "someone/unknown-model"}) == r.encoder_shape({"pretrained": "openai/whisper-small"})
+
+
+def test_full_study_asks_for_more_than_the_demo_and_both_are_sane():
+    full, demo = config("config.yaml"), config("demo.yaml")
+    assert r.train_runtime(full) > 4 * r.train_runtime(demo)
+    assert 60 <= r.train_runtime(full) <= 24 * 60  # the seed's 20 epochs of Whisper small at 30 s context: hours on one GPU
+    assert r.train_runtime(demo) <= 15  # the overhead: start-up, loading, latency
+    assert r.train_mem_mb(full) > r.train_mem_mb(demo) >= r.MIN_MEM_MB
+    for split in ("train", "val", "test"):
+        assert r.dataset_mem_mb(full, split) > r.dataset_mem_mb(demo, split)  # GWOSC files
+        assert r.features_runtime(full, split) >= r.MIN_RUNTIME_MIN
+    assert all(v % r.MEM_STEP_MB == 0 for v in (r.train_mem_mb(full), r.dataset_mem_mb(demo, "val"), r.features_mem_mb(demo, "test")))
+
+
+def test_cost_grows_with_data_model_epochs_and_context():
+    base = config("tiny-en.yaml")
+    base["train"]["epochs"] = 200
+    t0 = r.train_runtime(base)
+
+    def changed(section, key, value):
+        c = copy.deepcopy(base)
+        c[section][key] = value
+        return c
+
+    assert r.train_runtime(changed("train", "epochs", 400)) > t0
+    assert r.train_runtime(changed("model", "context", "30s")) > t0
+    assert r.train_runtime(changed("model", "pretrained", "openai/whisper-medium")) > t0
+    assert r.train_runtime(changed("data", "splits", {"train": 40000, "val": 4000, "test": 4000})) > t0
+    # a CPU is far slower than a GPU, and more threads help
+    assert r.train_runtime(changed("train", "device", "cpu")) > t0
+    cpu1, cpu8 = changed("train", "device", "cpu"), changed("train", "device", "cpu")
+    cpu1["train"]["threads"], cpu8["train"]["threads"] = 1, 8
+    assert r.train_runtime(cpu8) < r.train_runtime(cpu1)
+
+
+def test_a_retry_asks_for_more():
+    full = config("config.yaml")
+    assert r.train_runtime(full, attempt=2) == 2 * r.train_runtime(full)
+    assert r.train_mem_mb(full, attempt=3) == 3 * r.train_mem_mb(full)
+    assert r.dataset_runtime(full, "train", attempt=2) == 2 * r.dataset_runtime(full, "train")
