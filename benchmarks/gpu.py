@@ -247,7 +247,8 @@ def parse(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--smoke", action="store_true", help="tiny model, few steps, short AUC runs (to test this script on a CPU)")
     p.add_argument("--budget", type=float, default=240.0, help="seconds for everything; sections are skipped past it")
-    p.add_argument("--seeds", type=int, default=3, help="seeds of the AUC-gap training runs")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the AUC-gap training runs (0: skip the AUC gap)")
+    p.add_argument("--batch", type=int, default=8, help="windows per step of comparisons 1-5 (8: the seed's LoRA batch)")
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     return p.parse_args(argv)
 
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
         signal.alarm(int(args.budget + 45))  # a hard stop: whatever was measured is still written
     try:
         strain, labels = synthetic_strain(16 if args.smoke else 64)
-        setup = Setup(device=device, model_dir=build_model_dir(shape, work / "model"), batch=2 if args.smoke else 8,
+        setup = Setup(device=device, model_dir=build_model_dir(shape, work / "model"), batch=2 if args.smoke else args.batch,
                       reps=2 if args.smoke else 5, steps=1 if args.smoke else 10, heavy_steps=1 if args.smoke else 2,
                       strain=strain, labels=labels, work=work, smoke=args.smoke, label=record["model"])
         for number, module in ((5, "cmp5_features"), (4, "cmp4_lora"), (3, "cmp3_context"), (1, "cmp1_seed"), (2, "cmp2_trainer")):
@@ -297,7 +298,9 @@ def main(argv=None) -> int:
         record["throughput"] = guarded(record, "throughput", lambda: throughput(dataclasses.replace(setup, reps=2 if args.smoke else 3), shape, batches, clock), [])
         for row in record["throughput"]:
             print("   ", json.dumps(row), flush=True)
-        if (args.inputs / "features").is_dir():
+        if args.seeds == 0:
+            record["skipped"].append("AUC gap: --seeds 0")
+        elif (args.inputs / "features").is_dir():
             print("AUC gap, clip vs 30 s (tiny.en, carried features):", flush=True)
             seeds = list(range(1 if args.smoke else args.seeds))
             record["auc_runs"], gap = guarded(record, "AUC gap", lambda: auc_gap(args.inputs, work, device, seeds, clock, reserve=5, smoke=args.smoke), ([], []))
