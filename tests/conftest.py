@@ -35,6 +35,27 @@ def tiny_config(**overrides) -> dict:
     return validate(copy.deepcopy(config), copy.deepcopy(SCHEMA))
 
 
+def write_toy_features(root: Path, sizes: dict[str, int]) -> dict[str, Path]:
+    """Separable toy feature caches (a bright band in class 1's log-mel), written directly: no LALSuite needed."""
+    import numpy as np
+
+    from gwlora.cli import write_json
+
+    rng = np.random.default_rng(0)
+    dirs = {}
+    for split, n in sizes.items():
+        d = dirs[split] = root / "features" / split
+        d.mkdir(parents=True)
+        y = np.arange(n) % 2
+        x = rng.normal(0, 0.3, size=(n, 2, 80, 100)).astype(np.float32)
+        x[y == 1, :, 5:20, 40:60] += 1.0
+        np.save(d / "features.npy", x)
+        np.save(d / "labels.npy", y.astype(np.int64))
+        np.save(d / "snr.npy", np.where(y == 1, 10.0, 0.0))
+        write_json(d / "meta.json", {"split": split, "channels": ["H1", "L1"], "n_windows": n, "n_mels": 80, "n_frames": 100})
+    return dirs
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """A tiny base model, three dataset splits and their features, built through the stage modules."""

@@ -13,10 +13,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from conftest import tiny_config
+from conftest import tiny_config, write_toy_features
 from gwlora import train as train_module
 from gwlora.base_model import prepare
-from gwlora.cli import write_json
 from gwlora.config import Variant
 from gwlora.model import build_classifier
 from gwlora.train import BEST_DIR, train_run
@@ -35,17 +34,7 @@ def toy(tmp_path_factory):
     data = {"source": "audiofolder", "audiofolder": {"path": "unused", "positive_class": "signal"}, "splits": {"train": 256, "val": 64, "test": 64}}
     config = tiny_config(data=data, train__device="cuda")
     prepare(config["model"], config["seed"], root / "base_model")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 256), ("val", 64), ("test", 64)):
-        d = root / "features" / split
-        d.mkdir(parents=True)
-        y = np.arange(n) % 2
-        x = rng.normal(0, 0.3, size=(n, 2, 80, 100)).astype(np.float32)
-        x[y == 1, :, 5:20, 40:60] += 1.0
-        np.save(d / "features.npy", x)
-        np.save(d / "labels.npy", y.astype(np.int64))
-        np.save(d / "snr.npy", np.where(y == 1, 10.0, 0.0))
-        write_json(d / "meta.json", {"split": split, "channels": ["H1", "L1"], "n_windows": n, "n_mels": 80, "n_frames": 100})
+    write_toy_features(root, {"train": 256, "val": 64, "test": 64})
     return root, config
 
 

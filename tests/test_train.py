@@ -7,7 +7,8 @@ import pytest
 import torch
 from peft import PeftModel
 
-from gwlora.cli import StageError, write_json
+from conftest import write_toy_features
+from gwlora.cli import StageError
 from gwlora.config import Variant, expand_variants
 from gwlora.model import build_classifier
 from gwlora.train import BEST_DIR, CURVE_COLUMNS, RUN_STATE, main, train_run
@@ -158,17 +159,6 @@ def test_best_adapter_reloads_with_peft_to_identical_logits(built, tmp_path):
 
 def test_full_fine_tuning_separates_a_separable_toy_set(built, tmp_path):
     """A bright band in the log-mel of class 1: full fine-tuning reaches val AUC > 0.95."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 96), ("val", 48)):
-        d = tmp_path / "features" / split
-        d.mkdir(parents=True)
-        y = np.arange(n) % 2
-        x = rng.normal(0, 0.3, size=(n, 2, 80, 100)).astype(np.float32)
-        x[y == 1, :, 5:20, 40:60] += 1.0
-        np.save(d / "features.npy", x)
-        np.save(d / "labels.npy", y.astype(np.int64))
-        np.save(d / "snr.npy", np.zeros(n))
-        write_json(d / "meta.json", {"split": split, "channels": ["H1", "L1"], "n_windows": n, "n_mels": 80, "n_frames": 100})
-    features = {s: tmp_path / "features" / s for s in ("train", "val")}
+    features = write_toy_features(tmp_path, {"train": 96, "val": 48})
     summary = run(built, Variant(name="full", family="full", group="full", lr=1e-3), tmp_path / "run", features=features, epochs=6)
     assert summary["best_val_auc"] > 0.95
