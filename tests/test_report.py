@@ -268,3 +268,17 @@ def test_lora_budget_counts_what_peft_trains(deck, tables):
     row = next(line for line in (out / "slides.qmd").read_text().splitlines() if line.startswith("| lora-r2 | q_proj, v_proj"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[-2] == cells[-1] == f"{measured:,}"
+
+
+def test_rank_analysis_reads_only_the_papers_lora_family(tables):
+    """A `lora-rs` family (rsLoRA) is not mixed into the rank sweep of plain LoRA."""
+    from gwlora.deck import analysis
+
+    summary = pd.read_csv(tables / "summary.csv")
+    lora = summary[summary.variant == "lora-r2"].iloc[0]
+    extra = [lora.copy(), lora.copy()]
+    extra[0].update(variant="lora-r8", rank=8, best_val_auc=0.5)
+    extra[1].update(variant="lora-rs-r8", group="lora-rs", rank=8, best_val_auc=0.99)
+    result = analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True))
+    assert result["ranks"]["n"] == 2 and result["ranks"]["lowest"] == "r=8" and result["ranks"]["highest"] == "r=2"
+    assert result["best_variant"] == "lora-rs-r8"

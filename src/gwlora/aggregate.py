@@ -96,6 +96,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby("variant", sort=False)
     out = grouped.agg(
         family=("family", "first"),
+        group=("group", "first"),
         rank=("rank", "first"),
         seeds=("seed", "nunique"),
         trainable_parameters=("trainable_parameters", "first"),
