@@ -9,7 +9,6 @@ separate runs would.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from gwlora.config import Variant
-from gwlora.features import clip_extractor, extract
+from gwlora.features import clip_extractor, extract, write_features
 from gwlora.model import apply_variant, build_classifier
 
 SAMPLE_RATE = 16_000
@@ -56,26 +55,15 @@ class Setup:
         """The strain's clip log-mels, written in the features stage's cache format (once)."""
         if self._features_dir is None:
             out = self.work / "features"
-            out.mkdir(parents=True, exist_ok=True)
             feats = extract(self.strain, clip_extractor(self.model_dir, self.n_samples))
-            write_features(out, feats, self.labels)
+            write_features(out, feats, self.labels, np.zeros(len(self.labels)), split="bench",
+                           channels=["H1", "L1"][: feats.shape[1]], sample_rate=SAMPLE_RATE)
             self._features_dir = out
         return self._features_dir
 
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def write_features(out: Path, feats: np.ndarray, labels: np.ndarray, split: str = "bench") -> None:
-    """A feature cache as `gwlora.features` writes it (features.npy, labels.npy, snr.npy, meta.json)."""
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "features.npy", np.ascontiguousarray(feats, dtype=np.float32))
-    np.save(out / "labels.npy", labels.astype(np.int64))
-    np.save(out / "snr.npy", np.zeros(len(labels)))
-    meta = {"split": split, "channels": ["H1", "L1"][: feats.shape[1]], "n_windows": len(labels),
-            "n_mels": int(feats.shape[2]), "n_frames": int(feats.shape[3]), "sample_rate": SAMPLE_RATE}
-    (out / "meta.json").write_text(json.dumps(meta))
 
 
 def synthetic_strain(n: int, seconds: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -143,13 +143,11 @@ def throughput(setup: Setup, cfg: dict, batches: list[int], clock: Clock) -> lis
 
 def float32_cache(src: Path, out: Path, limit: int | None = None) -> Path:
     """The carried float16 features as the features stage's float32 cache (the first `limit` windows)."""
-    out.mkdir(parents=True, exist_ok=True)
+    from gwlora.features import write_features
+
     labels = np.load(src / "labels.npy")[:limit]
-    np.save(out / "features.npy", np.load(src / "features.npy")[:limit].astype(np.float32))
-    np.save(out / "labels.npy", labels)
-    np.save(out / "snr.npy", np.zeros(len(labels)))
     meta = json.loads((src / "meta.json").read_text())
-    (out / "meta.json").write_text(json.dumps({**meta, "n_windows": len(labels)}))
+    write_features(out, np.load(src / "features.npy")[:limit], labels, np.zeros(len(labels)), split=meta["split"], channels=meta["channels"])
     return out
 
 

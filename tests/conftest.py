@@ -39,20 +39,16 @@ def write_toy_features(root: Path, sizes: dict[str, int]) -> dict[str, Path]:
     """Separable toy feature caches (a bright band in class 1's log-mel), written directly: no LALSuite needed."""
     import numpy as np
 
-    from gwlora.cli import write_json
+    from gwlora.features import write_features
 
     rng = np.random.default_rng(0)
     dirs = {}
     for split, n in sizes.items():
-        d = dirs[split] = root / "features" / split
-        d.mkdir(parents=True)
         y = np.arange(n) % 2
         x = rng.normal(0, 0.3, size=(n, 2, 80, 100)).astype(np.float32)
         x[y == 1, :, 5:20, 40:60] += 1.0
-        np.save(d / "features.npy", x)
-        np.save(d / "labels.npy", y.astype(np.int64))
-        np.save(d / "snr.npy", np.where(y == 1, 10.0, 0.0))
-        write_json(d / "meta.json", {"split": split, "channels": ["H1", "L1"], "n_windows": n, "n_mels": 80, "n_frames": 100})
+        dirs[split] = root / "features" / split
+        write_features(dirs[split], x, y, np.where(y == 1, 10.0, 0.0), split=split, channels=["H1", "L1"])
     return dirs
 
 

@@ -91,20 +91,31 @@ def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, 
                 bar.update(stop - start)
         feats.flush()
         del feats
-        np.save(tmp / "labels.npy", np.asarray(ds["label"], dtype=np.int64))
-        np.save(tmp / "snr.npy", np.asarray(ds["snr"], dtype=np.float64))
-        meta = {
-            "split": build["split"],
-            "channels": build["detectors"],
-            "n_windows": n,
-            "n_mels": int(first.shape[2]),
-            "n_frames": int(first.shape[3]),
-            "sample_rate": extractor.sampling_rate,
-            "data_dir": str(data_dir),
-            "model_dir": str(model_dir),
-        }
-        write_json(tmp / "meta.json", meta)
+        meta = write_labels(
+            tmp, ds["label"], ds["snr"], first.shape,
+            split=build["split"], channels=build["detectors"], sample_rate=extractor.sampling_rate,
+            data_dir=str(data_dir), model_dir=str(model_dir),
+        )
     return meta
+
+
+def write_labels(out: Path, labels, snr, shape: tuple, **meta) -> dict:
+    """A cache's labels.npy, snr.npy and meta.json beside its features.npy of `shape` (windows, channels, mels, frames)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    np.save(out / "labels.npy", labels)
+    np.save(out / "snr.npy", np.asarray(snr, dtype=np.float64))
+    meta = {**meta, "n_windows": len(labels), "n_mels": int(shape[2]), "n_frames": int(shape[3])}
+    write_json(out / "meta.json", meta)
+    return meta
+
+
+def write_features(out: str | Path, features: np.ndarray, labels, snr, **meta) -> dict:
+    """A feature cache held in memory, written in the features stage's format (toy sets, benchmarks)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    np.save(out / "features.npy", features)
+    return write_labels(out, labels, snr, features.shape, **meta)
 
 
 def load_features(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -113,6 +124,11 @@ def load_features(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.
         raise StageError(f"{path} is not a feature cache made by the features stage (no meta.json)")
     mode = "r" if mmap else None
     return np.load(path / "features.npy", mmap_mode=mode), np.load(path / "labels.npy"), read_json(path / "meta.json")
+
+
+def load_snr(path: str | Path) -> np.ndarray:
+    """The injection SNR of each window of a feature cache (0 for noise and for data without injections)."""
+    return np.load(Path(path) / "snr.npy")
 
 
 def _parser(p):

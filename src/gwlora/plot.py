@@ -164,10 +164,10 @@ def plot_snr(auc_snr: pd.DataFrame, palette: dict) -> plt.Figure:
 
 def plot_examples(features_dir: str | Path) -> plt.Figure:
     """The model's input: log-mel of the loudest signal window and of a noise window, one panel per channel."""
-    from .features import load_features
+    from .features import load_features, load_snr
 
     x, labels, meta = load_features(features_dir, mmap=True)
-    snr = np.load(Path(features_dir) / "snr.npy")
+    snr = load_snr(features_dir)
     signal_rows, noise_rows = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     if not len(signal_rows) or not len(noise_rows):
         raise StageError(f"{features_dir}: the example figure needs a signal and a noise window")

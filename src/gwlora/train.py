@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .base_model import load_record
 from .cli import StageError, atomic_dir, atomic_file, json_arg, run_stage, write_json
 from .config import Variant
-from .features import load_features
+from .features import load_features, load_snr
 from .model import apply_variant, build_classifier, count_parameters
 
 log = logging.getLogger("gwlora.train")
@@ -70,7 +70,7 @@ class SplitOnDevice:
 
     def __init__(self, features_dir: str | Path, device: torch.device):
         x, y, self.meta = load_features(features_dir)
-        self.snr = np.load(Path(features_dir) / "snr.npy")  # injection SNR per window, 0 for noise
+        self.snr = load_snr(features_dir)
         self.device = device
         self.n = len(y)
         x_t, y_t = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).float()
