@@ -133,18 +133,19 @@ def _check_semantics(config: dict) -> None:
     _check_model_fits(config)
 
 
-def encoder_shape(model: dict) -> tuple[int, int] | None:
-    """(d_model, encoder layers) of the configured encoder when known before any download, else None."""
+def encoder_shape(model: dict) -> tuple[int, int, int, int] | None:
+    """(d_model, encoder layers, FFN width, mel bins) of the configured encoder when known before any download, else None."""
     if model["pretrained"] is None:
-        init = model["random_init"]
-        return init["d_model"], init["encoder_layers"]
-    local = Path(model["pretrained"]) / "config.json"
-    if local.is_file():
+        cfg = model["random_init"]
+    else:
+        local = Path(model["pretrained"]).expanduser() / "config.json"
+        if not local.is_file():
+            return None  # a hub id: checked when the model is loaded
         import json
 
         cfg = json.loads(local.read_text())
-        return cfg["d_model"], cfg["encoder_layers"]
-    return None  # a hub id: checked when the model is loaded
+    d = int(cfg["d_model"])
+    return d, int(cfg["encoder_layers"]), int(cfg.get("encoder_ffn_dim", 4 * d)), int(cfg.get("num_mel_bins", 80))
 
 
 def _check_model_fits(config: dict) -> None:
@@ -159,7 +160,7 @@ def _check_model_fits(config: dict) -> None:
     shape = encoder_shape(model)
     if shape is None:
         return
-    width, layers = shape
+    width, layers = shape[:2]
     source = "model.random_init" if model["pretrained"] is None else f"the encoder in {model['pretrained']}"
     variants = config["train"]["variants"]
     partial = variants.get("partial")

@@ -35,9 +35,10 @@ resources"):
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
+
+from .config import WHISPER_CHUNK_SECONDS, WHISPER_HOP_LENGTH, WHISPER_SAMPLE_RATE
+from .config import encoder_shape as known_encoder_shape
 
 # --- documented defaults ------------------------------------------------------
 GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU (bf16 autocast; a fraction of peak)
@@ -53,9 +54,9 @@ MEM_STEP_MB = 1024  # requests are rounded up to whole GiB
 MIN_RUNTIME_MIN = 10
 GWOSC_FILES_MB = 2048  # GWOSC strain files held while a split is cut from them
 
-WHISPER_RATE = 16000  # Hz, the rate every window is resampled to
-FRAMES_PER_S = 100  # log-mel frames per second of audio
-FULL_CONTEXT_POSITIONS = 1500  # encoder positions of the 30 s context
+WHISPER_RATE = WHISPER_SAMPLE_RATE  # Hz, the rate every window is resampled to
+FRAMES_PER_S = WHISPER_SAMPLE_RATE // WHISPER_HOP_LENGTH  # log-mel frames per second of audio
+FULL_CONTEXT_POSITIONS = WHISPER_CHUNK_SECONDS * FRAMES_PER_S // 2  # encoder positions of the 30 s context
 # encoder (d_model, layers, ffn) of the released Whisper sizes, for hub ids not yet downloaded
 WHISPER_SIZES = {
     "tiny": (384, 4, 1536),
@@ -68,16 +69,10 @@ DEFAULT_SIZE = "small"  # an unknown pretrained model is taken to be Whisper sma
 
 
 def encoder_shape(model: dict) -> tuple[int, int, int, int]:
-    """``(d_model, layers, ffn_dim, n_mels)`` of the encoder a `model` config section names."""
-    if model.get("pretrained") is None:
-        r = model.get("random_init") or {}
-        d = int(r.get("d_model", 64))
-        return d, int(r.get("encoder_layers", 2)), int(r.get("encoder_ffn_dim", 4 * d)), int(r.get("num_mel_bins", 80))
-    local = Path(str(model["pretrained"])).expanduser() / "config.json"
-    if local.is_file():
-        c = json.loads(local.read_text())
-        d = int(c["d_model"])
-        return d, int(c["encoder_layers"]), int(c.get("encoder_ffn_dim", 4 * d)), int(c.get("num_mel_bins", 80))
+    """``(d_model, layers, ffn_dim, n_mels)`` of the encoder a `model` config section names (a hub id by its size name)."""
+    known = known_encoder_shape(model)
+    if known is not None:
+        return known
     name = str(model["pretrained"]).lower()
     size = next((s for s in WHISPER_SIZES if s in name), DEFAULT_SIZE)
     return (*WHISPER_SIZES[size], 128 if "large-v3" in name else 80)
