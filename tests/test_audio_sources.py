@@ -454,14 +454,34 @@ def test_audiofolder_from_url_downloads_extracts_and_reuses_the_cache(folder, tm
     cache = tmp_path / "cache"
     data = folder_data(f"{base}/clips.tar.gz", sha256=sha)
     ds = cols(build_audiofolder_split(data, 0, "train", cache)[0])
-    assert len(requests) == 1 and (cache / "clips" / "clips" / "chirp").is_dir()
-    assert not (cache / "clips.tar.gz").exists()
+    (extracted,) = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(requests) == 1 and extracted.name.startswith("clips-") and (extracted / "clips" / "chirp").is_dir()
+    assert not list(cache.glob("*.tar.gz"))
     local = cols(build_audiofolder_split(folder_data(folder), 0, "train", cache)[0])
     assert ds["source_id"] == local["source_id"]
     np.testing.assert_array_equal(ds["strain"], local["strain"])
     val = cols(build_audio_split(data, 0, "val", cache)[0])
     assert len(requests) == 1  # the extracted cache is reused without any request
     assert not set(val["source_id"]) & set(ds["source_id"])
+
+
+@pytest.mark.parametrize("name", ["...tar.gz", "..tar.gz", ".tar.gz.tar.gz", "clips.tar.gz"])
+def test_audiofolder_url_named_dot_dot_cannot_replace_the_cache_or_its_siblings(folder, tmp_path, http_root, name):
+    """A URL whose archive stem is '..' or '.' (or another archive's) extracts into its own folder, and nothing else goes."""
+    served, base, requests = http_root
+    with tarfile.open(served / name, "w:gz") as tf:
+        tf.add(folder, arcname="clips")
+    resources = tmp_path / "resources"
+    cache = resources / "audio"
+    keep = [resources / "gwosc" / "H-H1_GWOSC.hdf5", cache / "clips" / "clips" / "chirp" / "c00.wav"]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"kept")
+    ds = cols(build_audiofolder_split(folder_data(f"{base}/{name}"), 0, "train", cache)[0])
+    assert len(ds["source_id"]) > 0
+    assert all(path.read_bytes() == b"kept" for path in keep)
+    extracted = [p for p in cache.iterdir() if p.is_dir() and p.name != "clips"]
+    assert len(extracted) == 1 and extracted[0].parent == cache and not extracted[0].name.startswith(".")
 
 
 def test_audiofolder_url_refuses_an_escaping_member_and_leaves_nothing(folder, tmp_path, http_root):

@@ -19,11 +19,13 @@ from gwlora import download as dl
 from gwlora.cli import StageError
 from gwlora.download import (
     DownloadError,
+    cache_name,
     download,
     extract_archive,
     manifest_entry,
     read_manifest,
     sha256_of,
+    url_file_name,
     verify_manifest,
     write_manifest,
 )
@@ -531,3 +533,18 @@ def test_extract_unknown_or_broken_archive(tmp_path):
     with pytest.raises(DownloadError, match=r"broken\.tar\.gz"):
         extract_archive(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("url", ["https://h/..", "https://h/.", "https://h/", "https://h/a/.hidden.hdf5", "https://h/a%2F..%2Fb"])
+def test_url_file_name_refuses_names_that_are_not_plain(url):
+    with pytest.raises(DownloadError, match="cannot name a cached file"):
+        url_file_name(url)
+
+
+def test_url_file_name_and_cache_name():
+    assert url_file_name("https://gwosc.org/a/H-H1_GWOSC_4KHZ_R1-1-4096.hdf5?x=1") == "H-H1_GWOSC_4KHZ_R1-1-4096.hdf5"
+    names = {cache_name(u, stem) for u, stem in [("https://h/...tar.gz", ".."), ("https://h/..tar.gz", "."), ("https://k/..tar.gz", ".")]}
+    assert len(names) == 3
+    for name in names:
+        assert name.startswith("download-") and "/" not in name
+    assert cache_name("https://h/my clips!.zip", "my clips!").startswith("my_clips-")

@@ -59,7 +59,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from .cli import StageError, read_json, write_json
-from .download import DownloadError, download, extract_archive
+from .download import DownloadError, cache_name, download, extract_archive
 
 log = logging.getLogger("gwlora.audio_sources")
 
@@ -551,8 +551,10 @@ def _archive_stem(name: str) -> str | None:
 
 
 def fetch_archive(url: str, sha256: str | None, cache_dir: str | Path) -> Path:
-    """Download the archive at `url` into `cache_dir` and extract it to ``cache_dir/<archive stem>``.
+    """Download the archive at `url` into `cache_dir` and extract it to ``cache_dir/<stem>-<URL hash>``.
 
+    The folder's name is the archive's stem made safe plus a hash of the URL,
+    so no URL can name ``..`` or another archive's folder.
     An extraction made earlier from the same URL (and checksum) is reused
     without any request. The archive is deleted after extraction; a refused or
     broken archive leaves nothing behind.
@@ -562,7 +564,9 @@ def fetch_archive(url: str, sha256: str | None, cache_dir: str | Path) -> Path:
     stem = _archive_stem(name)
     if stem is None:
         raise StageError(f"data.audiofolder.path {url!r}: not an archive URL (expected a name ending in {', '.join(_ARCHIVE_SUFFIXES)})")
-    target, marker, archive = cache_dir / stem, cache_dir / f"{stem}.source.json", cache_dir / name
+    entry = cache_name(url, stem)
+    suffix = name[len(stem) :].lower()
+    target, marker, archive = cache_dir / entry, cache_dir / f"{entry}.source.json", cache_dir / f"{entry}{suffix}"
     wanted = {"url": url, "sha256": sha256.strip().lower() if sha256 else None}
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(cache_dir):

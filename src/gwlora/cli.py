@@ -103,10 +103,22 @@ def read_json(path: str | Path):
         return json.load(fh)
 
 
+def _inside_parent(path: str | Path) -> Path:
+    """`path`, refused unless it names an entry inside its parent folder (not ``.``, ``..``, ``/`` or a symlink).
+
+    An atomic write replaces its target whole; a target of ``..`` would replace
+    (delete) the folder above it.
+    """
+    path = Path(path)
+    if path.name in ("", ".", "..") or path.is_symlink():
+        raise StageError(f"refusing to write {str(path)!r}: an output must be a plain entry inside its folder, not {path.name!r} or a link")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place on success."""
-    path = Path(path)
+    path = _inside_parent(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
@@ -122,7 +134,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` on success."""
-    path = Path(path)
+    path = _inside_parent(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700

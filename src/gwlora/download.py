@@ -66,6 +66,27 @@ def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def cache_name(url: str, stem: str, suffix: str = "") -> str:
+    """A file or folder name for a download cache entry of `url`: `stem` made safe, plus a hash of the URL.
+
+    The name can never be ``.``, ``..``, hidden or contain a path separator,
+    whatever the URL's file name was, and two URLs never share a cache entry.
+    """
+    safe = _UNSAFE_NAME_CHARS.sub("_", stem).strip("._-")[:64] or "download"
+    return f"{safe}-{hashlib.sha256(url.encode()).hexdigest()[:12]}{suffix}"
+
+
+def url_file_name(url: str) -> str:
+    """The file name at the end of `url`'s path, refused unless it is a plain name (letters, digits, ``_.-``)."""
+    name = PurePosixPath(urllib.parse.urlsplit(url).path).name
+    if not name or name.startswith(".") or _UNSAFE_NAME_CHARS.search(name):
+        raise DownloadError(f"{url}: cannot name a cached file after this URL (its file name {name!r} is empty, hidden or has unsafe characters)")
+    return name
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":

@@ -24,14 +24,13 @@ import logging
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from urllib.parse import urlparse
 
 import h5py
 import numpy as np
 from scipy import signal as sps
 
 from .cli import StageError
-from .download import download, manifest_entry, read_manifest, verify_manifest, write_manifest
+from .download import download, manifest_entry, read_manifest, url_file_name, verify_manifest, write_manifest
 
 log = logging.getLogger("gwlora.gwosc")
 
@@ -129,13 +128,6 @@ def locate(detectors: list[str], gwosc: dict) -> dict[str, list[dict]]:
     return found
 
 
-def file_name(url: str) -> str:
-    name = Path(urlparse(url).path).name
-    if not name:
-        raise StageError(f"cannot name a local file after the URL {url!r}")
-    return name
-
-
 def fetch(detectors: list[str], gwosc: dict, manifest_path: str | Path, progress: bool = True) -> dict:
     """Download (or reuse) every file into the manifest's directory, validate it, record it in the SHA-256 manifest.
 
@@ -147,7 +139,7 @@ def fetch(detectors: list[str], gwosc: dict, manifest_path: str | Path, progress
     manifest = read_manifest(manifest_path)
     for d, files in locate(detectors, gwosc).items():
         for entry in files:
-            name = file_name(entry["url"])
+            name = url_file_name(entry["url"])
             known = manifest.get(name, {})
             sha = entry.get("sha256") or known.get("sha256")
             download(entry["url"], cache_dir / name, sha256=sha, validate=validate_file(d), progress=progress)

@@ -1,0 +1,40 @@
+"""gwlora.cli: atomic outputs appear whole or not at all, and never replace anything outside their folder."""
+
+import pytest
+
+from gwlora.cli import StageError, atomic_dir, atomic_file
+
+
+def test_atomic_dir_replaces_its_target_whole(tmp_path):
+    target = tmp_path / "out"
+    (target / "old").mkdir(parents=True)
+    with atomic_dir(target) as tmp:
+        (tmp / "new").write_text("x")
+    assert [p.name for p in target.iterdir()] == ["new"]
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "partial").write_text("x")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in target.iterdir()] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("writer", [atomic_dir, atomic_file])
+def test_atomic_writers_refuse_a_target_that_names_a_parent(tmp_path, writer):
+    cache = tmp_path / "resources" / "audio"
+    precious = tmp_path / "resources" / "gwosc" / "strain.hdf5"
+    precious.parent.mkdir(parents=True)
+    precious.write_bytes(b"hours of downloads")
+    cache.mkdir()
+    with pytest.raises(StageError, match="refusing to write"), writer(cache / ".."):
+        pass
+    assert precious.read_bytes() == b"hours of downloads"
+
+
+def test_atomic_writers_refuse_a_symlinked_target(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    (tmp_path / "out").symlink_to(elsewhere)
+    with pytest.raises(StageError, match="a link"), atomic_dir(tmp_path / "out"):
+        pass
+    assert (elsewhere / "keep").read_text() == "x"
