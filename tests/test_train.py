@@ -11,7 +11,8 @@ from conftest import write_toy_features
 from gwlora.cli import StageError
 from gwlora.config import Variant, expand_variants
 from gwlora.model import build_classifier
-from gwlora.train import BEST_DIR, CURVE_COLUMNS, RUN_STATE, main, train_run
+from gwlora import train as train_module
+from gwlora.train import BEST_DIR, CHECKSUMS_FILE, CURVE_COLUMNS, RUN_STATE, main, train_run
 
 
 def run(built, variant, out, features=None, **train_overrides):
@@ -26,6 +27,20 @@ def run(built, variant, out, features=None, **train_overrides):
         seed=0,
         out_dir=out,
     )
+
+
+def interrupted(built, variant, out, step, **train_overrides):
+    """Run until the state saved at `step` (or later), then kill the run as Ctrl-C would: patched, not a production hook."""
+    save = train_module.save_run_state
+
+    def save_then_interrupt(run, state):
+        save(run, state)
+        if state.step >= step:
+            raise KeyboardInterrupt(f"test interruption after step {state.step}")
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(train_module, "save_run_state", save_then_interrupt)
+        run(built, variant, out, **train_overrides)
 
 
 def test_run_writes_curve_and_summary(built, tmp_path):
@@ -106,13 +121,7 @@ def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, caplog)
     """A run interrupted mid-epoch and started again ends exactly like an uninterrupted run."""
     settings = dict(epochs=3, eval_every_steps=4)  # 6 steps per epoch: evaluations fall mid-epoch
     whole = run(built, variant, tmp_path / "whole", **settings)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(
-            features={s: built["root"] / "features" / s for s in ("train", "val", "test")},
-            model_dir=built["root"] / "base_model", model_config=built["config"]["model"],
-            train_config={**built["config"]["train"], **settings}, variant=variant, seed=0,
-            out_dir=tmp_path / "killed", _interrupt_after_step=8,
-        )
+    interrupted(built, variant, tmp_path / "killed", 8, **settings)
     assert (tmp_path / "killed" / RUN_STATE).exists() and not (tmp_path / "killed" / "summary.json").exists()
     with caplog.at_level("INFO", logger="gwlora.train"):
         resumed = run(built, variant, tmp_path / "killed", **settings)
@@ -125,18 +134,85 @@ def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, caplog)
 
 
 def test_state_saved_with_other_settings_is_not_resumed(built, tmp_path, caplog):
-    with pytest.raises(KeyboardInterrupt):
-        train_run(
-            features={s: built["root"] / "features" / s for s in ("train", "val")},
-            model_dir=built["root"] / "base_model", model_config=built["config"]["model"],
-            train_config={**built["config"]["train"], "eval_every_steps": 4}, variant=LORA, seed=0,
-            out_dir=tmp_path, _interrupt_after_step=4,
-        )
+    interrupted(built, LORA, tmp_path, 4, eval_every_steps=4)
     other = Variant(**{**LORA.to_dict(), "lr": 1e-3, "target_modules": ("q_proj", "v_proj")})
     with caplog.at_level("INFO", logger="gwlora.train"):
         summary = run(built, other, tmp_path, eval_every_steps=4)
     assert "saved with other settings; starting afresh" in caplog.text and "resuming" not in caplog.text
     assert summary["steps"] == 12 and pd.read_csv(tmp_path / "curve.csv").step.tolist() == [4, 8, 12]
+
+
+class Planted:
+    """A pickle that runs code when loaded with weights_only=False."""
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.write_text, (pathlib.Path(MARKER[0]), "code ran"))
+
+
+MARKER: list[str] = []
+
+
+def test_a_planted_run_state_runs_no_code_and_the_run_starts_afresh(built, tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    MARKER[:] = [str(marker)]
+    state = tmp_path / "run" / RUN_STATE
+    state.parent.mkdir(parents=True)
+    torch.save({"fingerprint": Planted()}, state)  # as an older gwlora (no checksum header) or an attacker would
+    with caplog.at_level("WARNING", logger="gwlora.train"):
+        summary = run(built, LORA, tmp_path / "run")
+    assert not marker.exists()
+    assert f"{state}: not a gwlora run state" in caplog.text and "starting afresh" in caplog.text
+    assert summary["steps"] == 12
+
+
+def test_a_planted_payload_under_a_valid_checksum_is_refused_without_running(built, tmp_path, caplog):
+    import hashlib
+    import io
+
+    marker = tmp_path / "pwned"
+    MARKER[:] = [str(marker)]
+    buffer = io.BytesIO()
+    torch.save({"fingerprint": Planted()}, buffer)
+    data = buffer.getvalue()
+    state = tmp_path / "run" / RUN_STATE
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"gwlora-run-state sha256=" + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    with caplog.at_level("WARNING", logger="gwlora.train"):
+        run(built, LORA, tmp_path / "run")
+    assert not marker.exists() and "cannot be loaded as a run state" in caplog.text
+
+
+def test_a_corrupt_run_state_is_named_and_the_run_starts_afresh(built, tmp_path, caplog):
+    """Flipped bytes in the saved state must not resume silently into different results."""
+    interrupted(built, LORA, tmp_path, 4, eval_every_steps=4)
+    state = tmp_path / RUN_STATE
+    blob = bytearray(state.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    state.write_bytes(bytes(blob))
+    with caplog.at_level("INFO", logger="gwlora.train"):
+        summary = run(built, LORA, tmp_path, eval_every_steps=4)
+    assert f"{state}: checksum mismatch" in caplog.text and "resuming" not in caplog.text
+    assert summary["steps"] == 12 and pd.read_csv(tmp_path / "curve.csv").step.tolist() == [4, 8, 12]
+
+
+@pytest.mark.parametrize("variant", [LORA, Variant(name="frozen", family="frozen", group="frozen", lr=1e-3)], ids=["lora", "frozen"])
+def test_a_corrupt_best_checkpoint_fails_naming_the_file(built, tmp_path, monkeypatch, variant):
+    load_best = train_module.load_best
+
+    def corrupt_then_load(model, variant, best_dir):
+        weights = next(p for p in best_dir.iterdir() if p.suffix == ".safetensors")
+        blob = bytearray(weights.read_bytes())
+        blob[-3] ^= 0xFF
+        weights.write_bytes(bytes(blob))
+        load_best(model, variant, best_dir)
+
+    monkeypatch.setattr(train_module, "load_best", corrupt_then_load)
+    with pytest.raises(StageError, match=rf"{BEST_DIR}/\w+\.safetensors: missing or corrupt"):
+        run(built, variant, tmp_path)
+    assert not (tmp_path / "summary.json").exists()
+    assert (tmp_path / BEST_DIR / CHECKSUMS_FILE).is_file()
 
 
 def test_best_adapter_reloads_with_peft_to_identical_logits(built, tmp_path):

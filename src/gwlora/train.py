@@ -14,9 +14,13 @@ The run record, read by `aggregate`, `plot` and `deck`:
 * ``predictions.csv``: the best checkpoint's logit for every test window, with
   its label and injection SNR (for AUC against SNR);
 * ``best/``: the best checkpoint (lowest val loss): a peft adapter
-  (``save_pretrained``, head included) for LoRA, the trained tensors otherwise;
+  (``save_pretrained``, head included) for LoRA, the trained tensors otherwise,
+  and ``checksums.json`` (every file's SHA-256, verified before it is loaded);
 * ``tensorboard/``: the same curve as TensorBoard event files;
-* ``checkpoint/last.pt`` while running: the state a killed run resumes from.
+* ``checkpoint/last.pt`` while running: the state a killed run resumes from,
+  a checksum line then a ``torch.save`` payload of tensors and plain
+  containers only, loaded with ``weights_only=True`` (a corrupt or foreign
+  file is named in the log and the run starts afresh).
 
 Every variant of a seed sees the same batches in the same order: the order
 depends on the seed only.
@@ -25,6 +29,8 @@ depends on the seed only.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import logging
 import os
 import platform
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +51,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm import tqdm
 
 from .base_model import load_record
-from .cli import StageError, atomic_dir, atomic_file, json_arg, run_stage, write_json
+from .cli import StageError, atomic_dir, atomic_file, json_arg, read_json, run_stage, write_json
+from .download import sha256_of
 from .config import Variant
 from .features import load_features, load_snr
 from .model import apply_variant, build_classifier, count_parameters
@@ -184,21 +192,38 @@ def git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+CHECKSUMS_FILE = "checksums.json"
+
+
 def save_best(model, variant: Variant, best_dir: Path) -> None:
-    """The best weights so far: a peft adapter (save_pretrained) for LoRA, else the trained tensors."""
+    """The best weights so far: a peft adapter (save_pretrained) for LoRA, else the trained tensors; with every file's SHA-256."""
     with atomic_dir(best_dir) as tmp:
         if variant.family == "lora":
             model.save_pretrained(tmp)
         else:
             trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
             save_file(trainable, tmp / TRAINABLE_FILE)
+        write_json(tmp / CHECKSUMS_FILE, {p.relative_to(tmp).as_posix(): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()})
+
+
+def verify_checkpoint(best_dir: Path) -> None:
+    """Check every file of a saved checkpoint against its recorded SHA-256; raise naming the first that differs."""
+    listing = best_dir / CHECKSUMS_FILE
+    if not listing.is_file():
+        raise StageError(f"{listing}: missing, so the checkpoint in {best_dir} cannot be verified; delete the run folder to retrain it")
+    for name, digest in read_json(listing).items():
+        path = best_dir / name
+        if not path.is_file() or sha256_of(path) != digest:
+            raise StageError(f"{path}: missing or corrupt (its SHA-256 differs from {CHECKSUMS_FILE}); delete the run folder to retrain it")
 
 
 def load_best(model, variant: Variant, best_dir: Path) -> None:
+    verify_checkpoint(best_dir)
+    device = str(next(model.parameters()).device)
     if variant.family == "lora":
-        set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=str(next(model.parameters()).device)))
+        set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=device))
     else:
-        model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=str(next(model.parameters()).device)), strict=False)
+        model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)
 
 
 def dir_bytes(path: Path) -> int:
@@ -252,6 +277,94 @@ def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_confi
     return {"variant": variant.to_dict(), "seed": seed, "model": model_config, "train": keep, "n_train": n_train}
 
 
+@dataclass
+class RunState:
+    """Everything a resumed run needs besides the model, the optimizer and the RNGs."""
+
+    step: int = 0
+    epoch: int = 1  # 1-based; the run is over once it passes train.epochs
+    batches_done: int = 0  # of the current epoch
+    samples_seen: int = 0
+    train_time: float = 0.0  # seconds spent training, evaluations excluded
+    curve: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"val_loss": float("inf")})
+    stale: int = 0  # evaluations since the val loss last fell
+    stopped: bool = False  # early-stopped
+    epoch_order_state: torch.Tensor | None = None  # the data-order generator at this epoch's start
+
+    def advance(self, samples: int, epoch_batches: int, order: torch.Generator) -> None:
+        """Count one optimisation step; after an epoch's last batch, move to the next epoch (its data order follows from `order`).
+
+        A state saved at an epoch's end so resumes at the start of the next one.
+        """
+        self.step, self.batches_done, self.samples_seen = self.step + 1, self.batches_done + 1, self.samples_seen + samples
+        if self.batches_done == epoch_batches:
+            self.epoch, self.batches_done, self.epoch_order_state = self.epoch + 1, 0, order.get_state()
+
+
+@dataclass
+class Run:
+    """The fixed parts of one (variant, seed) run: what trains, on what, and how often it is evaluated."""
+
+    variant: Variant
+    seed: int
+    out_dir: Path
+    model_dir: Path
+    model_config: dict
+    device: torch.device
+    splits: dict[str, SplitOnDevice]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_config: dict
+    fingerprint: dict
+    total_parameters: int
+    trainable_parameters: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant.name} seed {self.seed}"
+
+    @property
+    def batch_size(self) -> int:
+        return self.train_config["batch_size"]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.splits["train"].n // self.batch_size)
+
+    @property
+    def last_step(self) -> int:
+        return self.train_config["epochs"] * self.steps_per_epoch
+
+    def evaluates_at(self, step: int) -> bool:
+        return step % (self.train_config["eval_every_steps"] or self.steps_per_epoch) == 0 or step == self.last_step
+
+
+def prepare_run(features, model_dir, model_config: dict, train_config: dict, variant: Variant, seed: int, out_dir) -> Run:
+    """Device, features on it, the seeded model with the variant applied, and its optimizer."""
+    device = resolve_device(train_config["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(train_config["threads"])
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+    splits = {name: SplitOnDevice(path, device) for name, path in features.items()}
+    meta = splits["train"].meta
+    torch.manual_seed(seed)
+    base = build_classifier(model_dir, len(meta["channels"]), meta["n_frames"], model_config)
+    _, total = count_parameters(base)
+    model = apply_variant(base, variant).to(device)
+    model.train()
+    trainable, _ = count_parameters(model)
+    return Run(
+        variant=variant, seed=seed, out_dir=Path(out_dir), model_dir=Path(model_dir), model_config=model_config, device=device, splits=splits, model=model,
+        optimizer=make_optimizer(model, variant.lr, train_config["weight_decay"]), train_config=train_config,
+        fingerprint=run_fingerprint(variant, seed, model_config, train_config, splits["train"].n),
+        total_parameters=total, trainable_parameters=trainable,
+    )
+
+
 def train_run(
     *,
     features: dict[str, str | Path],
@@ -261,201 +374,207 @@ def train_run(
     variant: Variant,
     seed: int,
     out_dir: str | Path,
-    _interrupt_after_step: int | None = None,
 ) -> dict:
-    """Train one variant with one seed; write curve.csv, summary.json, best/ and tensorboard/ into `out_dir`.
+    """Train one variant with one seed; write curve.csv, summary.json, predictions.csv, best/ and tensorboard/ into `out_dir`.
 
     The run state is saved at every evaluation; a run that was killed resumes
     from it when started again with the same settings, and ends exactly as an
     uninterrupted run would.
     """
-    out_dir = Path(out_dir)
-    device = resolve_device(train_config["device"])
-    if device.type == "cpu":
-        torch.set_num_threads(train_config["threads"])
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats(device)
-    splits = {name: SplitOnDevice(path, device) for name, path in features.items()}
-    train, val = splits["train"], splits["val"]
-    meta = train.meta
-
-    torch.manual_seed(seed)
-    base = build_classifier(model_dir, len(meta["channels"]), meta["n_frames"], model_config)
-    _, total_params = count_parameters(base)
-    model = apply_variant(base, variant).to(device)
-    model.train()
-    trainable, _ = count_parameters(model)
-    optimizer = make_optimizer(model, variant.lr, train_config["weight_decay"])
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    batch_size = train_config["batch_size"]
-    steps_per_epoch = -(-train.n // batch_size)
-    eval_every = train_config["eval_every_steps"] or steps_per_epoch
-    patience = train_config["early_stopping_patience"]
-    last_step = train_config["epochs"] * steps_per_epoch
+    run = prepare_run(features, model_dir, model_config, train_config, variant, seed, out_dir)
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
-    label = f"{variant.name} seed {seed}"
-    fingerprint = run_fingerprint(variant, seed, model_config, train_config, train.n)
-
-    st = {  # everything a resumed run needs besides model, optimizer and RNGs
-        "step": 0, "epoch": 1, "batches_done": 0, "samples_seen": 0, "train_time": 0.0,
-        "curve": [], "best": {"val_loss": float("inf")}, "stale": 0, "stopped": False,
-        "epoch_order_state": order.get_state(),
-    }
-    state_path = out_dir / RUN_STATE
-    if state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        if saved["fingerprint"] == fingerprint:
-            model.load_state_dict(saved["trainable"], strict=False)
-            optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["torch_rng"])
-            if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"], device)
-            st = saved["state"]
-            log.info("%s: resuming from its saved state at step %d (%.1f s of training)", label, st["step"], st["train_time"])
-        else:
-            log.warning("%s: %s was saved with other settings; starting afresh", label, state_path)
-    log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", label, trainable, total_params, device, steps_per_epoch)
+    state = resume_or_start(run, order)
+    log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", run.label, run.trainable_parameters, run.total_parameters, run.device, run.steps_per_epoch)
     # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=st["step"] + 1 if st["step"] else None)
-    trainable_names = {name for name, p in model.named_parameters() if p.requires_grad}
-
-    window_losses: list[torch.Tensor] = []
-    bar = tqdm(total=last_step, initial=st["step"], desc=label, unit="step", mininterval=2.0)
-    seg_start = time.perf_counter()
-    while st["epoch"] <= train_config["epochs"] and not st["stopped"]:
-        order.set_state(st["epoch_order_state"])
-        batches = torch.randperm(train.n, generator=order).split(batch_size)
-        for idx in batches[st["batches_done"] :]:
+    writer = SummaryWriter(str(run.out_dir / "tensorboard"), purge_step=state.step + 1 if state.step else None)
+    loss_fn, train, losses = torch.nn.BCEWithLogitsLoss(), run.splits["train"], []
+    bar = tqdm(total=run.last_step, initial=state.step, desc=run.label, unit="step", mininterval=2.0)
+    segment_start = time.perf_counter()
+    while state.epoch <= train_config["epochs"] and not state.stopped:
+        order.set_state(state.epoch_order_state)
+        batches = torch.randperm(train.n, generator=order).split(run.batch_size)
+        for idx in batches[state.batches_done :]:
             x, y = train.batch(idx)
-            window_losses.append(train_step(model, optimizer, loss_fn, x, y))
-            st["step"] += 1
-            st["batches_done"] += 1
-            st["samples_seen"] += len(idx)
+            losses.append(train_step(run.model, run.optimizer, loss_fn, x, y))
+            state.advance(len(idx), len(batches), order)
             bar.update()
-            if st["step"] % eval_every and st["step"] != last_step:
-                continue
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            st["train_time"] += time.perf_counter() - seg_start
-            losses = torch.stack(window_losses).float().cpu()
-            bad = (~torch.isfinite(losses)).nonzero()
-            if len(bad):
-                bad_step = st["step"] - len(losses) + int(bad[0]) + 1
-                raise StageError(f"{label}: non-finite training loss at step {bad_step} (lr {variant.lr})")
-            window_losses.clear()
-            metrics = evaluate(model, val, 2 * batch_size)
-            row = {
-                "step": st["step"],
-                "epoch": st["step"] / steps_per_epoch,
-                "samples_seen": st["samples_seen"],
-                "train_time_s": st["train_time"],
-                "train_loss": float(losses.mean()),
-                "val_loss": metrics["loss"],
-                "val_auc": metrics["auc"],
-            }
-            st["curve"].append(row)
-            for key in ("train_loss", "val_loss", "val_auc"):
-                writer.add_scalar(key.replace("_", "/", 1), row[key], st["step"])
-            writer.add_scalar("time/train_s", row["train_time_s"], st["step"])
-            bar.set_postfix(val_loss=f"{metrics['loss']:.3f}", val_auc=f"{metrics['auc']:.3f}")
-            log.info("%s step %d epoch %.2f: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s", label, st["step"], row["epoch"], row["train_loss"], metrics["loss"], metrics["auc"], st["train_time"])
-            if metrics["loss"] < st["best"]["val_loss"]:
-                st["best"] = dict(row)
-                st["stale"] = 0
-                save_best(model, variant, out_dir / BEST_DIR)
-            else:
-                st["stale"] += 1
-                if patience and st["stale"] >= patience:
-                    log.info("%s: early stop after %d evaluations without a lower val loss", label, st["stale"])
-                    st["stopped"] = True
-            if st["batches_done"] == len(batches):  # saved at an epoch's end: resume at the next one
-                next_epoch(st, order)
-            save_run_state(state_path, model, optimizer, trainable_names, st, fingerprint, device)
-            if _interrupt_after_step is not None and st["step"] >= _interrupt_after_step:
-                raise KeyboardInterrupt(f"test interruption after step {st['step']}")
-            seg_start = time.perf_counter()
-            if st["stopped"]:
-                break
-        if st["batches_done"] == len(batches):
-            next_epoch(st, order)
+            if run.evaluates_at(state.step):
+                state.train_time += seconds_since(segment_start, run.device)
+                evaluate_and_checkpoint(run, state, losses, writer, bar)
+                losses.clear()
+                if state.stopped:
+                    break
+                segment_start = time.perf_counter()
     bar.close()
-    writer.flush()
+    writer.close()
+    summary = summarise(run, state)
+    shutil.rmtree(run.out_dir / Path(RUN_STATE).parent, ignore_errors=True)  # finished: the run state is not needed
+    return summary
 
-    load_best(model, variant, out_dir / BEST_DIR)
+
+def seconds_since(start: float, device: torch.device) -> float:
+    """Wall time since `start`, after the device has finished the work queued on it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def resume_or_start(run: Run, order: torch.Generator) -> RunState:
+    """The saved run state when there is a sound one saved with the same settings (model, optimizer and RNGs restored), else a fresh one."""
+    fresh = RunState(epoch_order_state=order.get_state())
+    path = run.out_dir / RUN_STATE
+    if not path.exists():
+        return fresh
+    try:
+        saved = load_run_state(path)
+    except StageError as exc:
+        log.warning("%s: %s; starting afresh", run.label, exc)
+        return fresh
+    if saved["fingerprint"] != run.fingerprint:
+        log.warning("%s: %s was saved with other settings; starting afresh", run.label, path)
+        return fresh
+    run.model.load_state_dict(saved["trainable"], strict=False)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
+    state = RunState(**saved["state"])
+    log.info("%s: resuming from its saved state at step %d (%.1f s of training)", run.label, state.step, state.train_time)
+    return state
+
+
+def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor], writer, bar) -> None:
+    """Validate, log a curve row, keep the best weights, decide on early stopping, and save the run state."""
+    losses_t = torch.stack(losses).float().cpu()
+    bad = (~torch.isfinite(losses_t)).nonzero()
+    if len(bad):
+        bad_step = state.step - len(losses_t) + int(bad[0]) + 1
+        raise StageError(f"{run.label}: non-finite training loss at step {bad_step} (lr {run.variant.lr})")
+    metrics = evaluate(run.model, run.splits["val"], 2 * run.batch_size)
+    row = {
+        "step": state.step,
+        "epoch": state.step / run.steps_per_epoch,
+        "samples_seen": state.samples_seen,
+        "train_time_s": state.train_time,
+        "train_loss": float(losses_t.mean()),
+        "val_loss": metrics["loss"],
+        "val_auc": metrics["auc"],
+    }
+    state.curve.append(row)
+    for key in ("train_loss", "val_loss", "val_auc"):
+        writer.add_scalar(key.replace("_", "/", 1), row[key], state.step)
+    writer.add_scalar("time/train_s", row["train_time_s"], state.step)
+    bar.set_postfix(val_loss=f"{row['val_loss']:.3f}", val_auc=f"{row['val_auc']:.3f}")
+    log.info("%s step %d epoch %.2f: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s", run.label, state.step, row["epoch"], row["train_loss"], row["val_loss"], row["val_auc"], state.train_time)
+    if row["val_loss"] < state.best["val_loss"]:
+        state.best, state.stale = dict(row), 0
+        save_best(run.model, run.variant, run.out_dir / BEST_DIR)
+    else:
+        state.stale += 1
+        patience = run.train_config["early_stopping_patience"]
+        if patience and state.stale >= patience:
+            log.info("%s: early stop after %d evaluations without a lower val loss", run.label, state.stale)
+            state.stopped = True
+    save_run_state(run, state)
+
+
+def summarise(run: Run, state: RunState) -> dict:
+    """Score the best checkpoint on the test split, time inference, and write curve.csv, predictions.csv and summary.json."""
+    load_best(run.model, run.variant, run.out_dir / BEST_DIR)
     test = {}
-    if "test" in splits:
-        test = evaluate(model, splits["test"], 2 * batch_size, train_config["tpr_at_fpr"])
-        write_predictions(splits["test"], test.pop("scores"), out_dir / "predictions.csv")
-    x_latency, _ = val.batch(torch.arange(min(2 * batch_size, val.n)))
-    latency = inference_latency(model, variant, x_latency, train_config["latency_batches"])
-    curve, best = st["curve"], st["best"]
+    if "test" in run.splits:
+        test = evaluate(run.model, run.splits["test"], 2 * run.batch_size, run.train_config["tpr_at_fpr"])
+        write_predictions(run.splits["test"], test.pop("scores"), run.out_dir / "predictions.csv")
+    val = run.splits["val"]
+    x_latency, _ = val.batch(torch.arange(min(2 * run.batch_size, val.n)))
+    latency = inference_latency(run.model, run.variant, x_latency, run.train_config["latency_batches"])
+    curve, best = state.curve, state.best
     summary = {
-        "variant": variant.name,
-        "family": variant.family,
-        "group": variant.group,
-        "variant_config": variant.to_dict(),
-        "seed": seed,
-        "trainable_parameters": trainable,
-        "total_parameters": total_params,
-        "trainable_percent": 100.0 * trainable / total_params,
+        "variant": run.variant.name,
+        "family": run.variant.family,
+        "group": run.variant.group,
+        "variant_config": run.variant.to_dict(),
+        "seed": run.seed,
+        "trainable_parameters": run.trainable_parameters,
+        "total_parameters": run.total_parameters,
+        "trainable_percent": 100.0 * run.trainable_parameters / run.total_parameters,
+        # quality: validation over the whole curve, test of the best (lowest val loss) checkpoint
         "best_val_auc": max(r["val_auc"] for r in curve),
         "best_val_loss": best["val_loss"],
         "val_auc_at_best_loss": best["val_auc"],
         "best_step": best["step"],
-        "time_to_best_s": best["train_time_s"],
-        "train_time_s": st["train_time"],
-        "steps": st["step"],
-        "epochs_run": st["step"] / steps_per_epoch,
-        "early_stopped": st["stopped"],
-        "step_time_ms": 1000 * st["train_time"] / st["step"],
-        "samples_per_s": st["samples_seen"] / st["train_time"],
         "test_auc": test.get("auc"),
         "test_loss": test.get("loss"),
         "test_accuracy": test.get("accuracy"),
         "test_tpr_at_fpr": test.get("tpr_at_fpr"),
-        "tpr_fpr": train_config["tpr_at_fpr"],
-        "checkpoint_bytes": dir_bytes(out_dir / BEST_DIR),
+        "tpr_fpr": run.train_config["tpr_at_fpr"],
+        # costs
+        "time_to_best_s": best["train_time_s"],
+        "train_time_s": state.train_time,
+        "steps": state.step,
+        "epochs_run": state.step / run.steps_per_epoch,
+        "early_stopped": state.stopped,
+        "step_time_ms": 1000 * state.train_time / state.step,
+        "samples_per_s": state.samples_seen / state.train_time,
+        "checkpoint_bytes": dir_bytes(run.out_dir / BEST_DIR),
         "latency_ms": latency,
         "latency_batch": int(x_latency.shape[0]),
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "device": str(device),
-        "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
-        "batch_size": batch_size,
-        "base_model": load_record(model_dir)["source"],
-        "context": model_config["context"],
-        "pooling": model_config["pooling"],
+        "peak_memory_bytes": peak_memory_bytes(run.device),
+        # settings and provenance
+        "device": str(run.device),
+        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32",
+        "batch_size": run.batch_size,
+        "base_model": load_record(run.model_dir)["source"],
+        "context": run.model_config["context"],
+        "pooling": run.model_config["pooling"],
         "versions": versions(),
-        "hardware": hardware(device),
+        "hardware": hardware(run.device),
         "git_commit": git_commit(),
     }
-    write_curve(curve, out_dir / "curve.csv")
-    write_json(out_dir / "summary.json", summary)
-    writer.close()
-    shutil.rmtree(out_dir / Path(RUN_STATE).parent, ignore_errors=True)  # finished: the run state is not needed
+    write_curve(curve, run.out_dir / "curve.csv")
+    write_json(run.out_dir / "summary.json", summary)
     return summary
 
 
-def next_epoch(st: dict, order: torch.Generator) -> None:
-    """Move the run state to the start of the next epoch (whose data order follows from `order`)."""
-    st.update(epoch=st["epoch"] + 1, batches_done=0, epoch_order_state=order.get_state())
+# The run state file: one header line naming the SHA-256 of the torch.save payload that follows it.
+_STATE_HEADER = b"gwlora-run-state sha256="
 
 
-def save_run_state(path: Path, model, optimizer, trainable_names: set[str], st: dict, fingerprint: dict, device) -> None:
-    state = {
-        "fingerprint": fingerprint,
-        "trainable": {k: v for k, v in model.state_dict().items() if k in trainable_names},
-        "optimizer": optimizer.state_dict(),
+def save_run_state(run: Run, state: RunState) -> None:
+    """The run state (trainable weights, optimizer, RNGs, progress) in one checksummed file, written atomically."""
+    trainable = {name for name, p in run.model.named_parameters() if p.requires_grad}
+    payload = {
+        "fingerprint": run.fingerprint,
+        "trainable": {k: v for k, v in run.model.state_dict().items() if k in trainable},
+        "optimizer": run.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "state": st,
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "state": asdict(state),
     }
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    with atomic_file(run.out_dir / RUN_STATE) as tmp:
+        tmp.write_bytes(_STATE_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+
+
+def load_run_state(path: Path) -> dict:
+    """A saved run state, checked against its checksum and loaded without running code (``weights_only``).
+
+    Raises :class:`StageError` naming `path` when it is corrupt, truncated or not a run state.
+    """
+    blob = path.read_bytes()
+    header, _, data = blob.partition(b"\n")
+    if not header.startswith(_STATE_HEADER):
+        raise StageError(f"{path}: not a gwlora run state (no checksum header)")
+    if hashlib.sha256(data).hexdigest().encode() != header[len(_STATE_HEADER) :]:
+        raise StageError(f"{path}: checksum mismatch (corrupt or truncated run state)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the unpickler refuses anything but tensors and plain containers
+        raise StageError(f"{path}: cannot be loaded as a run state: {exc}") from exc
 
 
 def write_predictions(split: SplitOnDevice, scores: np.ndarray, path: Path) -> None:
