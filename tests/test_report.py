@@ -121,9 +121,14 @@ def test_figures_are_written(built, tables, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def deck(built, tables, tmp_path_factory):
+def figures(built, tables, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
     make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test")
+    return figures
+
+
+@pytest.fixture(scope="module")
+def deck(built, tables, figures, tmp_path_factory):
     out = tmp_path_factory.mktemp("deck") / "slides"
     record = build_deck(
         tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
@@ -265,7 +270,9 @@ def test_lora_budget_counts_what_peft_trains(deck, tables):
     out, _ = deck
     summary = pd.read_csv(tables / "summary.csv").set_index("variant")
     measured = int(summary.loc["lora-r2", "trainable_parameters"] - summary.loc["frozen", "trainable_parameters"])
-    row = next(line for line in (out / "slides.qmd").read_text().splitlines() if line.startswith("| lora-r2 | q_proj, v_proj"))
+    from gwlora.markdown import escape
+
+    row = next(line for line in (out / "slides.qmd").read_text().splitlines() if line.startswith(f"| {escape('lora-r2')} | {escape('q_proj, v_proj')}"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[-2] == cells[-1] == f"{measured:,}"
 
@@ -281,3 +288,79 @@ def test_rank_analysis_reads_only_the_papers_lora_family(tables):
     result = analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True))
     assert result["ranks"]["n"] == 2 and result["ranks"]["lowest"] == "r=8" and result["ranks"]["highest"] == "r=2"
     assert result["best_variant"] == "lora-rs-r8"
+
+
+HOSTILE = "x`</code><img src=x onerror=alert(1)>`{{< include /etc/hostname >}}\n# injected <!--"
+
+
+def hostile_copy(built, tables, tmp_path):
+    """The tiny study's results and base model, with hostile strings where config and records hold names."""
+    import json
+    import shutil
+
+    model = tmp_path / "base_model"
+    shutil.copytree(built["root"] / "base_model", model)
+    record = json.loads((model / "base_model.json").read_text())
+    (model / "base_model.json").write_text(json.dumps({**record, "source": HOSTILE, "random_init": False}))
+    hostile_tables = tmp_path / "tables"
+    shutil.copytree(tables, hostile_tables)
+    for name in ("summary.csv", "runs.csv"):
+        frame = pd.read_csv(hostile_tables / name)
+        frame["variant"] = frame["variant"].replace("lora-r2", "lora-r2<img src=y onerror=alert(2)>")
+        frame.to_csv(hostile_tables / name, index=False)
+    config = {**built["config"], "experiment": HOSTILE, "data": {**built["config"]["data"], "psd": "</code>`<img src=z onerror=alert(3)>`"}}
+    return model, hostile_tables, config
+
+
+def test_hostile_names_reach_the_deck_as_text_not_markup(built, tables, figures, tmp_path):
+    """Config strings and record fields cannot open code spans, HTML tags, headings or Quarto shortcodes in the deck."""
+    model, hostile_tables, config = hostile_copy(built, tables, tmp_path)
+    out = tmp_path / "slides"
+    build_deck(
+        tables_dir=hostile_tables, figures_dir=figures, model_dir=model,
+        data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
+        config=config, out_dir=out, source_dir=REPO / "report", renderer="pandoc", pdf=False,
+    )
+    html = (out / "index.html").read_text()
+    assert not re.search(r"<img[^>]*onerror", html)  # no tag was injected
+    assert "onerror=alert(1)" in html and "onerror=alert(2)" in html and "onerror=alert(3)" in html  # shown as text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<h1>injected" not in html and ">injected</h" not in html
+    qmd = (out / "slides.qmd").read_text()
+    assert "\n# injected" not in qmd and not re.search(r"^# injected", qmd, re.M)
+
+
+def test_quarto_source_escapes_shortcodes_in_text_and_code(built, tables, figures, tmp_path):
+    """Quarto expands {{< ... >}} before pandoc reads the file, inside code too; none may survive from a value."""
+    from gwlora.deck import deck_context, fill_template
+
+    model, hostile_tables, config = hostile_copy(built, tables, tmp_path)
+    context = deck_context(hostile_tables, figures, model, [built["root"] / "data" / s for s in ("train", "val", "test")], config, "quarto")
+    qmd = fill_template(REPO / "report" / "slides.qmd", context, "quarto")
+    assert qmd.count("include /etc/hostname") >= 3  # experiment in text and code, model source, config appendix
+    assert not re.search(r"(?<!\{)\{\{<", qmd)  # every opener is escaped: {{{< in code, \{\{\< in text
+
+
+def test_markdown_escape_round_trips_through_pandoc():
+    """What escape() makes, pandoc reads back as the same literal text."""
+    import json
+    import subprocess
+
+    from gwlora.deck import pandoc_path
+    from gwlora.markdown import code_block, code_span, escape
+
+    values = ["a*b*_c_ `d` [e](f) <g> &amp; $h$ ^i^ ~j~ @k {#l} | m \\ n -- o...", "```", "`x`"]
+    for value in values:
+        doc = f"{escape(value)}\n\n{code_span(value, quarto=False)}\n\n{code_block(value, 'yaml', quarto=False)}\n"
+        ast = json.loads(subprocess.run([pandoc_path(), "-f", "markdown", "-t", "json"], input=doc, capture_output=True, text=True, check=True).stdout)
+        para, span, block = ast["blocks"]
+        text = "".join(" " if i["t"] == "Space" else i.get("c", "") if isinstance(i.get("c"), str) else "" for i in para["c"])
+        assert text == value
+        assert span["c"][0]["c"][1] == value
+        assert block["c"][1] == value
+
+
+def test_latex_table_escapes_names_from_the_config():
+    from gwlora.aggregate import latex_text
+
+    assert latex_text("lora_x&y 5% $#{}~^\\ ±") == r"lora\_x\&y 5\% \$\#\{\}\textasciitilde{}\textasciicircum{}\textbackslash{} $\pm$"

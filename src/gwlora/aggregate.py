@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 from .cli import StageError, atomic_file, read_json, run_stage
 from .config import FAMILY_ORDER
+from .markdown import escape as escape_markdown
 
 log = logging.getLogger("gwlora.aggregate")
 
@@ -146,7 +147,9 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
 
 
 def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> str:
+    """The display table as a Markdown pipe table; variant names (from the config) are escaped to literal text."""
     table = display_table(summary, metrics, parameters)
+    table["variant"] = table["variant"].map(escape_markdown)
     return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True) + "\n"
 
 
@@ -209,9 +212,18 @@ def aggregate(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
 SEED_TABLE_METRICS = ("peak_memory_mb", "best_val_auc", "best_val_loss")
 
 
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+
+
+def latex_text(value) -> str:
+    """`value` as literal LaTeX text (its special characters escaped, ± as math)."""
+    return "".join(_LATEX_SPECIALS.get(c, c) for c in str(value))
+
+
 def latex_table(table: pd.DataFrame) -> str:
-    """A booktabs LaTeX table of the display table (text cells escaped)."""
-    table = table.rename(columns=lambda c: c.replace("%", r"\%")).map(lambda v: str(v).replace("%", r"\%").replace("±", r"$\pm$"))
+    """A booktabs LaTeX table of the display table (every cell and heading escaped)."""
+    table = table.rename(columns=latex_text).map(latex_text)
     return table.to_latex(index=False, escape=False, column_format="l" + "r" * (table.shape[1] - 1))
 
 

@@ -34,6 +34,7 @@ from . import browser
 from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
+from .markdown import Markdown, code_block, code_span, escape, plain_path
 
 log = logging.getLogger("gwlora.deck")
 
@@ -182,8 +183,8 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
         "demo_model": bool(base["random_init"]),
         "data": data,
         "variants": summary.to_dict(orient="records"),
-        "table_quality_md": markdown_table(summary, QUALITY_METRICS).rstrip(),
-        "table_cost_md": markdown_table(summary, COST_METRICS, parameters=False).rstrip(),
+        "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS).rstrip()),
+        "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False).rstrip()),
         "analysis": analysis(summary),
         "snr": snr_findings(auc_snr, best),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
@@ -195,11 +196,13 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
         "precision": sorted(runs.precision.unique().tolist()),
         "versions": first_run["versions"],
         "renderer": renderer,
-        "figures": {p.stem: f"figures/{p.name}" for p in sorted(figures_dir.glob("*.png"))},
+        "figures": {p.stem: plain_path(f"figures/{p.name}") for p in sorted(figures_dir.glob("*.png"))},
     }
 
 
-def fill_template(source: Path, context: dict) -> str:
+def fill_template(source: Path, context: dict, renderer: str) -> str:
+    """The template filled from `context`: every printed value is escaped to literal text (:mod:`gwlora.markdown`)."""
+    quarto = renderer == "quarto"
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(source.parent)),
         undefined=jinja2.StrictUndefined,
@@ -207,9 +210,12 @@ def fill_template(source: Path, context: dict) -> str:
         # `{#` starts pandoc attributes such as `{#refs}`; comments use `{##`.
         comment_start_string="{##",
         comment_end_string="##}",
+        finalize=escape,  # values from config and data are text, never markup
     )
-    env.filters["num"] = _num
-    env.filters["params"] = format_parameters
+    env.filters["num"] = lambda value, decimals=4: Markdown(_num(value, decimals))
+    env.filters["params"] = lambda n: Markdown(format_parameters(n))
+    env.filters["code"] = lambda value: code_span(value, quarto)
+    env.filters["codeblock"] = lambda value, language="": code_block(value, language, quarto)
     try:
         return env.get_template(source.name).render(**context)
     except jinja2.UndefinedError as exc:
@@ -261,7 +267,7 @@ def build_deck(
     if pdf is None:
         pdf = browser.find_chromium() is not None
     context = deck_context(tables_dir, figures_dir, model_dir, [Path(d) for d in data_dirs], config, renderer)
-    text = fill_template(source_dir / "slides.qmd", context)
+    text = fill_template(source_dir / "slides.qmd", context, renderer)
     with atomic_dir(out_dir) as tmp:
         build = tmp / "build"
         shutil.copytree(source_dir, build, ignore=shutil.ignore_patterns("slides.qmd", "_site", ".quarto"))
