@@ -17,7 +17,8 @@ sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
 
 from gwlora.browser import find_chromium
-from gwlora.config import INJECTION_SOURCES, ConfigError, expand_variants, load_schema, validate
+from gwlora.config import ConfigError, expand_variants, load_schema, validate
+from gwlora.constants import INJECTION_SOURCES, SPLITS
 
 # config/config.yaml is the default; `--configfile FILE` replaces it rather than
 # merging into it, so a config never inherits variants it does not list.
@@ -40,7 +41,6 @@ REPORT = "report"  # the deck's source, relative to the working directory like e
 GWOSC_MANIFEST = f"resources/gwosc/manifest-{config['experiment']}.json"
 VARIANTS = expand_variants(config["train"])
 SEEDS = config["train"]["seeds"]
-SPLITS = ["train", "val", "test"]
 
 wildcard_constraints:
     split="|".join(SPLITS),

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
 
+from gwlora.constants import WHISPER_SAMPLE_RATE
 from gwlora.features import clip_extractor, extract
 
 TARGET = 10.0
@@ -37,7 +38,7 @@ class SeedDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        mels = [self.extractor(ch, sampling_rate=16000, return_tensors="pt").input_features[0] for ch in self.strain[i]]
+        mels = [self.extractor(ch, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features[0] for ch in self.strain[i]]
         return torch.stack(mels), torch.tensor(float(self.labels[i]))
 
 

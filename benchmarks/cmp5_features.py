@@ -11,6 +11,7 @@ from __future__ import annotations
 from common import Result, Setup, alternate, judged
 from transformers import WhisperFeatureExtractor
 
+from gwlora.constants import WHISPER_SAMPLE_RATE
 from gwlora.features import clip_extractor, extract
 
 TARGET = 5.0
@@ -26,7 +27,7 @@ def run(setup: Setup) -> list[Result]:
         def go():
             for window in strain:
                 for ch in window:
-                    extractor(ch, sampling_rate=16000, return_tensors="np")
+                    extractor(ch, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="np")
         return go
 
     t = alternate({"per-item": (per_item(clip), 1), "batched": (lambda: extract(strain, clip), 1),

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from gwlora.config import Variant
+from gwlora.constants import WHISPER_HOP_LENGTH, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from gwlora.features import clip_extractor, extract, write_features
 from gwlora.model import apply_variant, build_classifier
 
-SAMPLE_RATE = 16_000
 N_CHANNELS = 2  # H1, L1
 SEED_HEAD = [1024, 512, 256]  # the seed's MLP head
 LORA_R8 = Variant(name="lora-r8", family="lora", group="lora", lr=3e-4, rank=8, alpha=8.0, target_modules=("q_proj", "v_proj"))
@@ -57,7 +57,7 @@ class Setup:
             out = self.work / "features"
             feats = extract(self.strain, clip_extractor(self.model_dir, self.n_samples))
             write_features(out, feats, self.labels, np.zeros(len(self.labels)), split="bench",
-                           channels=["H1", "L1"][: feats.shape[1]], sample_rate=SAMPLE_RATE)
+                           channels=["H1", "L1"][: feats.shape[1]], sample_rate=WHISPER_SAMPLE_RATE)
             self._features_dir = out
         return self._features_dir
 
@@ -69,7 +69,7 @@ class Setup:
 def synthetic_strain(n: int, seconds: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Whitened-strain-like windows (unit Gaussian) and balanced labels: cost does not depend on content."""
     rng = np.random.default_rng(seed)
-    strain = rng.standard_normal((n, N_CHANNELS, int(seconds * SAMPLE_RATE)), dtype=np.float32)
+    strain = rng.standard_normal((n, N_CHANNELS, int(seconds * WHISPER_SAMPLE_RATE)), dtype=np.float32)
     return strain, (np.arange(n) % 2).astype(np.int64)
 
 
@@ -78,7 +78,7 @@ def tiny_model_dir(out: Path, d_model: int = 32, layers: int = 2) -> Path:
     from gwlora.base_model import prepare
 
     random_init = {"d_model": d_model, "encoder_layers": layers, "encoder_attention_heads": 4,
-                   "encoder_ffn_dim": 4 * d_model, "num_mel_bins": 80, "init_std": 0.1}
+                   "encoder_ffn_dim": 4 * d_model, "num_mel_bins": WHISPER_N_MELS, "init_std": 0.1}
     prepare({"pretrained": None, "random_init": random_init}, 0, out)
     return out
 
@@ -87,7 +87,7 @@ def ours(setup: Setup, variant: Variant, context: str = "clip", pooling: str = "
     """The workflow's classifier for `variant`, built by gwlora.model exactly as the train stage builds it."""
     torch.manual_seed(0)
     config = dict(OURS_MODEL, context=context, pooling=pooling)
-    base = build_classifier(setup.model_dir, N_CHANNELS, setup.n_samples // 160, config)
+    base = build_classifier(setup.model_dir, N_CHANNELS, setup.n_samples // WHISPER_HOP_LENGTH, config)
     return apply_variant(base, variant).to(setup.device).train()
 
 

@@ -77,9 +77,11 @@ from common import (
 )
 from run import machine, quiet
 
+from gwlora.constants import SPLITS, WHISPER_FULL_FRAMES, WHISPER_HOP_LENGTH, WHISPER_N_MELS
+
 PEAK_BF16 = 989e12  # H200 SXM dense BF16 tensor-core peak (spec); about 790e12 is reached by large GEMMs
-SMALL = {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072, "num_mel_bins": 80, "init_std": 0.02}
-TINY = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 256, "num_mel_bins": 80, "init_std": 0.1}
+SMALL = {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072, "num_mel_bins": WHISPER_N_MELS, "init_std": 0.02}
+TINY = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 256, "num_mel_bins": WHISPER_N_MELS, "init_std": 0.1}
 GAP_TARGET = 0.005
 STUDY = {"batch": 16, "epochs": 8, "patience": 3, "weight_decay": 0.01}  # config/tiny-en.yaml's train section
 
@@ -129,7 +131,7 @@ def throughput(setup: Setup, cfg: dict, batches: list[int], clock: Clock) -> lis
             step, _ = our_step(s, ours(s, variant, context=context), variant.lr)
             steps[variant.family] = (step, s.steps if context == "clip" else s.heavy_steps)
         t = alternate(steps, s)
-        frames = s.n_samples // 160 if context == "clip" else 3000
+        frames = s.n_samples // WHISPER_HOP_LENGTH if context == "clip" else WHISPER_FULL_FRAMES
         for family, secs in t.items():
             flops = step_flops(cfg, frames, batch, family)
             rows.append({"batch": batch, "context": context, "variant": family, "step_ms": 1000 * secs,
@@ -196,7 +198,7 @@ def auc_gap(inputs: Path, work: Path, device, seeds: list[int], clock: Clock, re
 
     limit, epochs = (12, 1) if smoke else (None, STUDY["epochs"])
     splits = {name: SplitOnDevice(float32_cache(inputs / "features" / name, work / "auc" / name, limit), device)
-              for name in ("train", "val", "test")}
+              for name in SPLITS}
     runs: list[dict] = []
     results = []
     for variant in (LORA_R8, FULL):

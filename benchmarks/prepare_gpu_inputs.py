@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gwlora.constants import SPLITS
+
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 64 * 2**20
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
               "encoder_layers": cfg["encoder_layers"], "encoder_attention_heads": cfg["encoder_attention_heads"],
               "num_mel_bins": cfg["num_mel_bins"]}
     (out / "encoder" / "base_model.json").write_text(json.dumps(record, indent=2))
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         src, dst = args.features / split, out / "features" / split
         dst.mkdir(parents=True)
         np.save(dst / "features.npy", np.load(src / "features.npy").astype(np.float16))

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from gwlora.audio_sources import (
-    SPLITS,
     build_audio_split,
     build_audiofolder_split,
     build_hub_split,
@@ -25,6 +24,7 @@ from gwlora.audio_sources import (
     to_window,
 )
 from gwlora.cli import StageError, read_json
+from gwlora.constants import SPLITS
 from gwlora.dataset import load_split, save_split
 from local_http import serve_directory
 

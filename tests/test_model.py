@@ -3,7 +3,8 @@ import torch
 
 from gwlora.cli import StageError
 from gwlora.config import Variant
-from gwlora.model import FULL_CONTEXT_FRAMES, apply_variant, build_classifier, count_parameters
+from gwlora.constants import WHISPER_FULL_FRAMES, WHISPER_N_MELS
+from gwlora.model import apply_variant, build_classifier, count_parameters
 
 MODEL_CONFIG = {"context": "clip", "pooling": "mean", "head_hidden": [16]}
 D, LAYERS, CHANNELS = 32, 2, 2
@@ -63,9 +64,9 @@ def test_30s_context_pads_like_whisper_silence(built):
     model = classifier(built, context="30s", pooling="last").eval()
     x = torch.randn(2, CHANNELS, 80, 100)
     padded = model.pad_to_context(x.flatten(0, 1))
-    assert padded.shape[-1] == FULL_CONTEXT_FRAMES
+    assert padded.shape[-1] == WHISPER_FULL_FRAMES
     floor = x.flatten(0, 1).amax(dim=(-2, -1)) - 2.0
-    assert torch.equal(padded[..., 100:], floor[:, None, None].expand(-1, 80, FULL_CONTEXT_FRAMES - 100))
+    assert torch.equal(padded[..., 100:], floor[:, None, None].expand(-1, WHISPER_N_MELS, WHISPER_FULL_FRAMES - 100))
     with torch.no_grad():
         assert model(x).shape == (2,)
 

@@ -5,13 +5,13 @@ Both builders return what :func:`gwlora.dataset.build_split` returns, a
 writes and the `features` stage reads:
 
 * columns ``strain`` (float32, ``[1, n_samples]`` at 16 kHz with
-  ``n_samples = round(window_seconds * 16000)``), ``label`` (int64, 0/1 after
+  ``n_samples = round(window_seconds * WHISPER_SAMPLE_RATE)``), ``label`` (int64, 0/1 after
   binarisation), ``snr`` (float64, NaN: not applicable to audio), plus
   ``source_id`` (where the clip came from: ``"<source split>:<row>"`` or the
   file's path relative to the folder) and ``source_label`` (the original
   label / class folder name, as a string);
 * the record: ``split``, ``seed``, ``source``, ``detectors`` (``["audio"]``,
-  the one channel name), ``sample_rate`` (16000), ``n_windows``, ``n_signal``
+  the one channel name), ``sample_rate`` (``WHISPER_SAMPLE_RATE``), ``n_windows``, ``n_signal``
   (windows with label 1), ``data_config`` and ``label_names`` (``{0: ..., 1:
   ...}``).
 
@@ -59,16 +59,13 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from .cli import StageError, read_json, write_json
+from .constants import ARCHIVE_SUFFIXES, SPLITS, URL_SCHEMES, WHISPER_SAMPLE_RATE
 from .download import DownloadError, cache_name, download, extract_archive
 
 log = logging.getLogger("gwlora.audio_sources")
 
-SPLITS = ("train", "val", "test")
-SAMPLE_RATE = 16_000
 CHANNELS = ["audio"]
 DEFAULT_FRACTIONS = {"train": [0.0, 0.7], "val": [0.7, 0.85], "test": [0.85, 1.0]}
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar", ".zip")
-_URL_SCHEMES = ("http", "https", "file")
 
 
 # --- decoding and conditioning -------------------------------------------------
@@ -213,9 +210,9 @@ def _decode_value(value, name: str) -> tuple[np.ndarray, int]:
 def to_window(x: np.ndarray, rate: int, n_samples: int) -> np.ndarray:
     """float64 [C, n] at `rate` -> float32 [1, n_samples] at 16 kHz: mono, resampled, start kept or zero-padded."""
     mono = np.asarray(x, dtype=np.float64).mean(axis=0)
-    if rate != SAMPLE_RATE and mono.size:
-        g = math.gcd(SAMPLE_RATE, rate)
-        mono = resample_poly(mono, SAMPLE_RATE // g, rate // g)
+    if rate != WHISPER_SAMPLE_RATE and mono.size:
+        g = math.gcd(WHISPER_SAMPLE_RATE, rate)
+        mono = resample_poly(mono, WHISPER_SAMPLE_RATE // g, rate // g)
     out = np.zeros((1, n_samples), dtype=np.float32)
     keep = min(n_samples, mono.size)
     out[0, :keep] = mono[:keep]
@@ -223,9 +220,9 @@ def to_window(x: np.ndarray, rate: int, n_samples: int) -> np.ndarray:
 
 
 def _n_samples(data: dict) -> int:
-    n = round(float(data["window_seconds"]) * SAMPLE_RATE)
+    n = round(float(data["window_seconds"]) * WHISPER_SAMPLE_RATE)
     if n < 1:
-        raise StageError(f"data.window_seconds {data['window_seconds']!r} gives no samples at {SAMPLE_RATE} Hz")
+        raise StageError(f"data.window_seconds {data['window_seconds']!r} gives no samples at {WHISPER_SAMPLE_RATE} Hz")
     return n
 
 
@@ -262,7 +259,7 @@ def _finish(rows: list[dict], n_samples: int, data: dict, seed: int, split: str,
         "seed": seed,
         "source": source,
         "detectors": list(CHANNELS),
-        "sample_rate": SAMPLE_RATE,
+        "sample_rate": WHISPER_SAMPLE_RATE,
         "n_windows": len(rows),
         "n_signal": n_pos,
         "data_config": data,
@@ -544,7 +541,7 @@ def _locked(directory: Path) -> Iterator[None]:
 
 def _archive_stem(name: str) -> str | None:
     lower = name.lower()
-    for suffix in _ARCHIVE_SUFFIXES:
+    for suffix in ARCHIVE_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return None
@@ -563,7 +560,7 @@ def fetch_archive(url: str, sha256: str | None, cache_dir: str | Path) -> Path:
     name = PurePosixPath(urlsplit(url).path).name
     stem = _archive_stem(name)
     if stem is None:
-        raise StageError(f"data.audiofolder.path {url!r}: not an archive URL (expected a name ending in {', '.join(_ARCHIVE_SUFFIXES)})")
+        raise StageError(f"data.audiofolder.path {url!r}: not an archive URL (expected a name ending in {', '.join(ARCHIVE_SUFFIXES)})")
     entry = cache_name(url, stem)
     suffix = name[len(stem) :].lower()
     target, marker, archive = cache_dir / entry, cache_dir / f"{entry}.source.json", cache_dir / f"{entry}{suffix}"
@@ -650,7 +647,7 @@ def build_audiofolder_split(data: dict, seed: int, split: str, cache_dir: str | 
     _check_disjoint(ranges, "data.audiofolder.fractions")
 
     path = str(cfg["path"])
-    if urlsplit(path).scheme.lower() in _URL_SCHEMES:
+    if urlsplit(path).scheme.lower() in URL_SCHEMES:
         root = _archive_root(fetch_archive(path, cfg.get("sha256"), cache_dir))
     else:
         root = Path(path).expanduser()

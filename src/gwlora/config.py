@@ -14,13 +14,7 @@ from typing import Any
 
 import yaml
 
-# Whisper's log-mel front end: 16 kHz audio, 10 ms hop, 30 s receptive field.
-WHISPER_SAMPLE_RATE = 16_000
-WHISPER_HOP_LENGTH = 160
-WHISPER_CHUNK_SECONDS = 30
-# single-channel sources whose labels come from the data, not from injections
-AUDIO_SOURCES = ("hub", "audiofolder")
-INJECTION_SOURCES = ("simulated", "gwosc")  # strain with simulated signals injected, each with its SNR
+from .constants import AUDIO_SOURCES, SPLITS, WHISPER_CHUNK_SECONDS, WHISPER_FRAMES_PER_SECOND, WHISPER_N_MELS
 
 
 class ConfigError(ValueError):
@@ -114,7 +108,7 @@ def _check_semantics(config: dict) -> None:
         _check_physics(data)
     if data["source"] == "gwosc":
         _check_gwosc(data)
-    frames = data["window_seconds"] * WHISPER_SAMPLE_RATE / WHISPER_HOP_LENGTH
+    frames = data["window_seconds"] * WHISPER_FRAMES_PER_SECOND
     if abs(frames - round(frames)) > 1e-9 or round(frames) % 2:
         raise ConfigError(
             f"invalid config: data.window_seconds ({data['window_seconds']}) must be a multiple of 0.02 s "
@@ -145,7 +139,7 @@ def encoder_shape(model: dict) -> tuple[int, int, int, int] | None:
 
         cfg = json.loads(local.read_text())
     d = int(cfg["d_model"])
-    return d, int(cfg["encoder_layers"]), int(cfg.get("encoder_ffn_dim", 4 * d)), int(cfg.get("num_mel_bins", 80))
+    return d, int(cfg["encoder_layers"]), int(cfg.get("encoder_ffn_dim", 4 * d)), int(cfg.get("num_mel_bins", WHISPER_N_MELS))
 
 
 def _check_model_fits(config: dict) -> None:
@@ -183,7 +177,7 @@ def _check_gwosc(data: dict) -> None:
     if gwosc is None:
         raise ConfigError("invalid config: data.gwosc is required when data.source is gwosc")
     spans = []
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         for i, (start, end) in enumerate(gwosc["segments"][split]):
             if start >= end:
                 raise ConfigError(f"invalid config: data.gwosc.segments.{split}.{i}: start ({start}) >= end ({end})")

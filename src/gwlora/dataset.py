@@ -36,11 +36,10 @@ from tqdm import tqdm
 
 from . import gw
 from .cli import StageError, atomic_dir, json_arg, run_stage, write_json
-from .config import AUDIO_SOURCES
+from .constants import AUDIO_SOURCES, SPLITS, WHISPER_SAMPLE_RATE
 
 log = logging.getLogger("gwlora.dataset")
 
-SPLITS = ("train", "val", "test")
 INJECTION_COLUMNS = ("mass1", "mass2", "distance_mpc", "ra", "dec", "inclination", "polarization", "coa_phase")
 # Simulated segments of different splits start this far apart in GPS time (disjoint by construction).
 SPLIT_GPS_OFFSET = 10_000_000
@@ -227,7 +226,7 @@ def build_split(
         "seed": seed,
         "source": data["source"],
         "detectors": detectors,
-        "sample_rate": gw.WHISPER_SAMPLE_RATE,
+        "sample_rate": WHISPER_SAMPLE_RATE,
         "n_windows": n,
         "n_signal": int(labels.sum()),
         "data_config": data,

@@ -30,7 +30,7 @@ import jinja2
 import pandas as pd
 import yaml
 
-from . import browser
+from . import browser, constants
 from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
@@ -176,6 +176,7 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
     return {
         "experiment": config["experiment"],
         "config": config,
+        "constants": constants.as_dict(),
         "config_yaml": {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in config_sections.items()},
         "model": base,
         "ffn_dim": ffn,

@@ -35,11 +35,11 @@ from typing import Callable
 from tqdm import tqdm
 
 from .cli import StageError, atomic_dir, read_json, write_json
+from .constants import URL_SCHEMES
 
 log = logging.getLogger("gwlora.download")
 
 USER_AGENT = "gwlora-download/0.1 (+python-urllib)"
-_SCHEMES = ("http", "https", "file")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _UNSATISFIED_RANGE_RE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
@@ -125,8 +125,8 @@ def download(
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in _SCHEMES:
-        raise DownloadError(f"{url}: unsupported URL scheme {scheme or '(none)'!r} (expected one of {_SCHEMES})")
+    if scheme not in URL_SCHEMES:
+        raise DownloadError(f"{url}: unsupported URL scheme {scheme or '(none)'!r} (expected one of {URL_SCHEMES})")
     if sha256 is not None:
         sha256 = sha256.strip().lower()
         if not _SHA256_RE.match(sha256):

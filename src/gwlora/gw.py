@@ -27,8 +27,8 @@ import numpy as np
 from scipy import signal as sps
 
 from .cli import StageError
+from .constants import WHISPER_SAMPLE_RATE
 
-WHISPER_SAMPLE_RATE = 16_000
 
 
 # --------------------------------------------------------------------------- detectors and PSDs

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import signal as sps
 
 from .cli import StageError
+from .constants import SPLITS
 from .download import download, manifest_entry, read_manifest, url_file_name, verify_manifest, write_manifest
 
 log = logging.getLogger("gwlora.gwosc")
@@ -101,7 +102,7 @@ def validate_file(expected_detector: str):
 
 
 def all_segments(gwosc: dict) -> list[tuple[int, int]]:
-    return [tuple(s) for split in ("train", "val", "test") for s in gwosc["segments"][split]]
+    return [tuple(s) for split in SPLITS for s in gwosc["segments"][split]]
 
 
 def locate(detectors: list[str], gwosc: dict) -> dict[str, list[dict]]:

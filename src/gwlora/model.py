@@ -21,9 +21,9 @@ from torch import nn
 from transformers import WhisperForAudioClassification
 
 from .cli import StageError
-from .config import WHISPER_CHUNK_SECONDS, WHISPER_HOP_LENGTH, WHISPER_SAMPLE_RATE, Variant
+from .config import Variant
+from .constants import WHISPER_FULL_FRAMES
 
-FULL_CONTEXT_FRAMES = WHISPER_CHUNK_SECONDS * WHISPER_SAMPLE_RATE // WHISPER_HOP_LENGTH  # 3000
 
 
 def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implementation: str = "sdpa"):

@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .cli import StageError, atomic_file, run_stage  # noqa: E402
-from .config import WHISPER_HOP_LENGTH, WHISPER_SAMPLE_RATE  # noqa: E402
+from .constants import WHISPER_FRAMES_PER_SECOND  # noqa: E402
 
 log = logging.getLogger("gwlora.plot")
 
@@ -176,7 +176,7 @@ def plot_examples(features_dir: str | Path) -> plt.Figure:
     channels = meta["channels"]
     sns.set_theme(context="talk", style="white")
     fig, axes = plt.subplots(2, len(channels), figsize=(6 * len(channels) + 1, 7), layout="constrained", squeeze=False)
-    seconds = meta["n_frames"] * WHISPER_HOP_LENGTH / WHISPER_SAMPLE_RATE
+    seconds = meta["n_frames"] / WHISPER_FRAMES_PER_SECOND
     for row, (kind, i) in enumerate(examples.items()):
         for col, channel in enumerate(channels):
             ax = axes[row, col]

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-from .config import WHISPER_CHUNK_SECONDS, WHISPER_HOP_LENGTH, WHISPER_SAMPLE_RATE
+from .constants import WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from .config import encoder_shape as known_encoder_shape
 
 # --- documented defaults ------------------------------------------------------
@@ -54,9 +54,6 @@ MEM_STEP_MB = 1024  # requests are rounded up to whole GiB
 MIN_RUNTIME_MIN = 10
 GWOSC_FILES_MB = 2048  # GWOSC strain files held while a split is cut from them
 
-WHISPER_RATE = WHISPER_SAMPLE_RATE  # Hz, the rate every window is resampled to
-FRAMES_PER_S = WHISPER_SAMPLE_RATE // WHISPER_HOP_LENGTH  # log-mel frames per second of audio
-FULL_CONTEXT_POSITIONS = WHISPER_CHUNK_SECONDS * FRAMES_PER_S // 2  # encoder positions of the 30 s context
 # encoder (d_model, layers, ffn) of the released Whisper sizes, for hub ids not yet downloaded
 WHISPER_SIZES = {
     "tiny": (384, 4, 1536),
@@ -75,7 +72,7 @@ def encoder_shape(model: dict) -> tuple[int, int, int, int]:
         return known
     name = str(model["pretrained"]).lower()
     size = next((s for s in WHISPER_SIZES if s in name), DEFAULT_SIZE)
-    return (*WHISPER_SIZES[size], 128 if "large-v3" in name else 80)
+    return (*WHISPER_SIZES[size], 128 if "large-v3" in name else WHISPER_N_MELS)
 
 
 def encoder_parameters(model: dict) -> int:
@@ -90,12 +87,12 @@ def channels(data: dict) -> int:
 
 
 def clip_frames(data: dict) -> int:
-    return math.ceil(float(data.get("window_seconds", 1.0)) * FRAMES_PER_S)
+    return math.ceil(float(data.get("window_seconds", 1.0)) * WHISPER_FRAMES_PER_SECOND)
 
 
 def positions(model: dict, data: dict) -> int:
     """Encoder positions per channel: the full 30 s context, or the clip's frames halved by the strided convolution."""
-    return FULL_CONTEXT_POSITIONS if model.get("context") == "30s" else math.ceil(clip_frames(data) / 2)
+    return WHISPER_FULL_POSITIONS if model.get("context") == "30s" else math.ceil(clip_frames(data) / 2)
 
 
 def forward_flops(model: dict, data: dict) -> float:
@@ -136,7 +133,7 @@ def train_mem_mb(config: dict, attempt: int = 1) -> int:
     """Host memory in MB of one training job."""
     data, model, train = config["data"], config["model"], config["train"]
     windows = sum(data["splits"].values())
-    features = 4 * windows * channels(data) * 80 * clip_frames(data)
+    features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data)
     weights = 16 * encoder_parameters(model)
     activations = 0
     if train.get("device") == "cpu":
@@ -151,7 +148,7 @@ def _strain_bytes(data: dict, windows: int) -> float:
     GWOSC adds :data:`GWOSC_FILES_MB` for the strain files being read and whitened."""
     seconds = float(data.get("window_seconds", 1.0))
     extra = GWOSC_FILES_MB * 2**20 if data["source"] == "gwosc" else 0
-    return 2 * 4 * windows * channels(data) * seconds * WHISPER_RATE + extra
+    return 2 * 4 * windows * channels(data) * seconds * WHISPER_SAMPLE_RATE + extra
 
 
 def dataset_runtime(config: dict, split: str, attempt: int = 1) -> int:
@@ -171,4 +168,4 @@ def features_runtime(config: dict, split: str, attempt: int = 1) -> int:
 def features_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
     data = config["data"]
     windows = data["splits"][split]
-    return _mb(4 * windows * channels(data) * 80 * clip_frames(data) + _strain_bytes(data, windows) / 2, attempt)
+    return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data) + _strain_bytes(data, windows) / 2, attempt)
