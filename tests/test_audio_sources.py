@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import soundfile
 
 from gwlora.audio_sources import (
     build_audio_split,
@@ -222,12 +223,26 @@ def test_float_wav_decodes(extensible):
     np.testing.assert_allclose(y, x.astype(np.float32), rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "fmt, subtype, channels, tol",
+    [("WAV", "DOUBLE", 2, 1e-12), ("WAVEX", "PCM_24", 6, 2e-7), ("WAVEX", "DOUBLE", 3, 1e-12), ("FLAC", "PCM_16", 2, 2e-5)],
+)
+def test_other_layouts_and_formats_decode(fmt, subtype, channels, tol):
+    """64-bit float, 6-channel 24-bit WAVE_FORMAT_EXTENSIBLE and FLAC: libsndfile reads them all."""
+    x = tone(11025, 0.1, channels, amp=0.4) * np.linspace(1.0, 0.5, channels)[:, None]
+    buf = io.BytesIO()
+    soundfile.write(buf, x.T, 11025, format=fmt, subtype=subtype)
+    y, rate = decode_audio_bytes(buf.getvalue(), f"clip.{fmt.lower()}")
+    assert rate == 11025 and y.shape == x.shape
+    np.testing.assert_allclose(y, x, rtol=0, atol=tol)
+
+
 def test_undecodable_audio_names_the_file_and_format():
-    with pytest.raises(StageError, match=r"mystery\.flac.*not a RIFF/WAVE file.*fLaC"):
+    with pytest.raises(StageError, match=r"^mystery\.flac: cannot decode audio: .*unimplemented format"):
         decode_audio_bytes(b"fLaC" + bytes(64), "mystery.flac")
     adpcm = bytearray(float_wav_bytes(tone(8000, 0.01, 1), 8000))
-    adpcm[20:22] = struct.pack("<H", 2)
-    with pytest.raises(StageError, match=r"odd\.wav.*format tag 0x0002"):
+    adpcm[20:22] = struct.pack("<H", 2)  # MS ADPCM with 32 bits per sample: nonsense
+    with pytest.raises(StageError, match=r"^odd\.wav: cannot decode audio: .*ADPCM"):
         decode_audio_bytes(bytes(adpcm), "odd.wav")
 
 

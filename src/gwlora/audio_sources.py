@@ -34,10 +34,8 @@ three splits never overlap:
 * ``audiofolder``: the files of each class (sorted, then shuffled) are divided
   by the ``fractions``, per class (stratified).
 
-WAV files are decoded here (Python's :mod:`wave` for integer PCM, a small RIFF
-reader for 32/64-bit IEEE float and WAVE_FORMAT_EXTENSIBLE, then
-:mod:`soundfile` if it is installed), so neither ``torchcodec`` nor
-``soundfile`` is required for WAV data.
+Audio files are decoded with :mod:`soundfile` (libsndfile), hub ``Audio``
+columns included (read undecoded, so ``torchcodec`` is not required).
 """
 
 from __future__ import annotations
@@ -47,8 +45,6 @@ import io
 import logging
 import math
 import os
-import struct
-import wave
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -56,6 +52,7 @@ from urllib.parse import urlsplit
 
 import datasets
 import numpy as np
+import soundfile
 from scipy.signal import resample_poly
 
 from .cli import StageError, read_json, write_json
@@ -71,95 +68,19 @@ DEFAULT_FRACTIONS = {"train": [0.0, 0.7], "val": [0.7, 0.85], "test": [0.85, 1.0
 # --- decoding and conditioning -------------------------------------------------
 
 
-def _pcm_to_float(raw: bytes, width: int, n_channels: int, name: str) -> np.ndarray:
-    """Interleaved little-endian integer PCM -> float64 [C, n] in [-1, 1)."""
-    frame = width * n_channels
-    raw = raw[: len(raw) - len(raw) % frame] if frame else b""
-    if width == 1:  # 8-bit WAV is unsigned
-        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
-    elif width == 2:
-        x = np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = np.where(v >= 1 << 23, v - (1 << 24), v)
-        x = v.astype(np.float64) / float(1 << 23)
-    elif width == 4:
-        x = np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)
-    else:
-        raise StageError(f"{name}: cannot decode {8 * width}-bit integer PCM WAV")
-    return x.reshape(-1, n_channels).T
-
-
-class _Unsupported(Exception):
-    """The RIFF reader cannot handle this data; the message says why (the format)."""
-
-
-def _read_riff(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode a RIFF/WAVE file with integer PCM or IEEE float samples (plain or EXTENSIBLE)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise _Unsupported(f"not a RIFF/WAVE file (starts with {data[:12]!r})")
-    fmt = None
-    samples = None
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        body = data[pos + 8 : pos + 8 + size]  # a streaming writer may leave size too large: clamp
-        if chunk_id == b"fmt ":
-            if len(body) < 16:
-                raise _Unsupported("WAV 'fmt ' chunk is truncated")
-            tag, n_channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the real tag
-                if len(body) < 26:
-                    raise _Unsupported("WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is truncated")
-                tag = struct.unpack("<H", body[24:26])[0]
-            fmt = (tag, n_channels, rate, bits)
-        elif chunk_id == b"data":
-            samples = body
-        pos += 8 + size + (size & 1)
-    if fmt is None or samples is None:
-        raise _Unsupported("WAV file without a 'fmt ' or 'data' chunk")
-    tag, n_channels, rate, bits = fmt
-    if n_channels < 1 or rate < 1:
-        raise _Unsupported(f"WAV header with {n_channels} channels at {rate} Hz")
-    if tag == 1 and bits in (8, 16, 24, 32):
-        return _pcm_to_float(samples, bits // 8, n_channels, "WAV"), rate
-    if tag == 3 and bits in (32, 64):
-        dtype = "<f4" if bits == 32 else "<f8"
-        frame = bits // 8 * n_channels
-        x = np.frombuffer(samples[: len(samples) - len(samples) % frame], dtype=dtype).astype(np.float64)
-        return x.reshape(-1, n_channels).T, rate
-    raise _Unsupported(f"WAV format tag 0x{tag:04x} with {bits} bits per sample (supported: integer PCM, IEEE float)")
-
-
 def decode_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
-    """Decode an audio file's bytes to (float64 [channels, samples], sample rate).
+    """Decode an audio file's bytes to (float64 [channels, samples], sample rate) with :mod:`soundfile`.
 
-    WAV with integer PCM goes through :mod:`wave`, WAV with IEEE float (or a
-    header :mod:`wave` refuses) through a small RIFF reader, anything else
-    through :mod:`soundfile` when it is installed. :class:`StageError` names
-    `name` and the format when nothing can decode it.
+    libsndfile reads WAV (integer PCM of 8 to 32 bits, 32/64-bit IEEE float,
+    WAVE_FORMAT_EXTENSIBLE, ...) and FLAC, OGG and the other formats it knows;
+    integer PCM is scaled to [-1, 1), float is kept as stored.
+    :class:`StageError` names `name` and libsndfile's reason when it cannot.
     """
     try:
-        with wave.open(io.BytesIO(data)) as w:
-            n_channels, width, rate, n_frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(n_frames)
-        if n_channels >= 1 and rate >= 1:
-            return _pcm_to_float(raw, width, n_channels, name), rate
-    except (wave.Error, EOFError, struct.error):
-        pass
-    try:
-        return _read_riff(data)
-    except _Unsupported as exc:
-        reason = str(exc)
-    try:
-        import soundfile
-    except ImportError:
-        raise StageError(f"{name}: cannot decode audio: {reason} (install `soundfile` for formats other than WAV)") from None
-    try:
         x, rate = soundfile.read(io.BytesIO(data), dtype="float64", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure names the file
-        raise StageError(f"{name}: cannot decode audio: {reason}; soundfile: {type(exc).__name__}: {exc}") from exc
+    except (RuntimeError, TypeError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        reason = getattr(exc, "error_string", None) or str(exc)
+        raise StageError(f"{name}: cannot decode audio: {reason}") from None
     return np.ascontiguousarray(x.T), int(rate)
 
 
