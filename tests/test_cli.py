@@ -38,3 +38,16 @@ def test_atomic_writers_refuse_a_symlinked_target(tmp_path):
     with pytest.raises(StageError, match="a link"), atomic_dir(tmp_path / "out"):
         pass
     assert (elsewhere / "keep").read_text() == "x"
+
+
+def test_temporaries_left_by_a_killed_writer_are_cleared_at_the_next_run(tmp_path):
+    stale_dir, stale_file = tmp_path / ".out.tmp-abc123", tmp_path / ".out.json.tmp-def456"
+    (stale_dir / "half").mkdir(parents=True)
+    stale_file.write_text("half")
+    other = tmp_path / ".other.tmp-zzz"
+    other.mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "whole").write_text("x")
+    with atomic_file(tmp_path / "out.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-zzz", "out", "out.json"]

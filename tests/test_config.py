@@ -139,6 +139,11 @@ def test_fixed_alpha_applies_to_every_rank():
         (lambda d: d.update(band={"min": 20, "max": 1500}), ("data.band.max", "Nyquist")),
         (lambda d: d.update(segment_seconds=1.5), ("data.segment_seconds",)),
         (lambda d: d.update(detectors=["H1", "G1"]), ("data.detectors.1", "'G1' is not one of")),
+        # a waveform of years from 20 Hz: lalsimulation would exhaust memory or crash the dataset job
+        (lambda d: d["injection"].update(masses={"min": 0.001, "max": 50}), ("data.injection", "0.001+0.001", "raise masses.min or f_lower")),
+        (lambda d: d["injection"].update(f_lower=0.01), ("data.injection", "f_lower 0.01 Hz")),
+        (lambda d: d["injection"].update(f_lower=1500.0), ("data.injection", "Nyquist")),
+        (lambda d: d["injection"].update(approximant="SEOBNRv4", masses={"min": 2, "max": 3}), ("data.injection", "SEOBNRv4 cannot make")),
     ],
 )
 def test_bad_physics_is_named(mutate, needles):
@@ -171,3 +176,80 @@ def test_partial_deeper_than_a_local_pretrained_encoder_fails_validation(tmp_pat
     config["model"] = {"pretrained": str(tmp_path)}
     config["train"]["variants"]["partial"]["layers"] = 6
     check_rejected(config, "train.variants.partial.layers (6)", "4 encoder_layers", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["train"].update(batch_size=16.0), "train.batch_size"),
+        (lambda c: c.update(seed=0.0), "seed"),
+        (lambda c: c["model"].update(head_hidden=[128.0, 64]), "model.head_hidden.0"),
+        (lambda c: c["train"].update(seeds=[0, 1.0]), "train.seeds.1"),
+    ],
+)
+def test_integer_keys_refuse_floats(mutate, key):
+    """16.0 for an integer would fail minutes later in torch with an unrelated message."""
+    config = demo()
+    mutate(config)
+    check_rejected(config, key, "whole number")
+
+
+@pytest.mark.parametrize("name", ["demo\n", "demo\nx", "demo/..", "../demo", ""])
+def test_experiment_names_are_one_plain_line(name):
+    config = demo()
+    config["experiment"] = name
+    check_rejected(config, "experiment")
+
+
+def test_a_sha256_with_a_trailing_newline_is_refused():
+    config = demo()
+    config["data"] = {"source": "audiofolder", "splits": {"train": 4, "val": 2, "test": 2},
+                      "audiofolder": {"path": "x", "positive_class": "a", "sha256": "0" * 64 + "\n"}}
+    check_rejected(config, "data.audiofolder.sha256")
+
+
+@pytest.mark.parametrize("path", ["./models/whisper-small", "/nonexistent/whisper", "~/no-such-whisper-dir"])
+def test_a_missing_local_model_directory_is_named_at_validation(path):
+    config = demo()
+    config["model"] = {"pretrained": path}
+    check_rejected(config, "model.pretrained", path, "does not exist", "demo")
+
+
+def test_a_missing_directory_beside_an_existing_folder_is_a_path_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    config = demo()
+    config["model"] = {"pretrained": "models/whisper-small"}
+    check_rejected(config, "models/whisper-small", "does not exist")
+    config["model"] = {"pretrained": "openai/whisper-small"}  # a hub id: checked when it is loaded
+    validate(config, copy.deepcopy(SCHEMA))
+
+
+def test_a_hub_id_without_network_fails_at_once_with_one_line(monkeypatch):
+    import time
+
+    from gwlora.base_model import load_pretrained
+    from gwlora.cli import StageError
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    start = time.monotonic()
+    with pytest.raises(StageError) as info:
+        load_pretrained("openai/whisper-no-such-model")
+    message = str(info.value)
+    assert time.monotonic() - start < 10
+    assert "openai/whisper-no-such-model" in message and "HF_HUB_OFFLINE" in message and "config/demo.yaml" in message
+    assert "\n" not in message
+
+
+def test_an_unreachable_hub_is_named_without_retries(monkeypatch):
+    import socket
+
+    from gwlora.base_model import hub_unreachable_reason
+
+    with socket.socket() as s:  # a port on this machine that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+    reason = hub_unreachable_reason(timeout=2)
+    assert reason and f"127.0.0.1:{port} cannot be reached" in reason

@@ -14,6 +14,8 @@ from ``model.random_init`` (seeded), which needs no download: the offline demo.
 from __future__ import annotations
 
 import logging
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -44,15 +46,47 @@ def build_random(random_init: dict, seed: int) -> tuple[WhisperForAudioClassific
     return model, WhisperFeatureExtractor(feature_size=random_init["num_mel_bins"])
 
 
-def load_pretrained(name: str) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
-    """Load from a hub id or a local directory; errors name the source."""
+def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face hub cannot be asked for files (offline mode, no connection), or None when it answers."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
     try:
-        model = WhisperForAudioClassification.from_pretrained(name, num_labels=2)
-        extractor = WhisperFeatureExtractor.from_pretrained(name)
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as exc:
+        return f"{constants.ENDPOINT} cannot be reached: {getattr(exc, 'reason', exc)}"
+    return None
+
+
+def _load(name: str, **kwargs) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
+    return WhisperForAudioClassification.from_pretrained(name, num_labels=2, **kwargs), WhisperFeatureExtractor.from_pretrained(name, **kwargs)
+
+
+def load_pretrained(name: str) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
+    """Load from a local directory, the local hub cache, or the hub (only when it can be reached); errors name the source."""
+    if Path(name).expanduser().is_dir():
+        try:
+            return _load(str(Path(name).expanduser()))
+        except OSError as exc:
+            raise StageError(f"model.pretrained {name!r}: cannot load Whisper from this local directory: {exc}") from exc
+    try:
+        return _load(name, local_files_only=True)  # already in the local Hugging Face cache
+    except OSError:
+        pass
+    reason = hub_unreachable_reason()
+    if reason:
+        raise StageError(
+            f"model.pretrained {name!r}: not in the local Hugging Face cache and the hub cannot be asked ({reason}); "
+            "run the offline demo (--configfile config/demo.yaml), or download the encoder where there is internet "
+            "and set model.pretrained to its local directory"
+        )
+    try:
+        return _load(name)
     except OSError as exc:
-        where = "local directory" if Path(name).exists() else "hub id (is the network reachable?)"
-        raise StageError(f"model.pretrained {name!r}: cannot load Whisper from this {where}: {exc}") from exc
-    return model, extractor
+        raise StageError(f"model.pretrained {name!r}: cannot load Whisper from the hub: {exc}") from exc
 
 
 def prepare(model_config: dict, seed: int, out: str | Path) -> dict:

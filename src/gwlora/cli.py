@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -115,14 +116,30 @@ def _inside_parent(path: str | Path) -> Path:
     return path
 
 
+def _temporary_beside(path: Path, make: Callable[..., str]) -> Path:
+    """A new temporary file or folder beside `path` (``.<name>.tmp-*``), after removing any a killed writer left there.
+
+    One job writes one output (Snakemake's lock), so a temporary of the same
+    target found now is a leftover, never another writer's.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.tmp-"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*"):
+        log.info("removing %s, left by an interrupted run", stale)
+        shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink(missing_ok=True)
+    return Path(make(prefix=prefix, dir=path.parent))
+
+
+def _closed(fd: int, name: str) -> str:
+    os.close(fd)
+    return name
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place on success."""
     path = _inside_parent(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _temporary_beside(path, lambda **kw: _closed(*tempfile.mkstemp(**kw)))
     tmp.chmod(0o666 & ~UMASK)  # mkstemp makes 0600; give the final file the usual permissions
     try:
         yield tmp
@@ -135,8 +152,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` on success."""
     path = _inside_parent(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = _temporary_beside(path, tempfile.mkdtemp)
     tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700
     try:
         yield tmp

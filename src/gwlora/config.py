@@ -8,6 +8,7 @@ naming the key, before any job runs or any file is written.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,13 @@ def _key_path(path) -> str:
 
 
 def _with_defaults(validator_class):
-    """Extend a jsonschema validator so that it fills in `default` values."""
+    """Extend a jsonschema validator so that it fills in `default` values, and takes no float (16.0) for an integer."""
     import jsonschema
 
     validate_properties = validator_class.VALIDATORS["properties"]
+    strict_integers = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool)
+    )
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -39,7 +43,15 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def pattern_to_the_end(validator, pattern, instance, schema):
+        # JSON Schema patterns are ECMA-262 regexes, where `$` is the end of the string; in Python's re it
+        # also matches before a final newline, so "demo\n" would pass "^[a-z]+$".
+        if isinstance(instance, str) and not re.search(re.sub(r"(?<!\\)\$$", r"\\Z", pattern), instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+    return jsonschema.validators.extend(
+        validator_class, {"properties": set_defaults, "pattern": pattern_to_the_end}, type_checker=strict_integers
+    )
 
 
 def load_schema(path: str | Path) -> dict:
@@ -49,6 +61,8 @@ def load_schema(path: str | Path) -> dict:
 
 def _describe(error) -> str:
     where = _key_path(error.absolute_path)
+    if error.validator == "type" and error.validator_value == "integer" and isinstance(error.instance, float):
+        return f"{where} must be a whole number written without a decimal point (got {error.instance!r})"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -127,6 +141,31 @@ def _check_semantics(config: dict) -> None:
     _check_model_fits(config)
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether model.pretrained names a local directory rather than a hub id ("org/name").
+
+    A path starts with ``.``, ``/`` or ``~``, or it exists, or its first component
+    is an existing folder (``models/whisper-small`` beside a ``models/`` folder).
+    """
+    path = Path(name).expanduser()
+    return name.startswith((".", "/", "~")) or path.exists() or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+
+
+def _check_local_model(pretrained: str) -> None:
+    path = Path(pretrained).expanduser()
+    if not looks_like_path(pretrained):
+        return
+    if not path.is_dir():
+        raise ConfigError(
+            f"invalid config: model.pretrained: local encoder directory {pretrained!r} does not exist. Save one with "
+            "transformers (WhisperForAudioClassification.from_pretrained('openai/whisper-small').save_pretrained(DIR) "
+            "and WhisperFeatureExtractor likewise) on a machine with internet, give a hub id, or use null for the "
+            "random demo encoder (config/demo.yaml)"
+        )
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"invalid config: model.pretrained: {pretrained!r} has no config.json, so it is not a Hugging Face model directory")
+
+
 def encoder_shape(model: dict) -> tuple[int, int, int, int] | None:
     """(d_model, encoder layers, FFN width, mel bins) of the configured encoder when known before any download, else None."""
     if model["pretrained"] is None:
@@ -144,6 +183,8 @@ def encoder_shape(model: dict) -> tuple[int, int, int, int] | None:
 
 def _check_model_fits(config: dict) -> None:
     model = config["model"]
+    if model["pretrained"] is not None:
+        _check_local_model(model["pretrained"])
     if model["pretrained"] is None:
         init = model["random_init"]
         if init["d_model"] % init["encoder_attention_heads"]:
@@ -201,6 +242,7 @@ def _check_physics(data: dict) -> None:
     checks = {
         "data.injection.approximant": lambda: gw.approximant(data["injection"]["approximant"]),
         "data.psd": lambda: gw.check_psd_name(data["psd"]),
+        "data.injection": lambda: gw.check_injection(data["injection"], data["sample_rate"]),
     }
     for key, check in checks.items():
         try:

@@ -160,6 +160,48 @@ def draw_injection(rng: np.random.Generator, injection: dict, snr_range: dict) -
 
 
 REFERENCE_DISTANCE_MPC = 400.0
+# The longest waveform an injection may need, from f_lower to merger: a 1+1 solar-mass binary from 20 Hz
+# lasts about 280 s. Far lighter masses or lower f_lower ask lalsimulation for years of samples (and crash it).
+MAX_WAVEFORM_SECONDS = 600.0
+
+
+def check_injection(injection: dict, fs: float) -> None:
+    """Raise StageError unless the approximant can make every waveform `injection` draws, at `fs` Hz.
+
+    The lightest binary must chirp from ``f_lower`` to merger within
+    :data:`MAX_WAVEFORM_SECONDS`, and the corners of the mass range (lightest,
+    most unequal, heaviest) must each be generated without a lalsimulation error.
+    """
+    m_lo, m_hi, f_lower = injection["masses"]["min"], injection["masses"]["max"], injection["f_lower"]
+    if f_lower >= fs / 2:
+        raise StageError(f"f_lower ({f_lower} Hz) must be below the Nyquist frequency of data.sample_rate ({fs / 2:g} Hz)")
+    seconds = lalsim.SimInspiralChirpTimeBound(f_lower, m_lo * lal.MSUN_SI, m_lo * lal.MSUN_SI, 0.0, 0.0)
+    if seconds > MAX_WAVEFORM_SECONDS:
+        raise StageError(
+            f"a {m_lo:g}+{m_lo:g} solar-mass binary (masses.min) lasts about {seconds:.3g} s from f_lower {f_lower:g} Hz, "
+            f"more than the {MAX_WAVEFORM_SECONDS:g} s a waveform may take: raise masses.min or f_lower"
+        )
+    for m1, m2 in sorted({(m_lo, m_lo), (m_hi, m_lo), (m_hi, m_hi)}):
+        error = _waveform_error(m1, m2, float(fs), f_lower, injection["approximant"])
+        if error:
+            raise StageError(
+                f"approximant {injection['approximant']} cannot make a {m1:g}+{m2:g} solar-mass waveform from "
+                f"f_lower {f_lower:g} Hz at {fs:g} Hz (lalsimulation: {error}); narrow masses or change f_lower"
+            )
+
+
+@lru_cache(maxsize=256)
+def _waveform_error(m1: float, m2: float, fs: float, f_lower: float, approximant_name: str) -> str | None:
+    """lalsimulation's error for a non-spinning m1+m2 waveform from f_lower at fs, or None when it can be made."""
+    try:
+        lalsim.SimInspiralChooseTDWaveform(
+            m1 * lal.MSUN_SI, m2 * lal.MSUN_SI, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            REFERENCE_DISTANCE_MPC * 1e6 * lal.PC_SI, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0 / fs, f_lower, f_lower, None,
+            approximant(approximant_name),
+        )
+    except RuntimeError as exc:
+        return str(exc)
+    return None
 
 
 def project_waveform(
