@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -67,3 +68,45 @@ def test_window_crops_the_start_pads_with_zeros_and_averages_channels():
     short = to_window(tone(16000, 0.25, 2), 16000, 16000)
     np.testing.assert_allclose(short[0, :4000], tone(16000, 0.25, 1)[0], atol=1e-6)
     assert not short[0, 4000:].any()
+
+
+# --- clips that are refused, by name ------------------------------------------------------
+
+
+def test_empty_file_and_empty_wav_are_refused_not_silence():
+    with pytest.raises(StageError, match=r"^gone\.wav: empty file \(0 bytes\)"):
+        decode_audio_bytes(b"", "gone.wav")
+    header_only = wav_bytes(np.zeros((2, 0)), 8000)
+    with pytest.raises(StageError, match=r"^hollow\.wav: the clip has no samples"):
+        decode_audio_bytes(header_only, "hollow.wav")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_with_where_they_are(bad):
+    x = tone(8000, 0.1, 2)
+    x[1, 400] = bad
+    with pytest.raises(StageError, match=r"^nan\.wav: 1 samples are NaN or infinite \(the first at sample 400 of channel 1, 0\.050 s\)"):
+        decode_audio_bytes(float_wav_bytes(x, 8000), "nan.wav")
+
+
+def test_absurd_sample_rate_is_refused_quickly():
+    data = wav_bytes(tone(999_983, 0.0001, 1), 999_983)
+    assert len(data) == 244
+    start = time.perf_counter()
+    with pytest.raises(StageError, match=r"^odd\.wav: sample rate 999983 Hz is outside the 1000 to 384000 Hz"):
+        decode_audio_bytes(data, "odd.wav")
+    assert time.perf_counter() - start < 1.0
+    with pytest.raises(StageError, match=r"^slow\.wav: sample rate 999 Hz is outside"):
+        decode_audio_bytes(wav_bytes(tone(999, 0.1, 1), 999), "slow.wav")
+
+
+@pytest.mark.parametrize("rate, ok", [(44_100, True), (44_056, True), (383_999, False), (99_991, False)])
+def test_resampling_with_huge_factors_is_refused(rate, ok):
+    data = wav_bytes(tone(rate, 0.01, 1), rate)
+    if ok:
+        assert to_window(*decode_audio_bytes(data, "fine.wav"), 160).shape == (1, 160)
+        return
+    with pytest.raises(StageError, match=rf"^prime\.wav: resampling {rate} Hz to 16000 Hz needs the factors 16000/{rate}, beyond the 10000"):
+        decode_audio_bytes(data, "prime.wav")
+    with pytest.raises(StageError, match=r"^clip: resampling"):
+        to_window(np.zeros((1, 10)), rate, 160, "clip")

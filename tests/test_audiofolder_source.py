@@ -187,3 +187,21 @@ def test_audiofolder_errors_name_the_culprit(tmp_path):
         build_audiofolder_split(folder_data(two, fractions=overlapping), 0, "train", cache)
     with pytest.raises(StageError, match=r"fractions has no entry for split 'test'"):
         build_audiofolder_split(folder_data(two, fractions={"train": [0, 1]}), 0, "test", cache)
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (b"", r"empty file \(0 bytes\)"),
+        (wav_bytes(np.zeros((1, 0)), 8000), r"the clip has no samples"),
+        (float_wav_bytes(np.full((1, 800), np.nan), 8000), r"800 samples are NaN or infinite"),
+        (wav_bytes(tone(999_983, 0.0001, 1), 999_983), r"sample rate 999983 Hz is outside the 1000 to 384000 Hz"),
+    ],
+)
+def test_audiofolder_refuses_a_bad_wav_by_its_path(tmp_path, content, pattern):
+    root = make_folder(tmp_path / "f", n_chirp=3, n_noise=3)
+    bad = root / "noise" / "bad.wav"
+    bad.write_bytes(content)
+    data = folder_data(root, fractions={"train": [0, 1]})
+    with pytest.raises(StageError, match=rf"^{re.escape(str(bad))}: {pattern}"):
+        build_audiofolder_split(data, 0, "train", tmp_path / "cache")

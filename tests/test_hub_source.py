@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import datasets
@@ -204,6 +205,26 @@ def test_hub_errors_name_the_culprit(hub_dir, split, overrides, pattern):
         del data["hub"]["positive_labels"]
     with pytest.raises(StageError, match=pattern):
         build_hub_split(data, 0, split)
+
+
+def test_hub_array_cell_with_nan_or_no_samples_is_named(tmp_path):
+    """Three rows, one per split: the NaN row and the empty row each stop their split, named by row."""
+    ds = datasets.Dataset.from_dict(
+        {
+            "sound": [{"array": [0.1, 0.2], "sampling_rate": 8000}, {"array": [0.1, float("nan")], "sampling_rate": 8000}, {"array": [], "sampling_rate": 8000}],
+            "y": [0, 1, 1],
+        }
+    )
+    ds.save_to_disk(str(tmp_path / "bad"))
+    data = hub_data(tmp_path / "bad", audio_column="sound", label_column="y", splits={"train": "train", "val": "train", "test": "train"}, fractions={"train": [0, 0.3], "val": [0.3, 0.6], "test": [0.6, 1]}, shuffle_seed=0)
+    del data["hub"]["positive_labels"]
+    messages = []
+    for split in SPLITS:
+        with pytest.raises(StageError) as caught:
+            build_hub_split(data, 0, split)
+        messages.append(str(caught.value))
+    assert any(re.search(r"bad split 'train' row 1: 1 samples are NaN or infinite", m) for m in messages), messages
+    assert any(re.search(r"bad split 'train' row 2: the clip has no samples", m) for m in messages), messages
 
 
 def test_hub_unknown_id_is_named(tmp_path):

@@ -186,7 +186,7 @@ def build_audiofolder_split(data: dict, seed: int, split: str, cache_dir: str | 
         rel = file.relative_to(root)
         rows.append(
             {
-                "strain": to_window(x, rate, n_samples),
+                "strain": to_window(x, rate, n_samples, str(file)),
                 "label": int(rel.parts[0] == positive),
                 "source_id": rel.as_posix(),
                 "source_label": rel.parts[0],

@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .audio_clips import decode_audio_bytes, read_audio_file, to_window
+from .audio_clips import check_clip, decode_audio_bytes, read_audio_file, to_window
 from .audio_splits import check_disjoint, check_split, finish_split, fraction_range, partition, split_limit, window_samples
 from .cli import StageError
 from .constants import SPLITS
@@ -44,7 +44,7 @@ def _decode_value(value, name: str) -> tuple[np.ndarray, int]:
                 x = x.T
         else:
             raise StageError(f"{name}: audio array has shape {x.shape}, expected [samples] or [channels, samples]")
-        return x, _sampling_rate(value.get("sampling_rate"), name)
+        return check_clip(x, _sampling_rate(value.get("sampling_rate"), name), name)
     if isinstance(value, dict) and (value.get("bytes") is not None or value.get("path") is not None):
         if value.get("bytes") is not None:
             label = f"{name} ({value['path']})" if value.get("path") else name
@@ -194,7 +194,7 @@ def build_hub_split(data: dict, seed: int, split: str) -> tuple[datasets.Dataset
         value = all_labels[index]
         rows.append(
             {
-                "strain": to_window(x, rate, n_samples),
+                "strain": to_window(x, rate, n_samples, where),
                 "label": int(value in positives),
                 "source_id": f"{source}:{index}",
                 "source_label": _label_text(value, label_feature),
