@@ -9,6 +9,13 @@ console errors, broken images, blank or overflowing slides.
 
 Both deck formats are driven through their own JavaScript API: the fallback
 template's ``window.gwloraDeck`` and Quarto's ``Reveal``.
+
+Every wait has a deadline (``poll`` on the pipe with the time left, never a
+bare blocking read): when one passes, the browser's whole process group is
+killed and :class:`~gwlora.cli.StageError` names the page and the step. A
+JavaScript dialog (``alert``, ``confirm``, ``prompt``) would stop the page
+until someone answers it: it is dismissed at once, logged, and reported among
+the page's :meth:`Browser.errors`.
 """
 
 from __future__ import annotations
@@ -19,12 +26,15 @@ import io
 import json
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from .cli import StageError, atomic_file, run_stage
 
@@ -50,13 +60,20 @@ def _high_fd(fd: int) -> int:
 
 
 class Browser:
-    """One headless Chromium, driven over the DevTools pipe (fd 3 in, fd 4 out)."""
+    """One headless Chromium, driven over the DevTools pipe (fd 3 in, fd 4 out).
+
+    `timeout` bounds every step (a command and its reply, or a wait for an
+    event); the browser runs in its own session so that a step that overruns
+    kills it and every process it started.
+    """
 
     def __init__(self, executable: str | None = None, timeout: float = 60.0):
         executable = executable or find_chromium()
         if not executable:
             raise StageError(f"no Chromium found on PATH (looked for {', '.join(CHROMIUM_NAMES)}; or set GWLORA_CHROMIUM)")
+        self.executable = executable
         self.timeout = timeout
+        self.url = "about:blank"  # the page being driven, for the error messages
         self._profile = tempfile.mkdtemp(prefix="gwlora-chromium-")
         to_child, self._write = map(_high_fd, os.pipe())
         self._read, from_child = map(_high_fd, os.pipe())
@@ -70,67 +87,134 @@ class Browser:
             "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--hide-scrollbars",
             "--mute-audio", f"--user-data-dir={self._profile}", "about:blank",
         ]
-        self._proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire_pipes, close_fds=False,  # the parent's other fds are close-on-exec (PEP 446)
-        )
+        try:
+            self._proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=wire_pipes, close_fds=False,  # the parent's other fds are close-on-exec (PEP 446)
+                start_new_session=True,  # its own process group, killed whole on a timeout
+            )
+        except OSError as exc:
+            for fd in (to_child, from_child, self._read, self._write):
+                os.close(fd)
+            shutil.rmtree(self._profile, ignore_errors=True)
+            raise StageError(f"cannot start Chromium {executable}: {exc}") from exc
         os.close(to_child)
         os.close(from_child)
+        os.set_blocking(self._write, False)  # a browser that stops reading cannot block a write past the deadline
         self._buffer = b""
         self._next_id = 0
+        self._killed = False
         self.events: list[dict] = []
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        try:
+            target = self.call("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        except BaseException:
+            self.close()
+            raise
 
-    def _send(self, message: dict) -> None:
-        os.write(self._write, json.dumps(message).encode() + b"\0")
+    # --- the pipe, every wait bounded by a deadline
 
-    def _receive(self, deadline: float) -> dict:
-        while b"\0" not in self._buffer:
-            if time.monotonic() > deadline:
-                raise StageError("Chromium did not answer in time")
-            chunk = os.read(self._read, 1 << 20)
-            if not chunk:
-                raise StageError(f"Chromium exited (code {self._proc.poll()})")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
+    def _timed_out(self, step: str, limit: float) -> NoReturn:
+        pid = self._proc.pid
+        self.kill()
+        raise StageError(
+            f"Chromium ({self.executable}): {step} on {self.url} did not finish within {limit:g} s; "
+            f"killed the browser (pid {pid}) and its process group"
+        )
 
-    def call(self, method: str, session: str | None = None, **params) -> dict:
-        """Send one command and wait for its reply; events that arrive meanwhile are kept in `events`."""
+    def _exited(self, step: str) -> StageError:
+        try:
+            code = self._proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            code = None
+        return StageError(f"Chromium ({self.executable}) exited (code {code}) during {step} on {self.url}")
+
+    def _ready(self, fd: int, event: int, deadline: float, step: str, limit: float) -> None:
+        """Wait until `fd` is ready for `event` (or hung up), or time out at `deadline`."""
+        poller = select.poll()
+        poller.register(fd, event)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._timed_out(step, limit)
+            if poller.poll(max(1, int(remaining * 1000 + 1))):
+                return
+
+    def _send(self, message: dict, deadline: float, step: str, limit: float) -> None:
+        data = json.dumps(message).encode() + b"\0"
+        while data:
+            self._ready(self._write, select.POLLOUT, deadline, step, limit)
+            try:
+                data = data[os.write(self._write, data) :]
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # EPIPE: the browser is gone
+                raise self._exited(step) from exc
+
+    def _command(self, method: str, session: str | None, params: dict, deadline: float, step: str, limit: float) -> int:
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params}
         if session:
             message["sessionId"] = session
-        self._send(message)
-        deadline = time.monotonic() + self.timeout
+        self._send(message, deadline, step, limit)
+        return message["id"]
+
+    def _receive(self, deadline: float, step: str, limit: float) -> dict:
+        while (end := self._buffer.find(b"\0")) < 0:
+            self._ready(self._read, select.POLLIN, deadline, step, limit)
+            chunk = os.read(self._read, 1 << 20)
+            if not chunk:
+                raise self._exited(step)
+            self._buffer += chunk
+        message, self._buffer = json.loads(self._buffer[:end]), self._buffer[end + 1 :]
+        if message.get("method") == "Page.javascriptDialogOpening":
+            self._dismiss(message, deadline, step, limit)
+        return message
+
+    def _dismiss(self, event: dict, deadline: float, step: str, limit: float) -> None:
+        """Answer a JavaScript dialog at once (it would stop the page); the event stays in `events` as a problem."""
+        params = event.get("params", {})
+        kind = params.get("type", "dialog")
+        log.warning("%s: the page opened a JavaScript %s dialog %r; dismissed it", self.url, kind, params.get("message", ""))
+        # Leaving the page is the only answer to `beforeunload` that lets a navigation go on.
+        accept = kind == "beforeunload"
+        self._command("Page.handleJavaScriptDialog", event.get("sessionId"), {"accept": accept}, deadline, step, limit)
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        """Send one command and wait for its reply; events that arrive meanwhile are kept in `events`."""
+        limit = self.timeout
+        deadline = time.monotonic() + limit
+        command = self._command(method, session, params, deadline, method, limit)
         while True:
-            reply = self._receive(deadline)
-            if reply.get("id") == self._next_id:
+            reply = self._receive(deadline, method, limit)
+            if reply.get("id") == command:
                 if "error" in reply:
-                    raise StageError(f"Chromium: {method} failed: {reply['error'].get('message')}")
+                    raise StageError(f"Chromium: {method} failed on {self.url}: {reply['error'].get('message')}")
                 return reply.get("result", {})
-            self.events.append(reply)
+            if "method" in reply:  # an event; replies to our dialog answers are dropped
+                self.events.append(reply)
 
     def page(self, method: str, **params) -> dict:
         return self.call(method, session=self.session, **params)
 
     def wait_for(self, event: str, timeout: float | None = None) -> dict:
-        deadline = time.monotonic() + (timeout or self.timeout)
+        limit = timeout or self.timeout
+        deadline = time.monotonic() + limit
         for i, message in enumerate(self.events):
             if message.get("method") == event:
                 return self.events.pop(i)
         while True:
-            message = self._receive(deadline)
+            message = self._receive(deadline, f"waiting for {event}", limit)
             if message.get("method") == event:
                 return message
-            self.events.append(message)
+            if "method" in message:
+                self.events.append(message)
 
     def evaluate(self, expression: str):
         """The value of a JavaScript expression in the page (promises awaited)."""
         result = self.page("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
-            raise StageError(f"Chromium: {expression!r} threw {result['exceptionDetails'].get('text')}")
+            raise StageError(f"Chromium: {expression!r} threw {result['exceptionDetails'].get('text')} on {self.url}")
         return result["result"].get("value")
 
     def open(self, path: str | Path, query: str = "") -> None:
@@ -138,7 +222,8 @@ class Browser:
         for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.page(domain)
         self.page("Emulation.setDeviceMetricsOverride", width=SLIDE_WIDTH, height=SLIDE_HEIGHT, deviceScaleFactor=1, mobile=False)
-        self.page("Page.navigate", url=Path(path).resolve().as_uri() + query)
+        self.url = Path(path).resolve().as_uri() + query
+        self.page("Page.navigate", url=self.url)
         self.wait_for("Page.loadEventFired")
         self.evaluate("document.fonts.ready.then(() => true)")
 
@@ -154,11 +239,13 @@ class Browser:
         return base64.b64decode(data)
 
     def errors(self) -> list[str]:
-        """Console errors, uncaught exceptions and failed loads the page reported so far."""
+        """Console errors, uncaught exceptions, failed loads and JavaScript dialogs the page produced so far."""
         found = []
         for message in self.events:
             method, params = message.get("method"), message.get("params", {})
-            if method == "Runtime.exceptionThrown":
+            if method == "Page.javascriptDialogOpening":
+                found.append(f"JavaScript {params.get('type', 'dialog')} dialog {params.get('message', '')!r} (dismissed)")
+            elif method == "Runtime.exceptionThrown":
                 details = params["exceptionDetails"]
                 found.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
@@ -168,16 +255,27 @@ class Browser:
                 found.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
         return found
 
-    def close(self) -> None:
+    def kill(self) -> None:
+        """Kill the browser and every process of its group at once (no goodbye over the pipe)."""
+        self._killed = True
         try:
-            self.call("Browser.close")
-        except (StageError, OSError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
+        self._proc.wait()
+
+    def close(self) -> None:
+        if not self._killed and self._proc.poll() is None:
+            self.timeout = min(self.timeout, 5.0)
+            try:
+                self.call("Browser.close")
+            except (StageError, OSError):
+                pass
         try:
-            self._proc.wait(timeout=10)
+            self._proc.wait(timeout=0 if self._killed else 10)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+            pass
+        self.kill()  # and any helper process still left in its group
         for fd in (self._read, self._write):
             try:
                 os.close(fd)
@@ -262,12 +360,17 @@ def distinct_colours(png: bytes) -> int:
     return len(image.getcolors(maxcolors=4096) or range(4097))
 
 
-def walk_deck(html: str | Path, screenshots: str | Path | None = None, executable: str | None = None) -> Walk:
-    """Open a rendered deck, go through every slide with the arrow key, and report what a reader would see."""
+def walk_deck(
+    html: str | Path, screenshots: str | Path | None = None, executable: str | None = None, timeout: float = 60.0
+) -> Walk:
+    """Open a rendered deck, go through every slide with the arrow key, and report what a reader would see.
+
+    `timeout` bounds each step in the browser (see :class:`Browser`).
+    """
     shots = Path(screenshots) if screenshots else None
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
-    with Browser(executable) as browser:
+    with Browser(executable, timeout) as browser:
         browser.open(html)
         deadline = time.monotonic() + 10  # reveal.js readies itself after the load event
         while (state := browser.evaluate(SLIDE_STATE)) is None and time.monotonic() < deadline:
@@ -293,10 +396,13 @@ def walk_deck(html: str | Path, screenshots: str | Path | None = None, executabl
     return walk
 
 
-def print_pdf(html: str | Path, pdf: str | Path, executable: str | None = None) -> Path:
-    """The deck as a PDF, one slide per page (reveal.js decks through their ``?print-pdf`` view)."""
+def print_pdf(html: str | Path, pdf: str | Path, executable: str | None = None, timeout: float = 60.0) -> Path:
+    """The deck as a PDF, one slide per page (reveal.js decks through their ``?print-pdf`` view).
+
+    `timeout` bounds each step in the browser (see :class:`Browser`).
+    """
     html = Path(html)
-    with Browser(executable) as browser:
+    with Browser(executable, timeout) as browser:
         browser.open(html)
         kind = browser.evaluate("window.gwloraDeck ? 'fallback' : (window.Reveal ? 'reveal' : 'page')")
         if kind == "reveal":
