@@ -64,11 +64,11 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         s = read_json(run_dir / "summary.json")
         vc = s["variant_config"]
         row = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
-        row.update(rank=vc.get("rank"), alpha=vc.get("alpha"), layers=vc.get("layers"), lr=vc.get("lr"))
+        row.update(rank=vc["rank"], alpha=vc["alpha"], layers=vc["layers"], lr=vc["lr"])
         row["peak_memory_mb"] = s["peak_memory_bytes"] / 2**20
-        row["checkpoint_mb"] = s.get("checkpoint_bytes", np.nan) / 2**20
+        row["checkpoint_mb"] = s["checkpoint_bytes"] / 2**20
         for mode in ("base", "unmerged", "merged"):
-            row[f"latency_{mode}_ms"] = s.get("latency_ms", {}).get(mode, np.nan)
+            row[f"latency_{mode}_ms"] = s["latency_ms"].get(mode, np.nan)  # base only, unless the variant merges
         row["run_dir"] = str(run_dir)
         rows.append(row)
         curve = pd.read_csv(run_dir / "curve.csv")

@@ -35,7 +35,7 @@ def build_random(random_init: dict, seed: int) -> tuple[WhisperForAudioClassific
         encoder_attention_heads=random_init["encoder_attention_heads"],
         encoder_ffn_dim=random_init["encoder_ffn_dim"],
         num_mel_bins=random_init["num_mel_bins"],
-        init_std=random_init.get("init_std", 0.02),
+        init_std=random_init["init_std"],
         decoder_layers=1,
         decoder_attention_heads=random_init["encoder_attention_heads"],
         decoder_ffn_dim=random_init["encoder_ffn_dim"],

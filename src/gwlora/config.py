@@ -313,12 +313,12 @@ def lora_groups(train: dict) -> list[str]:
 
 def expand_variants(train: dict) -> dict[str, Variant]:
     """Expand `train.variants` into named variants, in a stable display order."""
-    default_lr = train.get("lr", 3e-5)
+    default_lr = train["lr"]  # a family without an lr of its own uses train.lr
     out: dict[str, Variant] = {}
     families = train["variants"]
     for family in ("full", "frozen"):
         if family in families:
-            out[family] = Variant(name=family, family=family, group=family, lr=(families[family] or {}).get("lr", default_lr))
+            out[family] = Variant(name=family, family=family, group=family, lr=families[family].get("lr", default_lr))
     if "partial" in families:
         spec = families["partial"]
         k = spec["layers"]
@@ -326,8 +326,8 @@ def expand_variants(train: dict) -> dict[str, Variant]:
     for group in lora_groups(train):
         spec = families[group]
         ranks = spec["ranks"]
-        alpha = spec.get("alpha")
-        targets = spec.get("target_modules", ["q_proj", "v_proj"])
+        alpha = spec["alpha"]
+        targets = spec["target_modules"]
         targets = ENCODER_LINEAR_MODULES if targets == "all-linear" else tuple(targets)
         for r in ranks:
             name = f"{group}-r{r}"
@@ -339,8 +339,8 @@ def expand_variants(train: dict) -> dict[str, Variant]:
                 rank=r,
                 alpha=float(alpha if alpha is not None else ranks[0]),
                 target_modules=targets,
-                dropout=spec.get("dropout", 0.0),
-                rslora=spec.get("scaling", "alpha/r") == "alpha/sqrt(r)",
-                dora=bool(spec.get("dora", False)),
+                dropout=spec["dropout"],
+                rslora=spec["scaling"] == "alpha/sqrt(r)",
+                dora=spec["dora"],
             )
     return out

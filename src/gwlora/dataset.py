@@ -212,12 +212,10 @@ def build_split(
     gw.approximant(data["injection"]["approximant"])  # fail before any work on an unknown one
     if data["source"] == "simulated":
         rows = list(simulated_rows(data, seed, split, labels))
-    elif data["source"] == "gwosc":
+    else:  # gwosc
         if strain_manifest is None:
             raise StageError("data.source gwosc needs the manifest of the downloaded strain files (--strain-manifest)")
         rows = list(gwosc_rows(data, seed, split, labels, strain_manifest))
-    else:
-        raise StageError(f"data.source {data['source']!r} is not supported by this version")
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     detectors = list(data["detectors"])
     ds = datasets.Dataset.from_dict(columns, features=features_schema(len(detectors), rows[0]["strain"].shape[-1]))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-from .constants import WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
+from .constants import INJECTION_SOURCES, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from .config import encoder_shape as known_encoder_shape
 
 # --- documented defaults ------------------------------------------------------
@@ -83,16 +83,16 @@ def encoder_parameters(model: dict) -> int:
 
 def channels(data: dict) -> int:
     """Channels per window: one per detector for strain, one for audio sources."""
-    return len(data.get("detectors", ["H1", "L1"])) if data["source"] in ("simulated", "gwosc") else 1
+    return len(data["detectors"]) if data["source"] in INJECTION_SOURCES else 1
 
 
 def clip_frames(data: dict) -> int:
-    return math.ceil(float(data.get("window_seconds", 1.0)) * WHISPER_FRAMES_PER_SECOND)
+    return math.ceil(data["window_seconds"] * WHISPER_FRAMES_PER_SECOND)
 
 
 def positions(model: dict, data: dict) -> int:
     """Encoder positions per channel: the full 30 s context, or the clip's frames halved by the strided convolution."""
-    return WHISPER_FULL_POSITIONS if model.get("context") == "30s" else math.ceil(clip_frames(data) / 2)
+    return WHISPER_FULL_POSITIONS if model["context"] == "30s" else math.ceil(clip_frames(data) / 2)
 
 
 def forward_flops(model: dict, data: dict) -> float:
@@ -104,10 +104,10 @@ def forward_flops(model: dict, data: dict) -> float:
 
 def evaluations(train: dict, n_train: int) -> int:
     """Validation passes of one run: once per epoch, or every `eval_every_steps` steps."""
-    epochs, every = int(train["epochs"]), int(train.get("eval_every_steps", 0))
+    epochs, every = train["epochs"], train["eval_every_steps"]
     if every <= 0:
         return epochs
-    return epochs * max(1, math.ceil(math.ceil(n_train / int(train["batch_size"])) / every))
+    return epochs * max(1, math.ceil(math.ceil(n_train / train["batch_size"]) / every))
 
 
 def _minutes(seconds: float, attempt: int) -> int:
@@ -125,7 +125,7 @@ def train_runtime(config: dict, attempt: int = 1) -> int:
     splits = data["splits"]
     fwd = forward_flops(model, data)
     flops = fwd * (3 * splits["train"] * train["epochs"] + splits["val"] * evaluations(train, splits["train"]) + splits["test"])
-    rate = CPU_FLOPS_PER_THREAD * int(train.get("threads", 1)) if train.get("device") == "cpu" else GPU_FLOPS
+    rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
     return _minutes(TRAIN_OVERHEAD_S + SAFETY * flops / rate, attempt)
 
 
@@ -136,9 +136,9 @@ def train_mem_mb(config: dict, attempt: int = 1) -> int:
     features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data)
     weights = 16 * encoder_parameters(model)
     activations = 0
-    if train.get("device") == "cpu":
+    if train["device"] == "cpu":
         d, layers, _, _ = encoder_shape(model)
-        activations = 4 * 16 * int(train["batch_size"]) * channels(data) * positions(model, data) * d * layers
+        activations = 4 * 16 * train["batch_size"] * channels(data) * positions(model, data) * d * layers
     return _mb(features + weights + activations, attempt)
 
 
@@ -146,7 +146,7 @@ def _strain_bytes(data: dict, windows: int) -> float:
     """One split's windows in memory, float32 at 16 kHz, twice (the arrays and the data set built from them).
 
     GWOSC adds :data:`GWOSC_FILES_MB` for the strain files being read and whitened."""
-    seconds = float(data.get("window_seconds", 1.0))
+    seconds = data["window_seconds"]
     extra = GWOSC_FILES_MB * 2**20 if data["source"] == "gwosc" else 0
     return 2 * 4 * windows * channels(data) * seconds * WHISPER_SAMPLE_RATE + extra
 

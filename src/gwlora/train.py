@@ -438,7 +438,7 @@ def resume_or_start(run: Run, order: torch.Generator) -> RunState:
     run.model.load_state_dict(saved["trainable"], strict=False)
     run.optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
-    if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
+    if run.device.type == "cuda" and saved["cuda_rng"] is not None:
         torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
     state = RunState(**saved["state"])
     log.info("%s: resuming from its saved state at step %d (%.1f s of training)", run.label, state.step, state.train_time)
