@@ -1,48 +1,135 @@
-"""Stage `plot`: the presentation's figures from the aggregated curves (seaborn).
+"""Stage `plot`: the presentation's figures from the aggregated tables (seaborn).
 
-* ``val_auc_vs_time.{png,svg}``: validation AUC against cumulative training time;
-* ``val_loss_vs_time.{png,svg}``: validation loss against cumulative training time;
-* with the runs table: ``test_auc_vs_parameters`` (log axis), ``costs`` (peak
-  memory and step time per variant), and when there are LoRA runs
-  ``val_auc_vs_rank`` (full and frozen as reference lines) and ``latency``
-  (base, LoRA unmerged and merged);
-* with the AUC-by-SNR table (data with injections): ``auc_vs_snr``;
-* with a feature cache: ``example_inputs``, the log-mel the encoder sees for
-  the strongest signal and for a noise window of the test split.
+Which figures a config produces is decided once, by :func:`figure_names`; the
+Snakemake rule declares exactly those files as outputs and passes the same list
+to this stage (``--figures``), which draws exactly them:
 
-One colour per variant, the same in every figure. Curves show the mean over
-seeds at each evaluation, with a band from the lowest to the highest seed.
+* always: ``example_inputs`` (the log-mel the encoder sees for the strongest
+  signal and for a noise window of the test split), ``val_auc_vs_time`` and
+  ``val_loss_vs_time`` (validation AUC and loss against cumulative training
+  time), ``test_auc_vs_parameters`` (log axis) and ``costs`` (peak memory and
+  step time per variant);
+* with LoRA variants: ``val_auc_vs_rank`` (full and frozen as reference lines),
+  and ``latency`` (base, LoRA unmerged and merged) unless
+  ``train.latency_batches`` is 0;
+* with injected signals (``data.source`` in ``INJECTION_SOURCES``): ``auc_vs_snr``.
+
+A listed figure that the data cannot support (no LoRA run, no latency measured,
+no SNR rows, a table not given) stops the stage with a :class:`StageError`
+naming the figure and the reason: the stage never skips a figure silently and
+never draws an empty one, so a config and its results that disagree are caught.
+
+Every figure is set up by one :class:`Canvas`: seaborn's theme, the size and
+layout, one colour per variant (the same in every figure), and PNG + SVG files
+each written atomically. Curves show the mean over seeds at each evaluation,
+with a band from the lowest to the highest seed.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .cli import StageError, atomic_file, run_stage  # noqa: E402
-from .constants import WHISPER_FRAMES_PER_SECOND  # noqa: E402
+from .cli import StageError, atomic_file, run_stage
+from .config import expand_variants
+from .constants import INJECTION_SOURCES, WHISPER_FRAMES_PER_SECOND
 
 log = logging.getLogger("gwlora.plot")
 
-FIGURES = {
-    "val_auc_vs_time": ("val_auc", "validation AUC"),
-    "val_loss_vs_time": ("val_loss", "validation loss"),
-}
+
+class _ImportedOnFirstUse:
+    """A plotting module imported when first used, with matplotlib's file-only backend (Agg).
+
+    The Snakefile imports this module for :func:`figure_names` on every
+    invocation; matplotlib and seaborn would add over a second to each.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+        self._module = None
+
+    def __getattr__(self, attr):
+        if self._module is None:
+            import matplotlib
+
+            matplotlib.use("Agg")  # no display: figures go to files
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+
+plt = _ImportedOnFirstUse("matplotlib.pyplot")
+sns = _ImportedOnFirstUse("seaborn")
+
 FORMATS = ("png", "svg")
+SIZE = (10, 6)  # inches: every single-panel figure
+CURVES = {"val_auc": "validation AUC", "val_loss": "validation loss"}  # the training curves: column -> axis label
+LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", "latency_merged_ms": "merged"}
 
 
-def variant_palette(variants: list[str]) -> dict[str, tuple]:
+def variant_palette(variants: Sequence[str]) -> dict[str, tuple]:
     """A stable colour per variant, in display order."""
     colours = sns.color_palette("tab10" if len(variants) <= 10 else "husl", len(variants))
     return dict(zip(variants, colours))
+
+
+class Canvas:
+    """The set-up every figure shares: seaborn's theme, the size and layout, one colour per variant, and the files.
+
+    `palette` maps each variant to its colour, the same in every figure.
+    :meth:`figure` starts a figure in the shared theme; :meth:`save` writes it
+    as PNG and SVG beside each other, each file atomically, and closes it.
+    """
+
+    def __init__(self, out_dir: str | Path, variants: Sequence[str]):
+        self.out_dir = Path(out_dir)
+        self.palette = variant_palette(list(dict.fromkeys(variants)))
+
+    def figure(self, nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = SIZE, style: str = "whitegrid", **subplots):
+        """(figure, axes) in the shared theme; `subplots` goes to :func:`matplotlib.pyplot.subplots` (e.g. squeeze=False)."""
+        sns.set_theme(context="talk", style=style)
+        return plt.subplots(nrows, ncols, figsize=size, layout="constrained", **subplots)
+
+    def colours(self, variants) -> dict[str, tuple]:
+        """The palette restricted to `variants`, in display order (a seaborn `palette` / `hue_order` pair)."""
+        present = set(variants)
+        return {v: c for v, c in self.palette.items() if v in present}
+
+    def save(self, fig: plt.Figure, name: str) -> list[Path]:
+        """Write `fig` as ``<out_dir>/<name>.png`` and ``.svg`` (each atomically) and close it."""
+        paths = []
+        try:
+            for fmt in FORMATS:
+                path = self.out_dir / f"{name}.{fmt}"
+                with atomic_file(path) as tmp:
+                    fig.savefig(tmp, format=fmt, dpi=150)
+                paths.append(path)
+        finally:
+            plt.close(fig)
+        return paths
+
+
+def require(frame: pd.DataFrame, columns, what: str) -> None:
+    """Stop unless `frame` has rows and every one of `columns`."""
+    missing = set(columns) - set(frame.columns)
+    if missing:
+        raise StageError(f"{what} lacks the columns {sorted(missing)}")
+    if frame.empty:
+        raise StageError(f"{what} has no rows")
+
+
+def lora_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The LoRA rows of the runs table; stop if there are none."""
+    lora = runs[runs.family == "lora"]
+    if lora.empty:
+        raise StageError("runs.csv has no LoRA run (the config lists no LoRA variant?)")
+    return lora
 
 
 def seed_bands(curves: pd.DataFrame, y: str) -> pd.DataFrame:
@@ -55,11 +142,13 @@ def seed_bands(curves: pd.DataFrame, y: str) -> pd.DataFrame:
     return grouped.agg(time=("train_time_s", "mean"), mean=(y, "mean"), low=(y, "min"), high=(y, "max"), seeds=("seed", "nunique")).reset_index()
 
 
-def plot_curves(curves: pd.DataFrame, y: str, ylabel: str, palette: dict) -> plt.Figure:
-    sns.set_theme(context="talk", style="whitegrid")
-    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+def plot_curves(curves: pd.DataFrame, canvas: Canvas, y: str) -> plt.Figure:
+    """`y` against cumulative training time, one line per variant (mean over seeds, band: lowest to highest seed)."""
+    require(curves, ("variant", "seed", "step", "train_time_s", y), "curves.csv")
+    ylabel = CURVES[y]
+    fig, ax = canvas.figure()
     bands = seed_bands(curves, y)
-    for variant, colour in palette.items():
+    for variant, colour in canvas.colours(curves.variant).items():
         rows = bands[bands.variant == variant]
         ax.plot(rows.time, rows["mean"], marker="o", markersize=5, linewidth=2, color=colour, label=variant)
         if rows.seeds.max() > 1:
@@ -73,31 +162,20 @@ def plot_curves(curves: pd.DataFrame, y: str, ylabel: str, palette: dict) -> plt
     return fig
 
 
-def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
-    paths = []
-    for fmt in FORMATS:
-        path = stem.with_suffix(f".{fmt}")
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150)
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
-def plot_rank(runs: pd.DataFrame, palette: dict) -> plt.Figure:
+def plot_rank(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Best val AUC against LoRA rank (log2 axis; mean and seeds), full and frozen as reference lines."""
-    sns.set_theme(context="talk", style="whitegrid")
-    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
-    lora = runs[runs.family == "lora"]
+    require(runs, ("variant", "family", "group", "rank", "best_val_auc"), "runs.csv")
+    lora = lora_runs(runs)
+    fig, ax = canvas.figure()
     for group, rows in lora.groupby("group", sort=False):
-        colour = palette[rows.variant.iloc[-1]]
+        colour = canvas.palette[rows.variant.iloc[-1]]
         ax.scatter(rows["rank"], rows.best_val_auc, color=colour, alpha=0.5, s=30)
         means = rows.groupby("rank").best_val_auc.mean()
         ax.plot(means.index, means.values, marker="o", color=colour, linewidth=2, label=group)
     for family, style in (("full", "--"), ("frozen", ":")):
         ref = runs[runs.family == family]
         if len(ref):
-            ax.axhline(ref.best_val_auc.mean(), linestyle=style, color=palette[ref.variant.iloc[0]], linewidth=2, label=family)
+            ax.axhline(ref.best_val_auc.mean(), linestyle=style, color=canvas.palette[ref.variant.iloc[0]], linewidth=2, label=family)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("LoRA rank r")
     ax.set_ylabel("best validation AUC")
@@ -106,10 +184,11 @@ def plot_rank(runs: pd.DataFrame, palette: dict) -> plt.Figure:
     return fig
 
 
-def plot_params(runs: pd.DataFrame, palette: dict) -> plt.Figure:
+def plot_params(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Test AUC against trainable parameters (log axis), one colour per variant."""
-    sns.set_theme(context="talk", style="whitegrid")
-    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    require(runs, ("variant", "trainable_parameters", "test_auc"), "runs.csv")
+    palette = canvas.colours(runs.variant)
+    fig, ax = canvas.figure()
     sns.scatterplot(data=runs, x="trainable_parameters", y="test_auc", hue="variant", hue_order=list(palette), palette=palette, s=120, ax=ax)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
@@ -119,11 +198,13 @@ def plot_params(runs: pd.DataFrame, palette: dict) -> plt.Figure:
     return fig
 
 
-def plot_costs(runs: pd.DataFrame, palette: dict) -> plt.Figure:
+def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Peak memory and step time per variant (bars: mean over seeds)."""
-    sns.set_theme(context="talk", style="whitegrid")
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6), layout="constrained")
-    for ax, (col, label) in zip(axes, (("peak_memory_mb", "peak memory (MB)"), ("step_time_ms", "step time (ms)"))):
+    panels = {"peak_memory_mb": "peak memory (MB)", "step_time_ms": "step time (ms)"}
+    require(runs, ("variant", *panels), "runs.csv")
+    palette = canvas.colours(runs.variant)
+    fig, axes = canvas.figure(1, len(panels), size=(14, 6))
+    for ax, (col, label) in zip(axes, panels.items()):
         sns.barplot(data=runs, x="variant", y=col, hue="variant", order=list(palette), hue_order=list(palette), palette=palette, legend=False, ax=ax)
         ax.set_xlabel("")
         ax.set_ylabel(label)
@@ -132,15 +213,16 @@ def plot_costs(runs: pd.DataFrame, palette: dict) -> plt.Figure:
     return fig
 
 
-def plot_latency(runs: pd.DataFrame) -> plt.Figure:
+def plot_latency(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Inference latency of the base model, LoRA unmerged and LoRA merged, per LoRA variant."""
-    sns.set_theme(context="talk", style="whitegrid")
-    lora = runs[runs.family == "lora"].melt(
-        id_vars=["variant"], value_vars=["latency_base_ms", "latency_unmerged_ms", "latency_merged_ms"], var_name="model", value_name="ms"
-    ).dropna()
-    lora["model"] = lora["model"].str.removeprefix("latency_").str.removesuffix("_ms")
-    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
-    sns.barplot(data=lora, x="variant", y="ms", hue="model", hue_order=["base", "unmerged", "merged"], ax=ax)
+    require(runs, ("variant", "family", *LATENCY_MODELS), "runs.csv")
+    lora = lora_runs(runs)
+    if lora.latency_unmerged_ms.isna().all():
+        raise StageError("no LoRA run measured its inference latency (train.latency_batches 0 when they ran?)")
+    timed = lora.melt(id_vars=["variant"], value_vars=list(LATENCY_MODELS), var_name="model", value_name="ms").dropna()
+    timed["model"] = timed["model"].map(LATENCY_MODELS)
+    fig, ax = canvas.figure()
+    sns.barplot(data=timed, x="variant", y="ms", hue="model", hue_order=list(LATENCY_MODELS.values()), ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel("forward pass of one batch (ms)")
     ax.set_title("Inference latency: base, LoRA unmerged, LoRA merged")
@@ -148,12 +230,13 @@ def plot_latency(runs: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def plot_snr(auc_snr: pd.DataFrame, palette: dict) -> plt.Figure:
+def plot_snr(auc_snr: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Test AUC of each injection-SNR bin against all noise, per variant (mean over seeds, bars: min to max)."""
-    sns.set_theme(context="talk", style="whitegrid")
-    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    require(auc_snr, ("variant", "snr_median", "auc"), "auc_by_snr.csv (a row per run and SNR bin of injected test signals)")
+    palette = canvas.colours(auc_snr.variant)
+    fig, ax = canvas.figure()
     sns.lineplot(
-        data=auc_snr, x="snr_median", y="auc", hue="variant", hue_order=[v for v in palette if v in set(auc_snr.variant)],
+        data=auc_snr, x="snr_median", y="auc", hue="variant", hue_order=list(palette),
         palette=palette, marker="o", errorbar=("pi", 100), err_style="bars", linewidth=2, ax=ax,
     )
     ax.set_xlabel("network optimal SNR of the injection (bin median)")
@@ -163,7 +246,7 @@ def plot_snr(auc_snr: pd.DataFrame, palette: dict) -> plt.Figure:
     return fig
 
 
-def plot_examples(features_dir: str | Path) -> plt.Figure:
+def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
     """The model's input: log-mel of the loudest signal window and of a noise window, one panel per channel."""
     from .features import load_features, load_snr
 
@@ -174,8 +257,7 @@ def plot_examples(features_dir: str | Path) -> plt.Figure:
         raise StageError(f"{features_dir}: the example figure needs a signal and a noise window")
     examples = {"signal": signal_rows[np.argmax(snr[signal_rows])], "noise": noise_rows[0]}
     channels = meta["channels"]
-    sns.set_theme(context="talk", style="white")
-    fig, axes = plt.subplots(2, len(channels), figsize=(6 * len(channels) + 1, 7), layout="constrained", squeeze=False)
+    fig, axes = canvas.figure(2, len(channels), size=(6 * len(channels) + 1, 7), style="white", squeeze=False)
     seconds = meta["n_frames"] / WHISPER_FRAMES_PER_SECOND
     for row, (kind, i) in enumerate(examples.items()):
         for col, channel in enumerate(channels):
@@ -189,49 +271,101 @@ def plot_examples(features_dir: str | Path) -> plt.Figure:
     return fig
 
 
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the stage: the input it draws from and the function that draws it from that input."""
+
+    source: str  # a key of INPUTS
+    draw: Callable[[object, Canvas], plt.Figure]
+
+
+# make_figures' inputs: what each is, as the Python argument and the command-line option name it
+INPUTS = {
+    "curves": "curves.csv (curves_csv, --curves)",
+    "runs": "runs.csv (runs_csv, --runs)",
+    "auc_by_snr": "auc_by_snr.csv (auc_by_snr_csv, --auc-by-snr)",
+    "examples": "a feature cache (examples, --examples)",
+}
+
+
+# Every figure the stage can draw, in drawing order; figure_names picks those a config produces.
+FIGURES = {
+    "example_inputs": FigureSpec("examples", plot_examples),
+    "val_auc_vs_time": FigureSpec("curves", partial(plot_curves, y="val_auc")),
+    "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss")),
+    "test_auc_vs_parameters": FigureSpec("runs", plot_params),
+    "costs": FigureSpec("runs", plot_costs),
+    "val_auc_vs_rank": FigureSpec("runs", plot_rank),
+    "latency": FigureSpec("runs", plot_latency),
+    "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr),
+}
+
+
+def figure_names(config: dict) -> list[str]:
+    """The figures a (validated) config produces, in drawing order: the one place that decides it.
+
+    Every config: the example inputs, the two training curves, test AUC vs
+    parameters and the costs. LoRA variants add the rank figure, and the
+    latency figure unless ``train.latency_batches`` is 0. Data with injected
+    signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR.
+    """
+    train = config["train"]
+    lora = any(v.family == "lora" for v in expand_variants(train).values())
+    produced = {
+        "val_auc_vs_rank": lora,
+        "latency": lora and train["latency_batches"] > 0,
+        "auc_vs_snr": config["data"]["source"] in INJECTION_SOURCES,
+    }
+    return [name for name in FIGURES if produced.get(name, True)]
+
+
 def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
-    examples: str | Path | None = None,
+    examples: str | Path | None = None, *, figures: Sequence[str] | None = None,
 ) -> list[Path]:
-    curves = pd.read_csv(curves_csv)
-    missing = {"variant", "seed", "train_time_s", *(y for y, _ in FIGURES.values())} - set(curves.columns)
-    if missing:
-        raise StageError(f"{curves_csv}: missing columns {sorted(missing)}")
-    if curves.empty:
-        raise StageError(f"{curves_csv}: no evaluation rows to plot")
-    palette = variant_palette(list(dict.fromkeys(curves["variant"])))
-    out_dir = Path(out_dir)
+    """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
+
+    `figures` None draws every figure of :data:`FIGURES`. Returns the PNG and
+    SVG paths written, in the order of `figures`. A figure whose input was not
+    given, or whose data cannot support it (no LoRA run, no latency, no SNR
+    rows), raises a StageError naming the figure and why: nothing is skipped.
+    """
+    names = list(dict.fromkeys(FIGURES if figures is None else figures))
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise StageError(f"unknown figures {unknown}; the stage draws {list(FIGURES)}")
+    inputs = {"curves": curves_csv, "runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples}
+    for name in names:
+        if inputs[FIGURES[name].source] is None:
+            raise StageError(f"figure {name!r} is drawn from {INPUTS[FIGURES[name].source]}, which was not given")
+    data = {key: pd.read_csv(path) for key, path in inputs.items() if key != "examples" and path is not None}
+    data["examples"] = None if examples is None else Path(examples)
+    # one colour per variant across all figures: display order of the curves, then any variant only the other tables hold
+    canvas = Canvas(out_dir, [v for key in ("curves", "runs", "auc_by_snr") if key in data for v in data[key].get("variant", [])])
     paths = []
-    for stem, (y, ylabel) in FIGURES.items():
-        paths += save_figure(plot_curves(curves, y, ylabel, palette), out_dir / stem)
-    if runs_csv is not None:
-        runs = pd.read_csv(runs_csv)
-        paths += save_figure(plot_params(runs, palette), out_dir / "test_auc_vs_parameters")
-        paths += save_figure(plot_costs(runs, palette), out_dir / "costs")
-        if (runs.family == "lora").any():
-            paths += save_figure(plot_rank(runs, palette), out_dir / "val_auc_vs_rank")
-            if runs.get("latency_unmerged_ms", pd.Series(dtype=float)).notna().any():
-                paths += save_figure(plot_latency(runs), out_dir / "latency")
-    if auc_by_snr_csv is not None:
-        auc_snr = pd.read_csv(auc_by_snr_csv)
-        if len(auc_snr):
-            paths += save_figure(plot_snr(auc_snr, palette), out_dir / "auc_vs_snr")
-    if examples is not None:
-        paths += save_figure(plot_examples(examples), out_dir / "example_inputs")
+    for name in names:
+        figure = FIGURES[name]
+        try:
+            fig = figure.draw(data[figure.source], canvas)
+        except StageError as exc:
+            raise StageError(f"cannot draw figure {name!r}: {exc}") from None
+        paths += canvas.save(fig, name)
     return paths
 
 
 def _parser(p):
+    p.add_argument("--figures", required=True, nargs="+", choices=list(FIGURES), metavar="NAME",
+                   help=f"the figures to draw, as gwlora.plot.figure_names lists them for the config: any of {', '.join(FIGURES)}")
     p.add_argument("--curves", required=True, help="curves.csv written by the aggregate stage")
-    p.add_argument("--runs", help="runs.csv written by the aggregate stage (rank, parameter, cost and latency figures)")
+    p.add_argument("--runs", help="runs.csv written by the aggregate stage (parameter, cost, rank and latency figures)")
     p.add_argument("--auc-by-snr", help="auc_by_snr.csv written by the aggregate stage (AUC vs injection SNR figure)")
     p.add_argument("--examples", help="a feature cache (the test split) to draw example inputs from")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
-    """Plot the study's figures from the aggregated tables."""
-    paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples)
+    """Plot the listed figures from the aggregated tables."""
+    paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

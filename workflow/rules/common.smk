@@ -2,6 +2,7 @@ import json
 
 from gwlora import gpus
 from gwlora import resources as estimate
+from gwlora.plot import figure_names as plot_figure_names
 
 # The `gpu` resource of a training job: 1 where it trains on a GPU, 0 on the CPU
 # (train.device cpu, or auto on a machine without one). The default profile caps
@@ -30,16 +31,8 @@ def strain_manifest(wildcards):
 
 
 def figure_names():
-    """The figures the plot stage draws for this config (see gwlora.plot)."""
-    names = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs"]
-    if any(v.family == "lora" for v in VARIANTS.values()):
-        names.append("val_auc_vs_rank")
-        if config["train"]["latency_batches"] > 0:
-            names.append("latency")
-    if config["data"]["source"] in INJECTION_SOURCES:
-        names.append("auc_vs_snr")
-    return names
-
+    """The figures the plot stage draws for this config: gwlora.plot.figure_names decides, for the rule's outputs and its --figures."""
+    return plot_figure_names(config)
 
 
 def per_job(estimate_of):

@@ -1,5 +1,5 @@
 rule plot:
-    """The presentation's two figures (validation AUC and loss against training time), rank, parameter, cost and latency figures."""
+    """The presentation's figures: exactly those gwlora.plot.figure_names lists for this config (declared below and passed as --figures)."""
     input:
         curves=rules.aggregate.output.curves,
         runs=rules.aggregate.output.runs,
@@ -13,6 +13,7 @@ rule plot:
         ],
         expand(f"{RESULTS}/figures/{{name}}.svg", name=figure_names()),
     params:
+        figures=figure_names(),
         out_dir=subpath(output[0], parent=True),
     conda:
         "../../environment.yml"
@@ -21,4 +22,4 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python -m gwlora.plot --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
