@@ -1,0 +1,170 @@
+"""The plot stage on tiny synthetic tables: which figures a config produces, and that exactly those are drawn."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, tiny_config, write_toy_features
+from gwlora.cli import StageError
+from gwlora.config import expand_variants
+from gwlora.constants import INJECTION_SOURCES
+from gwlora.plot import FIGURES, Canvas, figure_names, main, make_figures, plot_curves, plot_rank
+
+ALWAYS = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs"]
+AUDIO = {"source": "audiofolder", "audiofolder": {"path": "clips", "positive_class": "tone"}, "splits": {"train": 8, "val": 4, "test": 4}}
+
+CONFIGS = {
+    "demo": ({}, ALWAYS + ["val_auc_vs_rank", "latency", "auc_vs_snr"]),
+    "no-lora": ({"train__variants": {"full": {"lr": 1e-4}, "frozen": {"lr": 1e-3}}}, ALWAYS + ["auc_vs_snr"]),
+    "frozen-only": ({"train__variants": {"frozen": {"lr": 1e-3}}}, ALWAYS + ["auc_vs_snr"]),
+    "no-latency": ({"train__latency_batches": 0}, ALWAYS + ["val_auc_vs_rank", "auc_vs_snr"]),
+    "audio-folder": ({"data": AUDIO, "train__variants": {"frozen": {"lr": 1e-3}, "lora": {"ranks": [2], "lr": 5e-4}}},
+                     ALWAYS + ["val_auc_vs_rank", "latency"]),
+    "audio-no-lora": ({"data": AUDIO, "train__variants": {"frozen": {"lr": 1e-3}}}, ALWAYS),
+}
+
+
+@pytest.mark.parametrize("shape", CONFIGS)
+def test_figure_names_follow_the_config(shape):
+    overrides, expected = CONFIGS[shape]
+    assert figure_names(tiny_config(**overrides)) == expected
+
+
+def test_figure_names_lists_in_drawing_order():
+    assert figure_names(tiny_config()) == list(FIGURES)  # the demo draws every figure the stage knows
+
+
+def synthetic_tables(config: dict, root) -> dict:
+    """curves.csv, runs.csv and auc_by_snr.csv shaped as the aggregate stage writes them for `config` (two seeds)."""
+    rng = np.random.default_rng(0)
+    variants = expand_variants(config["train"])
+    latency = config["train"]["latency_batches"] > 0
+    injections = config["data"]["source"] in INJECTION_SOURCES
+    curves, runs, snr = [], [], []
+    for i, (name, v) in enumerate(variants.items()):
+        for seed in (0, 1):
+            for step in (8, 16, 24):
+                curves.append({"variant": name, "seed": seed, "step": step, "epoch": step / 8, "train_time_s": step * (1 + i) + seed,
+                               "val_auc": 0.5 + step / 100 + rng.uniform(0, 0.05), "val_loss": 0.7 - step / 100})
+            lora = v.family == "lora"
+            runs.append({"variant": name, "seed": seed, "family": v.family, "group": v.group, "rank": v.rank,
+                         "trainable_parameters": 1000 * (i + 1), "best_val_auc": 0.7 + 0.01 * i + 0.01 * seed, "test_auc": 0.7 + 0.01 * i,
+                         "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
+                         "latency_base_ms": 5.0 if latency else np.nan,
+                         "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
+                         "latency_merged_ms": 5.1 if latency and lora else np.nan})
+            for b in range(4) if injections else ():
+                snr.append({"variant": name, "seed": seed, "snr_bin": b, "snr_low": 5.0 + b, "snr_high": 6.0 + b, "snr_median": 5.5 + b,
+                            "n_signal": 4, "n_noise": 16, "auc": 0.6 + 0.1 * b})
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    columns = {"auc_by_snr": ["variant", "seed", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "n_noise", "auc"]}
+    for key, rows in (("curves", curves), ("runs", runs), ("auc_by_snr", snr)):
+        paths[key] = root / f"{key}.csv"
+        pd.DataFrame(rows, columns=columns.get(key)).to_csv(paths[key], index=False)
+    paths["examples"] = write_toy_features(root, {"test": 8})["test"]
+    return paths
+
+
+def draw(paths: dict, out, names) -> list:
+    """make_figures on every table of `paths`, drawing `names`."""
+    return make_figures(paths["curves"], out, paths["runs"], paths["auc_by_snr"], paths["examples"], figures=names)
+
+
+def files_of(names) -> list[str]:
+    return sorted(f"{name}.{fmt}" for name in names for fmt in ("png", "svg"))
+
+
+@pytest.mark.parametrize("shape", ["demo", "no-lora", "no-latency", "audio-no-lora"])
+def test_make_figures_writes_exactly_the_listed_figures(shape, tmp_path):
+    config = tiny_config(**CONFIGS[shape][0])
+    paths = synthetic_tables(config, tmp_path / "tables")
+    names = figure_names(config)
+    out = tmp_path / "figures"
+    written = draw(paths, out, names)
+    assert [p.name for p in written] == [f"{name}.{fmt}" for name in names for fmt in ("png", "svg")]
+    assert sorted(p.name for p in out.iterdir()) == files_of(names)  # no other file, no temporary left behind
+    assert all(p.stat().st_size > 5000 for p in written)
+
+
+def test_make_figures_draws_only_a_subset_when_asked(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    written = make_figures(paths["curves"], tmp_path / "figures", paths["runs"], figures=["costs", "val_auc_vs_time"])
+    assert [p.name for p in written] == files_of(["costs"]) + files_of(["val_auc_vs_time"])
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == files_of(["costs", "val_auc_vs_time"])
+
+
+@pytest.mark.parametrize(
+    "shape, figure, message",
+    [
+        ("no-lora", "val_auc_vs_rank", "no LoRA run"),
+        ("no-lora", "latency", "no LoRA run"),
+        ("no-latency", "latency", "measured its inference latency"),
+        ("audio-folder", "auc_vs_snr", r"auc_by_snr.csv .* has no rows"),
+    ],
+)
+def test_a_listed_figure_the_data_cannot_support_is_named(shape, figure, message, tmp_path):
+    """A config and its results that disagree stop the stage: nothing is skipped silently."""
+    paths = synthetic_tables(tiny_config(**CONFIGS[shape][0]), tmp_path / "tables")
+    with pytest.raises(StageError, match=rf"cannot draw figure '{figure}': .*{message}"):
+        draw(paths, tmp_path / "figures", ["costs", figure])
+
+
+def test_a_figure_without_its_input_or_unknown_is_named(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    with pytest.raises(StageError, match=r"figure 'auc_vs_snr' is drawn from auc_by_snr.csv .*not given"):
+        make_figures(paths["curves"], tmp_path / "figures", paths["runs"], figures=["costs", "auc_vs_snr"])
+    with pytest.raises(StageError, match=r"unknown figures \['violin'\]"):
+        make_figures(paths["curves"], tmp_path / "figures", figures=["violin"])
+    assert not (tmp_path / "figures").exists()  # checked before anything is drawn
+
+
+def test_a_variant_has_one_colour_in_every_figure(tmp_path):
+    """The canvas's palette covers every table's variants; the curves and the rank figure agree on it."""
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    curves, runs = pd.read_csv(paths["curves"]), pd.read_csv(paths["runs"])
+    canvas = Canvas(tmp_path, [*curves.variant[curves.variant != "frozen"], *runs.variant])  # frozen only in runs
+    assert list(canvas.palette) == [v for v in expand_variants(tiny_config()["train"]) if v != "frozen"] + ["frozen"]
+    lines = {line.get_label(): line.get_color() for line in plot_curves(curves, canvas, "val_auc").axes[0].lines}
+    rank = {line.get_label(): line.get_color() for line in plot_rank(runs, canvas).axes[0].lines}
+    assert lines["frozen"] == pytest.approx(canvas.palette["frozen"]) and rank["frozen"] == pytest.approx(canvas.palette["frozen"])
+    assert rank["lora"] == pytest.approx(canvas.palette["lora-r8"])  # the family's line: its last rank's colour
+
+
+def test_cli_draws_the_figures_it_is_given(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    out = tmp_path / "figures"
+    args = ["--curves", str(paths["curves"]), "--runs", str(paths["runs"]), "--out", str(out)]
+    assert main(["--figures", "val_loss_vs_time", "val_auc_vs_rank", *args]) == 0
+    assert sorted(p.name for p in out.iterdir()) == files_of(["val_loss_vs_time", "val_auc_vs_rank"])
+    with pytest.raises(SystemExit):
+        main(["--figures", "violin", *args])  # argparse: not one of the figures
+    with pytest.raises(SystemExit):
+        main(args)  # --figures is required: the stage never decides for itself
+
+
+def planned_plot_job(config: dict, tmp_path) -> tuple[list[str], list[str]]:
+    """The plot rule's declared outputs and its --figures, from a Snakemake dry run of `config`."""
+    from test_workflow import snakemake, workflow_copy
+
+    root = workflow_copy(tmp_path)
+    (root / "plan.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(root, "-n", "-p", "--cores", "1", "--configfile", "plan.yaml").stdout
+    outputs = re.search(r"^rule plot:\n(?:    .*\n)*?    output: (.*)$", out, re.M).group(1).split(", ")
+    figures = re.search(r"python -m gwlora\.plot --figures (.*?) --", out).group(1).split()
+    return outputs, figures
+
+
+@pytest.mark.parametrize("shape", ["no-lora", "no-latency"])
+def test_the_rule_declares_and_passes_figure_names(shape, tmp_path):
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    for key, value in CONFIGS[shape][0].items():
+        section, _, name = key.partition("__")
+        config[section][name] = value
+    outputs, figures = planned_plot_job(config, tmp_path)
+    expected = figure_names(tiny_config(**CONFIGS[shape][0]))
+    assert figures == expected
+    assert sorted(o.rsplit("/", 1)[1] for o in outputs) == files_of(expected)
