@@ -205,3 +205,112 @@ def test_audiofolder_refuses_a_bad_wav_by_its_path(tmp_path, content, pattern):
     data = folder_data(root, fractions={"train": [0, 1]})
     with pytest.raises(StageError, match=rf"^{re.escape(str(bad))}: {pattern}"):
         build_audiofolder_split(data, 0, "train", tmp_path / "cache")
+
+
+# --- split folders (the Hugging Face audiofolder layout) -----------------------------------------
+
+
+def make_split_folders(root: Path, sizes: dict[str, tuple[int, ...]]) -> Path:
+    """root/<split folder>/{chirp,noise[,other]}/*.wav with (n_chirp, n_noise[, n_other]) files per split folder."""
+    for name, (n_chirp, n_noise, *n_other) in sizes.items():
+        make_folder(root / name, n_chirp=n_chirp, n_noise=n_noise, extra={"other": n_other[0]} if n_other else None)
+    return root
+
+
+def split_data(path, **overrides) -> dict:
+    data = folder_data(path, **overrides)
+    if "fractions" not in overrides:
+        del data["audiofolder"]["fractions"]
+    return data
+
+
+FULL = {"train": (8, 6), "validation": (3, 2), "test": (2, 3)}
+
+
+def test_split_folders_are_read_whole_without_re_splitting(tmp_path, caplog):
+    root = make_split_folders(tmp_path / "speech", FULL)
+    with caplog.at_level(logging.INFO, logger="gwlora.audiofolder_source"):
+        built = build_all(build_audiofolder_split, split_data(root), tmp_path / "cache")
+    for split, folder in zip(SPLITS, ("train", "validation", "test")):
+        ds, record = built[split]
+        arr = cols(ds)
+        assert {p.split("/")[0] for p in arr["source_id"]} == {folder}
+        assert len(ds) == sum(FULL[folder])  # every file of its folder, nothing more
+        assert arr["label"].tolist() == [int(p.split("/")[1] == "chirp") for p in arr["source_id"]]
+        assert set(arr["source_label"]) == {"chirp", "noise"}
+        assert record["label_names"] == {0: "noise", 1: "chirp"}
+        assert f"split '{split}' reads {folder}/ whole (no fractions apply to it)" in caplog.text
+
+
+def test_split_folders_are_capped_stratified(tmp_path):
+    root = make_split_folders(tmp_path / "speech", FULL)
+    data = split_data(root)
+    full = cols(build_audiofolder_split(data, 0, "train", tmp_path)[0])
+    data["splits"]["train"] = 7  # 14 files, 8 chirp: half of each class
+    capped = cols(build_audiofolder_split(data, 0, "train", tmp_path)[0])
+    assert sorted(capped["label"].tolist()) == [0, 0, 0, 1, 1, 1, 1]
+    assert set(capped["source_id"]) < set(full["source_id"])
+
+
+def test_missing_split_folders_are_carved_out_of_train(tmp_path, caplog):
+    root = make_split_folders(tmp_path / "speech", {"train": (20, 20), "test": (2, 3)})
+    with caplog.at_level(logging.INFO, logger="gwlora.audiofolder_source"):
+        built = {s: cols(ds) for s, (ds, _) in build_all(build_audiofolder_split, split_data(root), tmp_path / "cache").items()}
+    ids = {s: set(arr["source_id"]) for s, arr in built.items()}
+    assert {p.split("/")[0] for p in ids["train"] | ids["val"]} == {"train"} and not ids["train"] & ids["val"]
+    assert (len(ids["train"]), len(ids["val"]), len(ids["test"])) == (34, 6, 5)  # 15 % of each class of train/ for val
+    assert "none for val: split 'val' reads its share [0.85, 1.0] of train/, per class" in caplog.text
+    explicit = split_data(root, fractions={"train": [0, 0.5], "val": [0.5, 1.0]})
+    assert len(build_audiofolder_split(explicit, 0, "val", tmp_path)[0]) == 20
+    assert len(build_audiofolder_split(explicit, 0, "test", tmp_path)[0]) == 5
+
+
+def test_split_folder_aliases_and_a_train_folder_alone(tmp_path):
+    root = make_split_folders(tmp_path / "a", {"training": (6, 6), "dev": (2, 2), "eval": (2, 2)})
+    assert {cols(build_audiofolder_split(split_data(root), 0, "val", tmp_path)[0])["source_id"][0].split("/")[0]} == {"dev"}
+    alone = make_split_folders(tmp_path / "b", {"train": (10, 10)})
+    flat = make_folder(tmp_path / "c", n_chirp=10, n_noise=10)
+    for split in SPLITS:  # train/ alone: split by the default fractions, as the class folders themselves would be
+        a = cols(build_audiofolder_split(split_data(alone), 0, split, tmp_path)[0])
+        b = cols(build_audiofolder_split(split_data(flat), 0, split, tmp_path)[0])
+        assert a["source_id"] == ["train/" + p for p in b["source_id"]]
+
+
+def test_split_folders_with_different_classes_share_the_label_names(tmp_path, caplog):
+    root = make_split_folders(tmp_path / "speech", {"train": (6, 6), "validation": (2, 2), "test": (2, 2, 2)})
+    with caplog.at_level(logging.WARNING, logger="gwlora.audiofolder_source"):
+        built = build_all(build_audiofolder_split, split_data(root), tmp_path / "cache")
+    assert all(record["label_names"] == {0: "noise+other", 1: "chirp"} for _, record in built.values())
+    assert "hold different classes (train/: chirp, noise; validation/: chirp, noise; test/: chirp, noise, other)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "sizes, overrides, pattern",
+    [
+        (FULL, {"fractions": {"train": [0, 0.6], "val": [0.6, 0.8], "test": [0.8, 1.0]}}, r"fractions: .* has the split folders train/, validation/, test/, which fix the splits.*remove"),
+        ({"train": (6, 6), "test": (2, 2)}, {"fractions": {"train": [0, 0.8], "val": [0.8, 1], "test": [0, 1]}}, r"fractions.test: split 'test' reads the test/ folder .* whole; give fractions only for .*train, val"),
+        ({"train": (6, 6), "test": (2, 2)}, {"fractions": {"train": [0, 0.8]}}, r"fractions has no entry for split 'val'"),
+        ({"train": (6, 6), "val": (2, 2), "validation": (2, 2)}, {}, r"two folders for split 'val': val/ and validation/"),
+        ({"validation": (2, 2), "test": (2, 2)}, {}, r"has split folders \(validation/, test/\) but no train/ folder"),
+        ({"train": (6, 6), "chirp": (1, 0)}, {}, r"mixes split folders \(train/\) with other folders of \.wav files \(chirp/\)"),
+        ({"train": (6, 6), "test": (0, 3, 2)}, {}, r"positive_class 'chirp' is not a class folder of '.*test' \(classes: noise, other\)"),
+    ],
+)
+def test_split_folder_errors_name_the_culprit(tmp_path, sizes, overrides, pattern):
+    root = make_split_folders(tmp_path / "speech", sizes)
+    with pytest.raises(StageError, match=pattern):
+        build_all(build_audiofolder_split, split_data(root, **overrides), tmp_path / "cache")
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_split_folders_from_an_archive_url(tmp_path, http_root, wrapped):
+    served, base, requests = http_root
+    local = make_split_folders(tmp_path / "speech", {"train": (8, 8)} if not wrapped else FULL)
+    with tarfile.open(served / "speech.tar.gz", "w:gz") as tf:
+        for child in sorted(local.iterdir()):
+            tf.add(child, arcname=f"speech/{child.name}" if wrapped else child.name)
+    data = split_data(f"{base}/speech.tar.gz")
+    for split in SPLITS:
+        remote = cols(build_audiofolder_split(data, 0, split, tmp_path / "cache")[0])
+        assert remote["source_id"] == cols(build_audiofolder_split(split_data(local), 0, split, tmp_path)[0])["source_id"]
+    assert len(requests) == 1
