@@ -29,7 +29,8 @@ three splits never overlap:
   source split must be given disjoint ``fractions`` of it, taken after one
   seeded shuffle of that source split;
 * ``audiofolder``: the files of each class (sorted, then shuffled) are divided
-  by the ``fractions``, per class (stratified).
+  by the ``fractions``, per class (stratified), or, when the root holds split
+  folders (``train/``, ``validation/``, ``test/``), each split reads its own.
 """
 
 from __future__ import annotations
