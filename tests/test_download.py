@@ -9,6 +9,7 @@ import socket
 import struct
 import tarfile
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,7 +47,10 @@ class Server:
     ("reset", n) does the same but resets the connection, ("stall", n) sends n
     bytes then stops sending until the test ends. `status` answers every
     request with that error, `ignore_range` answers 200 with the whole file,
-    `corrupt` serves the file with one byte changed.
+    `corrupt` serves the file with one byte changed. `pace` = (n, seconds)
+    sends the body n bytes at a time with a pause after each piece (a slow or
+    trickling server); `close_delimited` sends no Content-Length (and ignores
+    ranges): the end of the body is the end of the connection.
     """
 
     def __init__(self) -> None:
@@ -55,6 +59,8 @@ class Server:
         self.status: int | None = None
         self.ignore_range = False
         self.corrupt = False
+        self.pace: tuple[int, float] | None = None
+        self.close_delimited = False
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -99,7 +105,7 @@ def make_handler(server: Server):
                 data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
             start, status = 0, 200
             rng = self.headers.get("Range")
-            if rng and not server.ignore_range:
+            if rng and not (server.ignore_range or server.close_delimited):
                 start = int(rng.removeprefix("bytes=").split("-")[0])
                 if start >= len(data):
                     self.send_response(416)
@@ -111,12 +117,15 @@ def make_handler(server: Server):
             body = data[start:]
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
+            if server.close_delimited:
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(body)))
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
             if action is None:
-                self.wfile.write(body)
+                self.send_body(body)
                 return
             kind, n = action
             self.wfile.write(body[:n])
@@ -125,6 +134,20 @@ def make_handler(server: Server):
             elif kind == "reset":  # RST instead of FIN
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
+
+        def send_body(self, body: bytes) -> None:
+            if server.pace is None:
+                self.wfile.write(body)
+                return
+            piece, pause = server.pace
+            try:
+                for i in range(0, len(body), piece):
+                    self.wfile.write(body[i : i + piece])
+                    self.wfile.flush()
+                    if server.release.wait(pause):
+                        return
+            except OSError:  # the client gave up
+                self.close_connection = True
 
     return Handler
 
@@ -290,6 +313,54 @@ def test_exhausted_truncations_keep_part_for_next_run(server, tmp_path, sleeps):
     download(server.url(), dest, sha256=SHA, **FAST)  # the next run resumes
     assert server.ranges[-1] == "bytes=200000-"
     assert dest.read_bytes() == DATA
+
+
+def run_in_threads(*calls, timeout: float = 20.0) -> list:
+    """Run each call in its own thread, one after another once the server saw the previous one's request."""
+    results: list = [None] * len(calls)
+
+    def runner(i, call):
+        try:
+            results[i] = call()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            results[i] = exc
+
+    threads = []
+    for i, (call, started) in enumerate(calls):
+        threads.append(threading.Thread(target=runner, args=(i, call), daemon=True))
+        threads[-1].start()
+        until = time.monotonic() + 5
+        while not started() and time.monotonic() < until:
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a download did not finish"
+    return results
+
+
+def test_concurrent_downloads_of_one_file_wait_for_each_other(server, tmp_path, caplog):
+    server.pace = (1 << 18, 0.05)  # about 0.6 s for the whole file
+    dest = tmp_path / "strain.hdf5"
+    fetch = lambda: download(server.url(), dest, sha256=SHA, **FAST)  # noqa: E731
+    with caplog.at_level("INFO", logger="gwlora.download"):
+        # the second starts while the first is writing its .part
+        results = run_in_threads(
+            (fetch, lambda: len(server.requests) == 1 and dest.with_name("strain.hdf5.part").exists()),
+            (fetch, lambda: True),
+        )
+    assert results == [dest, dest]
+    assert dest.read_bytes() == DATA
+    assert len(server.requests) == 1  # the second found the file the first verified
+    assert "another download of" in caplog.text
+    assert leftovers(tmp_path) == ["strain.hdf5"]  # no .part, no .lock
+
+
+def test_lock_file_left_by_a_killed_download_is_taken_over(server, tmp_path):
+    dest = tmp_path / "strain.hdf5"
+    dest.with_name("strain.hdf5.lock").write_text("")  # its process died: nobody holds the lock
+    download(server.url(), dest, sha256=SHA, **FAST)
+    assert dest.read_bytes() == DATA
+    assert leftovers(tmp_path) == ["strain.hdf5"]
 
 
 def test_404_fails_at_once(server, tmp_path, sleeps):

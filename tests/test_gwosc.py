@@ -3,6 +3,7 @@
 import copy
 import hashlib
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -78,6 +79,35 @@ def test_fetch_again_uses_the_cache(server, fetched, monkeypatch):
     monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError("network")))
     gwosc_source.fetch(list(DETECTORS), data["gwosc"], manifest_path, progress=False)
     assert calls == []
+
+
+def test_two_experiments_fetch_into_one_cache_at_once(server, tmp_path):
+    """Both download the same files through a slow server: each file is fetched once, both manifests are complete."""
+    root, _ = server
+    requests: list[str] = []
+    with serve_directory(root, requests, pause=0.02) as url:  # ~0.7 s per 2 MiB file
+        gwosc = gwosc_data((root, url))["gwosc"]
+        gwosc["files"] = {d: gwosc["files"][d][:1] for d in DETECTORS}
+        cache = tmp_path / "gwosc"
+        errors: list[BaseException] = []
+
+        def experiment(name):
+            try:
+                gwosc_source.fetch(list(DETECTORS), gwosc, cache / f"manifest-{name}.json", progress=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=experiment, args=(n,), daemon=True) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert sorted(requests) == sorted(set(requests)) and len(requests) == 2  # each file once
+    a, b = (json.loads((cache / f"manifest-{n}.json").read_text()) for n in ("a", "b"))
+    assert a == b and len(a) == 2
+    assert sorted(p.name for p in cache.iterdir()) == sorted([*a, "manifest-a.json", "manifest-b.json"])
 
 
 def test_checksum_mismatch_is_rejected_and_cache_untouched(server, tmp_path):

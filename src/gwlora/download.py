@@ -5,7 +5,9 @@ request after an interrupted transfer (in this call or an earlier run), retries
 transient failures (connection errors, timeouts, HTTP 5xx and 429, truncated
 transfers) with exponential backoff, verifies the SHA-256 and an optional
 validator, and only then renames the file into place, so ``dest`` is never
-partial or corrupted.
+partial or corrupted. One download of a file runs at a time: the others (other
+threads, other experiments sharing the cache) wait on ``<dest>.lock`` and then
+find the verified file.
 
 :func:`read_manifest`, :func:`write_manifest` and :func:`verify_manifest` keep
 a JSON record (``{file: {"url", "sha256", "size"}}``) of a download cache, and
@@ -17,6 +19,7 @@ Only the standard library and ``tqdm`` are used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -30,7 +33,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
@@ -87,6 +90,53 @@ def url_file_name(url: str) -> str:
     return name
 
 
+LOCK_POLL_S = 0.1  # how often a download waiting for another one's lock tries again
+
+
+@contextlib.contextmanager
+def _file_lock(dest: Path, url: str) -> Iterator[None]:
+    """Hold ``<dest>.lock`` exclusively (``fcntl.flock``) while `dest` is checked, downloaded and renamed.
+
+    The holder removes the lock file before releasing it; a waiter that then
+    finds its locked file unlinked (or replaced) locks the current one instead,
+    so no lock file is left behind and two holders never overlap.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    path = dest.with_name(dest.name + ".lock")
+    waiting = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waiting:
+                        log.info("%s: another download of %s is under way; waiting for it", url, dest)
+                        waiting = True
+                    time.sleep(LOCK_POLL_S)
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)  # the previous holder removed this lock file: take the current one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -121,6 +171,9 @@ def download(
     * The finished file must match `sha256` (if given) and pass `validate` (if
       given; it raises to reject the file), else it is deleted and
       :class:`DownloadError` is raised. Only then is it renamed to `dest`.
+    * One download of `dest` at a time (``fcntl.flock`` on ``<dest>.lock``,
+      removed afterwards): a second one, in another thread or process, waits
+      and then finds the verified file.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -134,7 +187,22 @@ def download(
     if retries < 0:
         raise DownloadError(f"{url}: retries must be >= 0, got {retries}")
 
-    if dest.exists():
+    # A verified file is used without any lock (it is only ever renamed into place whole).
+    with contextlib.suppress(FileNotFoundError):  # another download may be deleting a bad one
+        if dest.exists() and _verify(dest, sha256, validate) is None:
+            log.debug("%s: already present and verified, not downloading", dest)
+            return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(dest, url):
+        return _download_locked(url, dest, part, sha256, retries, backoff, timeout, chunk_size, validate, progress)
+
+
+def _download_locked(
+    url: str, dest: Path, part: Path, sha256: str | None, retries: int, backoff: float, timeout: float,
+    chunk_size: int, validate: Callable[[Path], None] | None, progress: bool,
+) -> Path:
+    """The body of :func:`download`, run while holding ``<dest>.lock``."""
+    if dest.exists():  # checked again: another download may have just finished it
         reason = _verify(dest, sha256, validate)
         if reason is None:
             log.debug("%s: already present and verified, not downloading", dest)
@@ -142,7 +210,6 @@ def download(
         log.warning("%s: %s; deleting it and downloading %s again", dest, reason, url)
         dest.unlink()
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     attempts = retries + 1
     last_error = "no attempt made"
