@@ -16,9 +16,8 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
 
-from gwlora.browser import find_chromium
 from gwlora.config import ConfigError, expand_variants, load_schema, validate
-from gwlora.constants import INJECTION_SOURCES, SPLITS
+from gwlora.constants import SPLITS
 
 # config/config.yaml is the default; `--configfile FILE` replaces it rather than
 # merging into it, so a config never inherits variants it does not list.

@@ -129,11 +129,13 @@ def figures(built, tables, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deck(built, tables, figures, tmp_path_factory):
+    from gwlora.browser import find_chromium
+
     out = tmp_path_factory.mktemp("deck") / "slides"
     record = build_deck(
         tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
         data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
-        config=built["config"], out_dir=out, source_dir=REPO / "report", renderer="pandoc",
+        config=built["config"], out_dir=out, source_dir=REPO / "report", renderer="pandoc", pdf=find_chromium() is not None,
     )
     return out, record
 
@@ -242,6 +244,17 @@ def test_slide_numbers_come_from_the_tables(deck, tables):
     assert ">Results: quality</h2>" in html and ">Results: costs</h2>" in html
     assert f"{summary.loc['lora-r2', 'step_time_ms']:,.1f}" in html  # the cost table
     assert "Demo run" in html  # a random-initialised encoder is labelled as such
+
+
+def test_a_pdf_without_chromium_is_a_clear_error_before_any_output(built, tables, figures, tmp_path, monkeypatch):
+    monkeypatch.setattr("gwlora.browser.find_chromium", lambda: None)
+    with pytest.raises(StageError, match="deck.pdf is true but no Chromium"):
+        build_deck(
+            tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
+            data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
+            config=built["config"], out_dir=tmp_path / "slides", source_dir=REPO / "report", renderer="pandoc", pdf=True,
+        )
+    assert not (tmp_path / "slides").exists()
 
 
 def test_template_with_unknown_value_fails_naming_it(built, tables, tmp_path):

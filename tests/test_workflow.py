@@ -47,6 +47,32 @@ def test_dry_run(tmp_path, configfile, n_train):
         assert re.search(rf"^{rule}\s+\d+$", out, re.M), rule
 
 
+def test_the_plan_does_not_depend_on_the_machine(tmp_path):
+    """The same jobs, outputs and resources whether or not Chromium and a GPU (nvidia-smi) are on this machine."""
+    root = workflow_copy(tmp_path)
+    bare, tools = tmp_path / "bare", tmp_path / "tools"  # the system's commands without / with the two
+    bare.mkdir()
+    tools.mkdir()
+    for command in Path("/usr/bin").iterdir():
+        if not command.name.startswith(("chromium", "nvidia-smi", "google-chrome")):
+            (bare / command.name).symlink_to(command)
+    for name, text in (("chromium", "exit 0"), ("nvidia-smi", "echo 'GPU 0: NVIDIA H200 (UUID: GPU-1)'")):
+        (tools / name).write_text(f"#!/bin/sh\n{text}\n")
+        (tools / name).chmod(0o755)
+
+    def plan(*path: Path) -> list[str]:
+        env = {**os.environ, "PATH": os.pathsep.join(map(str, [*path, Path(sys.executable).parent, bare]))}
+        done = subprocess.run([*SNAKEMAKE, "-n", "--cores", "2", "--printshellcmds"], cwd=root, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        jobs = done.stdout[done.stdout.index("Building DAG of jobs") :]  # after the run's ID, date and host
+        # every job's rule, files, resources and command, in any order (Snakemake lists sets unordered)
+        return sorted(re.sub(r"\d{2}:\d{2}:\d{2}", "", line) for line in jobs.splitlines() if "reason:" not in line)
+
+    with_tools, without = plan(tools), plan()
+    assert not any("slides.pdf" in line for line in without) and any("gpu=1" in line for line in without)
+    assert with_tools == without
+
+
 def test_lint_is_clean(tmp_path):
     done = snakemake(workflow_copy(tmp_path), "--lint", "--configfile", "config/demo.yaml", check=False)
     assert done.returncode == 0, done.stdout + done.stderr

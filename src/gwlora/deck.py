@@ -257,16 +257,19 @@ def render_pandoc(build: Path) -> tuple[Path, Path]:
 
 
 def build_deck(
-    *, tables_dir, figures_dir, model_dir, data_dirs, config: dict, out_dir, source_dir, renderer: str = "auto", pdf: bool | None = None
+    *, tables_dir, figures_dir, model_dir, data_dirs, config: dict, out_dir, source_dir, renderer: str = "auto", pdf: bool = False
 ) -> dict:
-    """Fill the template, render HTML and PPTX (and a PDF when `pdf`, or when Chromium is found if None) into `out_dir`."""
+    """Fill the template, render HTML and PPTX (and a PDF when `pdf`) into `out_dir`."""
     tables_dir, figures_dir, model_dir, source_dir = map(Path, (tables_dir, figures_dir, model_dir, source_dir))
     if renderer == "auto":
         renderer = "quarto" if quarto_available() else "pandoc"
     if renderer == "quarto" and not quarto_available():
         raise StageError("renderer quarto requested but `quarto` is not on PATH")
-    if pdf is None:
-        pdf = browser.find_chromium() is not None
+    if pdf and browser.find_chromium() is None:
+        raise StageError(
+            "deck.pdf is true but no Chromium is on PATH to print slides.pdf: install one "
+            "(Debian: apt-get install chromium) or set deck.pdf: false"
+        )
     context = deck_context(tables_dir, figures_dir, model_dir, [Path(d) for d in data_dirs], config, renderer)
     text = fill_template(source_dir / "slides.qmd", context, renderer)
     with atomic_dir(out_dir) as tmp:
@@ -298,7 +301,7 @@ def _parser(p):
     p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
     p.add_argument("--config", type=json_arg, required=True, help="the validated workflow config, as JSON")
     p.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
-    p.add_argument("--pdf", choices=["auto", "yes", "no"], default="auto", help="print slides.pdf with headless Chromium (auto: when one is found)")
+    p.add_argument("--pdf", action="store_true", help="also print slides.pdf with headless Chromium (config deck.pdf)")
     p.add_argument("--out", required=True, help="output directory of the deck")
 
 
@@ -307,7 +310,7 @@ def _run(args):
     record = build_deck(
         tables_dir=args.tables, figures_dir=args.figures, model_dir=args.model, data_dirs=args.data,
         config=args.config, out_dir=args.out, source_dir=args.source, renderer=args.renderer,
-        pdf={"auto": None, "yes": True, "no": False}[args.pdf],
+        pdf=args.pdf,
     )
     log.info("wrote %s in %s (renderer: %s)", ", ".join(record["outputs"]), args.out, record["renderer"])
 

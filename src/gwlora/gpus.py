@@ -70,16 +70,14 @@ def visible_device_count(env=os.environ) -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def requested(device: str, env=os.environ) -> int:
-    """The `gpu` resource of a training job for `train.device`: 0 on the CPU, 1 where it runs on a GPU.
+def requested(device: str) -> int:
+    """The `gpu` resource of a training job for `train.device`: 0 for ``cpu``, else 1 (``auto`` and ``cuda[:N]``).
 
-    ``auto`` asks for a GPU only where Snakemake runs on a machine that has one;
-    a cluster profile asks for one explicitly (``set-resources``)."""
-    if device == "cpu":
-        return 0
-    if device.startswith("cuda"):
-        return 1
-    return 1 if visible_device_count(env) > 0 else 0
+    It depends on the config alone, never on the machine that parses the
+    workflow, so a dry run plans the same jobs everywhere; where the job runs,
+    :func:`assign` finds the devices (and trains on the CPU when there are none).
+    """
+    return 0 if device == "cpu" else 1
 
 
 def default_lock_dir() -> Path:

@@ -1,5 +1,5 @@
-# slides.pdf is made when a headless Chromium is on PATH where the workflow runs (the deck is a local rule)
-PDF_DECK = find_chromium() is not None
+# slides.pdf when the config asks for it (deck.pdf), whatever the machine: the deck stage then needs Chromium
+PDF_DECK = config["deck"]["pdf"]
 DECK_OUTPUTS = {
     "html": report(f"{RESULTS}/slides/index.html", caption="../report/deck.rst", category="Slides", labels={"deck": "HTML"}),
     "pptx": f"{RESULTS}/slides/slides.pptx",
@@ -25,7 +25,7 @@ rule deck:
         tables=parent_of("tables"),
         figures=parent_of("figures"),
         out_dir=lambda wildcards, output: str(Path(output.html).parent),
-        pdf="yes" if PDF_DECK else "no",
+        pdf="--pdf" if PDF_DECK else "",
     localrule: True  # renders on the machine running Snakemake (where Quarto is), not worth a queue slot
     conda:
         "../../environment.yml"
@@ -35,5 +35,5 @@ rule deck:
         f"{RESULTS}/benchmarks/deck.tsv"
     shell:
         "python -m gwlora.deck --source {params.source:q} --tables {params.tables:q} --figures {params.figures:q}"
-        " --model {input.model:q} --data {input.data:q} --config {params.config:q} --pdf {params.pdf}"
+        " --model {input.model:q} --data {input.data:q} --config {params.config:q} {params.pdf}"
         " --out {params.out_dir:q} --log {log:q}"
