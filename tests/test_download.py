@@ -363,6 +363,56 @@ def test_lock_file_left_by_a_killed_download_is_taken_over(server, tmp_path):
     assert leftovers(tmp_path) == ["strain.hdf5"]
 
 
+def test_trickling_server_is_stopped_by_the_deadline_and_the_part_resumed(server, tmp_path, sleeps):
+    server.pace = (2000, 0.01)  # 200 kB/s: the whole file would take 15 s, every read returns at once
+    dest = tmp_path / "strain.hdf5"
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download(server.url(), dest, sha256=SHA, **{**FAST, "deadline": 1.0})
+    elapsed = time.monotonic() - started
+    message = str(info.value)
+    assert server.url() in message and "deadline of 1 s" in message and "strain.hdf5.part" in message, message
+    assert 0.9 < elapsed < 3, f"took {elapsed:.1f} s"
+    assert leftovers(tmp_path) == ["strain.hdf5.part"]
+    kept = (tmp_path / "strain.hdf5.part").stat().st_size
+    assert 0 < kept < SIZE
+    assert len(server.requests) == 1 and sleeps == []
+
+    server.pace = None
+    download(server.url(), dest, sha256=SHA, **FAST)  # the next run resumes
+    assert server.ranges[-1] == f"bytes={kept}-"
+    assert dest.read_bytes() == DATA
+    assert leftovers(tmp_path) == ["strain.hdf5"]
+
+
+def test_stalled_read_does_not_outlive_the_deadline(server, tmp_path, sleeps):
+    server.plan = [("stall", CUT)]
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"deadline of 0\.5 s") as info:
+        download(server.url(), tmp_path / "strain.hdf5", sha256=SHA, **{**FAST, "timeout": 5.0, "deadline": 0.5})
+    assert time.monotonic() - started < 2  # the 5 s read timeout was cut to the time left
+    assert server.url() in str(info.value)
+    assert leftovers(tmp_path) == ["strain.hdf5.part"]
+
+
+def test_waiting_for_another_download_counts_against_the_deadline(server, tmp_path):
+    import fcntl
+
+    dest = tmp_path / "strain.hdf5"
+    with open(tmp_path / "strain.hdf5.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another download holds the file
+        started = time.monotonic()
+        with pytest.raises(DownloadError, match=r"another download of .*strain\.hdf5.*deadline of 0\.3 s"):
+            download(server.url(), dest, sha256=SHA, **{**FAST, "deadline": 0.3})
+        assert time.monotonic() - started < 2
+    assert server.requests == []
+
+
+def test_bad_deadline(tmp_path):
+    with pytest.raises(DownloadError, match="deadline must be > 0"):
+        download("http://127.0.0.1:9/x", tmp_path / "x", deadline=0)
+
+
 def test_404_fails_at_once(server, tmp_path, sleeps):
     server.status = 404
     with pytest.raises(DownloadError) as info:

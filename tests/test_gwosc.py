@@ -110,6 +110,20 @@ def test_two_experiments_fetch_into_one_cache_at_once(server, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == sorted([*a, "manifest-a.json", "manifest-b.json"])
 
 
+def test_download_deadline_from_the_config(server, tmp_path):
+    root, _ = server
+    with serve_directory(root, pause=0.05) as url:  # ~1.6 s per file
+        gwosc = gwosc_data((root, url), download_deadline_s=0.5)["gwosc"]
+        first = gwosc["files"]["H1"][0]["url"]
+        with pytest.raises(DownloadError, match="deadline of 0.5 s") as info:
+            gwosc_source.fetch(["H1"], gwosc, tmp_path / "manifest.json", progress=False)
+    assert first in str(info.value)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".part"]  # kept for the next run to resume
+    assert gwosc_data(server)["gwosc"]["download_deadline_s"] is None  # the default: the downloader's own
+    with pytest.raises(ConfigError, match="download_deadline_s"):
+        gwosc_data(server, download_deadline_s=0)
+
+
 def test_checksum_mismatch_is_rejected_and_cache_untouched(server, tmp_path):
     data = gwosc_data(server)
     data["gwosc"]["files"]["H1"][0]["sha256"] = "0" * 64

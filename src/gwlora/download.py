@@ -3,7 +3,8 @@
 :func:`download` writes into ``<dest>.part``, resumes it with a ``Range``
 request after an interrupted transfer (in this call or an earlier run), retries
 transient failures (connection errors, timeouts, HTTP 5xx and 429, truncated
-transfers) with exponential backoff, verifies the SHA-256 and an optional
+transfers) with exponential backoff within an overall deadline per file (a
+server that trickles bytes cannot keep it running for ever), verifies the SHA-256 and an optional
 validator, and only then renames the file into place, so ``dest`` is never
 partial or corrupted. One download of a file runs at a time: the others (other
 threads, other experiments sharing the cache) wait on ``<dest>.lock`` and then
@@ -32,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
@@ -54,6 +56,15 @@ class DownloadError(StageError):
 
 class _Retryable(Exception):
     """An attempt failed in a way worth retrying (the `.part` file is kept for resuming)."""
+
+
+class _PastDeadline(Exception):
+    """The file's deadline passed during an attempt (the `.part` file is kept for resuming)."""
+
+
+# The longest one file's download may take, all attempts and waits together: a
+# multi-GB GWOSC strain file at a few hundred KiB/s (4 GiB at 200 KiB/s is 5.8 h).
+DEFAULT_DEADLINE_S = 6 * 3600.0
 
 
 def _sleep(seconds: float) -> None:  # a seam for tests
@@ -94,12 +105,13 @@ LOCK_POLL_S = 0.1  # how often a download waiting for another one's lock tries a
 
 
 @contextlib.contextmanager
-def _file_lock(dest: Path, url: str) -> Iterator[None]:
+def _file_lock(dest: Path, url: str, until: float | None, deadline: float | None) -> Iterator[None]:
     """Hold ``<dest>.lock`` exclusively (``fcntl.flock``) while `dest` is checked, downloaded and renamed.
 
     The holder removes the lock file before releasing it; a waiter that then
     finds its locked file unlinked (or replaced) locks the current one instead,
-    so no lock file is left behind and two holders never overlap.
+    so no lock file is left behind and two holders never overlap. Waiting
+    counts against the download's deadline (`until`, on the monotonic clock).
     """
     try:
         import fcntl
@@ -119,6 +131,11 @@ def _file_lock(dest: Path, url: str) -> Iterator[None]:
                     if not waiting:
                         log.info("%s: another download of %s is under way; waiting for it", url, dest)
                         waiting = True
+                    if until is not None and time.monotonic() >= until:
+                        raise DownloadError(
+                            f"{url}: another download of {dest} still held {path.name} when this one's "
+                            f"deadline of {deadline:g} s passed"
+                        ) from None
                     time.sleep(LOCK_POLL_S)
             try:
                 current = os.path.samestat(os.fstat(fd), os.stat(path))
@@ -156,6 +173,7 @@ def download(
     chunk_size: int = 1 << 20,
     validate: Callable[[Path], None] | None = None,
     progress: bool = True,
+    deadline: float | None = DEFAULT_DEADLINE_S,
 ) -> Path:
     """Download `url` to `dest` and return `dest`.
 
@@ -168,6 +186,10 @@ def download(
     * Up to ``retries + 1`` attempts, sleeping ``backoff * 2**attempt`` seconds
       after each failed one, on connection errors, timeouts, HTTP 5xx/429 and
       truncated transfers; other HTTP 4xx fail at once.
+    * `timeout` bounds each connection and each read; `deadline` (seconds, None
+      for none) bounds the whole call: attempts, backoff and any wait for
+      another download of the file. Past it, :class:`DownloadError` names the
+      URL and the deadline, and ``<dest>.part`` is kept for the next run to resume.
     * The finished file must match `sha256` (if given) and pass `validate` (if
       given; it raises to reject the file), else it is deleted and
       :class:`DownloadError` is raised. Only then is it renamed to `dest`.
@@ -186,6 +208,10 @@ def download(
             raise DownloadError(f"{url}: expected sha256 {sha256!r} is not 64 hexadecimal digits")
     if retries < 0:
         raise DownloadError(f"{url}: retries must be >= 0, got {retries}")
+    if deadline is not None and not deadline > 0:
+        raise DownloadError(f"{url}: the deadline must be > 0 seconds, got {deadline}")
+    started = time.monotonic()
+    until = None if deadline is None else started + deadline
 
     # A verified file is used without any lock (it is only ever renamed into place whole).
     with contextlib.suppress(FileNotFoundError):  # another download may be deleting a bad one
@@ -193,15 +219,43 @@ def download(
             log.debug("%s: already present and verified, not downloading", dest)
             return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(dest, url):
-        return _download_locked(url, dest, part, sha256, retries, backoff, timeout, chunk_size, validate, progress)
+    job = _Job(url, dest, part, sha256, validate, retries, backoff, timeout, chunk_size, progress, deadline, until)
+    with _file_lock(dest, url, until, deadline):
+        return _download_locked(job)
 
 
-def _download_locked(
-    url: str, dest: Path, part: Path, sha256: str | None, retries: int, backoff: float, timeout: float,
-    chunk_size: int, validate: Callable[[Path], None] | None, progress: bool,
-) -> Path:
+@dataclass(frozen=True)
+class _Job:
+    """One call of :func:`download`, its arguments checked."""
+
+    url: str
+    dest: Path
+    part: Path
+    sha256: str | None
+    validate: Callable[[Path], None] | None
+    retries: int
+    backoff: float
+    timeout: float
+    chunk_size: int
+    progress: bool
+    deadline: float | None
+    until: float | None  # the deadline on the monotonic clock
+
+    def remaining(self) -> float:
+        return float("inf") if self.until is None else self.until - time.monotonic()
+
+    def past_deadline(self, detail: str) -> DownloadError:
+        kept = self.part.stat().st_size if self.part.exists() else 0
+        tail = f"; {_human(kept)} kept in {self.part.name} for resuming" if kept else ""
+        return DownloadError(
+            f"{self.url}: download to {self.dest} did not finish within its deadline of {self.deadline:g} s "
+            f"({detail}){tail}"
+        )
+
+
+def _download_locked(job: _Job) -> Path:
     """The body of :func:`download`, run while holding ``<dest>.lock``."""
+    url, dest, part, sha256, validate = job.url, job.dest, job.part, job.sha256, job.validate
     if dest.exists():  # checked again: another download may have just finished it
         reason = _verify(dest, sha256, validate)
         if reason is None:
@@ -211,16 +265,22 @@ def _download_locked(
         dest.unlink()
 
     started = time.monotonic()
-    attempts = retries + 1
+    attempts = job.retries + 1
     last_error = "no attempt made"
     restarted_after_bad_resume = False
     for attempt in range(attempts):
+        if job.remaining() <= 0:
+            raise job.past_deadline(f"last error: {last_error}")
         try:
-            resumed = _attempt(url, part, dest.name, timeout, chunk_size, progress)
+            resumed = _attempt(job)
+        except _PastDeadline as exc:
+            raise job.past_deadline(str(exc)) from None
         except _Retryable as exc:
             last_error = str(exc)
             if attempt + 1 < attempts:
-                delay = backoff * 2**attempt
+                delay = job.backoff * 2**attempt
+                if delay >= job.remaining():
+                    raise job.past_deadline(f"last error: {last_error}") from None
                 log.warning(
                     "%s: attempt %d/%d failed: %s; retrying in %.2g s", url, attempt + 1, attempts, exc, delay
                 )
@@ -245,6 +305,8 @@ def _download_locked(
         rate = size / elapsed if elapsed > 0 else float("inf")
         log.info("downloaded %s -> %s (%s in %.1f s, %s/s)", url, dest, _human(size), elapsed, _human(rate))
         return dest
+    if job.remaining() <= 0:
+        raise job.past_deadline(f"last error: {last_error}")
     raise DownloadError(f"{url}: download to {dest} failed after {attempts} attempts; last error: {last_error}")
 
 
@@ -262,8 +324,13 @@ def _verify(part: Path, sha256: str | None, validate: Callable[[Path], None] | N
     return None
 
 
-def _attempt(url: str, part: Path, name: str, timeout: float, chunk_size: int, progress: bool) -> bool:
-    """One request; leaves a complete `part` or raises. Returns whether it built on earlier bytes."""
+def _attempt(job: _Job) -> bool:
+    """One request; leaves a complete `part` or raises. Returns whether it built on earlier bytes.
+
+    Each connection and read waits at most `timeout` and never past the deadline.
+    """
+    url, part, name, chunk_size = job.url, job.part, job.dest.name, job.chunk_size
+    timeout = min(job.timeout, job.remaining())
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
@@ -312,13 +379,16 @@ def _attempt(url: str, part: Path, name: str, timeout: float, chunk_size: int, p
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=name,
-                disable=not progress,
+                disable=not job.progress,
                 leave=False,
             ) as bar:
-                while chunk := response.read(chunk_size):
+                # read1: whatever arrived, so that a trickle of bytes cannot hold one read past the deadline
+                while chunk := response.read1(chunk_size):
                     fh.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if job.remaining() <= 0:
+                        raise _PastDeadline(f"stopped after {offset + received} bytes")
         except (OSError, http.client.HTTPException) as exc:  # reset, timeout or IncompleteRead mid-body
             raise _Retryable(f"transfer interrupted after {offset + received} bytes: {_describe(exc)}") from exc
     if expected is not None and received < expected:

@@ -31,7 +31,15 @@ from scipy import signal as sps
 
 from .cli import StageError
 from .constants import SPLITS
-from .download import download, manifest_entry, read_manifest, url_file_name, verify_manifest, write_manifest
+from .download import (
+    DEFAULT_DEADLINE_S,
+    download,
+    manifest_entry,
+    read_manifest,
+    url_file_name,
+    verify_manifest,
+    write_manifest,
+)
 
 log = logging.getLogger("gwlora.gwosc")
 
@@ -132,18 +140,23 @@ def locate(detectors: list[str], gwosc: dict) -> dict[str, list[dict]]:
 def fetch(detectors: list[str], gwosc: dict, manifest_path: str | Path, progress: bool = True) -> dict:
     """Download (or reuse) every file into the manifest's directory, validate it, record it in the SHA-256 manifest.
 
-    The cache directory may be shared by several experiments, each with its own manifest.
+    The cache directory may be shared by several experiments, each with its own manifest:
+    a file that another experiment is downloading is waited for, not fetched twice.
+    Each file's download must finish within ``data.gwosc.download_deadline_s``.
     """
     manifest_path = Path(manifest_path)
     cache_dir = manifest_path.parent
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
+    deadline = gwosc.get("download_deadline_s") or DEFAULT_DEADLINE_S
     for d, files in locate(detectors, gwosc).items():
         for entry in files:
             name = url_file_name(entry["url"])
             known = manifest.get(name, {})
             sha = entry.get("sha256") or known.get("sha256")
-            download(entry["url"], cache_dir / name, sha256=sha, validate=validate_file(d), progress=progress)
+            download(
+                entry["url"], cache_dir / name, sha256=sha, validate=validate_file(d), progress=progress, deadline=deadline
+            )
             manifest[name] = {**manifest_entry(cache_dir / name, entry["url"]), "detector": d}
             write_manifest(manifest_path, manifest)
     verify_manifest(cache_dir, manifest)
