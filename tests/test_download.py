@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import random
@@ -654,6 +655,133 @@ def test_extract_unknown_or_broken_archive(tmp_path):
     with pytest.raises(DownloadError, match=r"broken\.tar\.gz"):
         extract_archive(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --- archives cut short --------------------------------------------------------
+
+CLIPS = {f"clips/{'yes' if i % 2 else 'no'}/{i:02d}.wav": random.Random(i).randbytes(3000) for i in range(26)}
+
+
+def clips_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in CLIPS.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def two_member_tgz() -> tuple[bytes, int]:
+    """The clips as a gzip tarball in two gzip members (as pigz or bgzip write them); the first ends after 18 clips."""
+    tar = clips_tar()
+    split = tarfile.open(fileobj=io.BytesIO(tar)).getmembers()[18].offset
+    first = gzip.compress(tar[:split], mtime=0)
+    return first + gzip.compress(tar[split:], mtime=0), len(first)
+
+
+def cut_archives() -> dict[str, tuple[str, bytes]]:
+    """Archives cut where tarfile alone would not notice: (suffix, bytes)."""
+    tgz, first = two_member_tgz()
+    tar = clips_tar()
+    one_member = gzip.compress(tar, mtime=0)
+    return {
+        "tgz-between-gzip-members": (".tar.gz", tgz[:first]),  # a whole gzip stream of the first 18 clips
+        "tar-after-a-member": (".tar", tar[: tarfile.open(fileobj=io.BytesIO(tar)).getmembers()[18].offset]),
+        "tgz-without-its-crc": (".tar.gz", one_member[:-8]),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(cut_archives()))
+def test_extract_refuses_an_archive_cut_short(tmp_path, case):
+    suffix, data = cut_archives()[case]
+    archive = tmp_path / f"clips{suffix}"
+    archive.write_bytes(data)
+    target = tmp_path / "out"
+    with pytest.raises(DownloadError) as info:
+        extract_archive(archive, target)
+    assert str(archive) in str(info.value)
+    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+    with pytest.raises(DownloadError, match="does not read to its end"):
+        dl.verify_archive(archive)
+
+
+def test_whole_two_member_tarball_is_accepted(tmp_path):
+    archive = tmp_path / "clips.tar.gz"
+    archive.write_bytes(two_member_tgz()[0])
+    dl.verify_archive(archive)
+    target = extract_archive(archive, tmp_path / "out")
+    assert {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()} == CLIPS
+
+
+def test_zip_without_its_central_directory_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "audio.zip")
+    archive.write_bytes(archive.read_bytes()[:-30])
+    with pytest.raises(DownloadError, match=r"audio\.zip.*does not read to its end"):
+        dl.verify_archive(archive)
+
+
+def test_truncated_close_delimited_tarball_is_not_taken_for_complete(server, tmp_path, sleeps, caplog):
+    """The server sends no Content-Length and closes early: every attempt ends cut short, nothing is kept."""
+    server.data, first = two_member_tgz()
+    server.close_delimited = True
+    server.plan = [("cut", first)] * 3
+    dest = tmp_path / "clips.tar.gz"
+    with caplog.at_level("WARNING", logger="gwlora.download"), pytest.raises(DownloadError) as info:
+        download(server.url("/clips.tar.gz"), dest, **{**FAST, "retries": 2})
+    message = str(info.value)
+    assert server.url("/clips.tar.gz") in message and "3 attempts" in message, message
+    assert "does not read to its end" in message and "no end-of-archive block after its 18 member(s)" in message
+    assert "cannot be verified by checksum" in caplog.text
+    assert leftovers(tmp_path) == []
+    assert server.ranges == [None] * 3  # each attempt started afresh
+
+
+def test_truncated_close_delimited_tarball_is_downloaded_again(server, tmp_path, sleeps):
+    server.data, first = two_member_tgz()
+    server.close_delimited = True
+    server.plan = [("cut", first // 2)]  # cut inside the gzip stream this time
+    dest = tmp_path / "clips.tar.gz"
+    download(server.url("/clips.tar.gz"), dest, **FAST)
+    assert dest.read_bytes() == server.data and len(server.requests) == 2 and sleeps == [0.01]
+    assert leftovers(tmp_path) == ["clips.tar.gz"]
+
+
+def test_cached_archive_cut_short_is_fetched_again(server, tmp_path, caplog):
+    """An archive an earlier run cached although it was cut short is not trusted (no checksum to vouch for it)."""
+    server.data, first = two_member_tgz()
+    dest = tmp_path / "clips.tar.gz"
+    dest.write_bytes(server.data[:first])
+    with caplog.at_level("WARNING", logger="gwlora.download"):
+        download(server.url("/clips.tar.gz"), dest, **FAST)
+    assert dest.read_bytes() == server.data and len(server.requests) == 1
+    assert "does not read to its end" in caplog.text
+
+
+def test_archive_with_checksum_is_checked_by_it(server, tmp_path, caplog):
+    server.data, _ = two_member_tgz()
+    with caplog.at_level("WARNING", logger="gwlora.download"):
+        download(server.url("/clips.tar.gz"), tmp_path / "clips.tar.gz", sha256=hashlib.sha256(server.data).hexdigest(), **FAST)
+    assert "cannot be verified by checksum" not in caplog.text
+
+
+def test_fetch_archive_does_not_cache_a_tarball_cut_short(server, tmp_path, sleeps):
+    """fetch_archive (the audiofolder source) through this downloader: 18 of 26 clips are never kept as the data."""
+    try:
+        from gwlora.audiofolder_source import fetch_archive
+    except ImportError:  # where it lived before the audio sources were split
+        from gwlora.audio_sources import fetch_archive
+
+    server.data, first = two_member_tgz()
+    server.close_delimited = True
+    server.plan = [("cut", first)] * 5  # every attempt of download()'s default 4 retries
+    url = server.url("/clips.tar.gz")
+    cache = tmp_path / "audio"
+    with pytest.raises(DownloadError, match="does not read to its end"):
+        fetch_archive(url, None, cache)
+    assert [p for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+    target = fetch_archive(url, None, cache)  # the server sends it whole now
+    assert {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()} == CLIPS
 
 
 @pytest.mark.parametrize("url", ["https://h/..", "https://h/.", "https://h/", "https://h/a/.hidden.hdf5", "https://h/a%2F..%2Fb"])

@@ -13,7 +13,10 @@ find the verified file.
 :func:`read_manifest`, :func:`write_manifest` and :func:`verify_manifest` keep
 a JSON record (``{file: {"url", "sha256", "size"}}``) of a download cache, and
 :func:`extract_archive` unpacks zip and tar archives after refusing any member
-that could write outside the target directory.
+that could write outside the target directory and checking that the archive
+reads to its end (:func:`verify_archive`): a transfer without Content-Length
+that was cut short looks complete to HTTP, and tar would take it for a
+shorter archive.
 
 Only the standard library and ``tqdm`` are used.
 """
@@ -24,6 +27,7 @@ import contextlib
 import hashlib
 import http.client
 import logging
+import lzma
 import os
 import re
 import stat
@@ -33,6 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -193,6 +198,10 @@ def download(
     * The finished file must match `sha256` (if given) and pass `validate` (if
       given; it raises to reject the file), else it is deleted and
       :class:`DownloadError` is raised. Only then is it renamed to `dest`.
+    * An archive (`dest` named ``.zip``, ``.tar``, ``.tar.gz``, ...) without
+      `sha256` is read to its end (:func:`verify_archive`) before it counts as
+      downloaded, and downloaded again from scratch (an attempt) if it does not;
+      a warning says that it could not be verified by checksum.
     * One download of `dest` at a time (``fcntl.flock`` on ``<dest>.lock``,
       removed afterwards): a second one, in another thread or process, waits
       and then finds the verified file.
@@ -213,13 +222,14 @@ def download(
     started = time.monotonic()
     until = None if deadline is None else started + deadline
 
+    archive = None if sha256 is not None else _archive_kind_of(dest.name)
     # A verified file is used without any lock (it is only ever renamed into place whole).
     with contextlib.suppress(FileNotFoundError):  # another download may be deleting a bad one
-        if dest.exists() and _verify(dest, sha256, validate) is None:
+        if dest.exists() and _verify(dest, sha256, validate, archive) is None:
             log.debug("%s: already present and verified, not downloading", dest)
             return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    job = _Job(url, dest, part, sha256, validate, retries, backoff, timeout, chunk_size, progress, deadline, until)
+    job = _Job(url, dest, part, sha256, validate, archive, retries, backoff, timeout, chunk_size, progress, deadline, until)
     with _file_lock(dest, url, until, deadline):
         return _download_locked(job)
 
@@ -233,6 +243,7 @@ class _Job:
     part: Path
     sha256: str | None
     validate: Callable[[Path], None] | None
+    archive: str | None  # "tar" or "zip": read it to its end (no sha256 to check it by)
     retries: int
     backoff: float
     timeout: float
@@ -257,12 +268,17 @@ def _download_locked(job: _Job) -> Path:
     """The body of :func:`download`, run while holding ``<dest>.lock``."""
     url, dest, part, sha256, validate = job.url, job.dest, job.part, job.sha256, job.validate
     if dest.exists():  # checked again: another download may have just finished it
-        reason = _verify(dest, sha256, validate)
+        reason = _verify(dest, sha256, validate, job.archive)
         if reason is None:
             log.debug("%s: already present and verified, not downloading", dest)
             return dest
         log.warning("%s: %s; deleting it and downloading %s again", dest, reason, url)
         dest.unlink()
+    if job.archive:
+        log.warning(
+            "%s: no sha256 given, so the archive %s cannot be verified by checksum; "
+            "only checking that it reads to its end", url, dest.name,
+        )
 
     started = time.monotonic()
     attempts = job.retries + 1
@@ -273,6 +289,9 @@ def _download_locked(job: _Job) -> Path:
             raise job.past_deadline(f"last error: {last_error}")
         try:
             resumed = _attempt(job)
+            if job.archive and (problem := _archive_problem(part, job.archive)):
+                part.unlink(missing_ok=True)  # most likely cut short: the next attempt starts afresh
+                raise _Retryable(f"the archive does not read to its end: {problem}")
         except _PastDeadline as exc:
             raise job.past_deadline(str(exc)) from None
         except _Retryable as exc:
@@ -310,8 +329,12 @@ def _download_locked(job: _Job) -> Path:
     raise DownloadError(f"{url}: download to {dest} failed after {attempts} attempts; last error: {last_error}")
 
 
-def _verify(part: Path, sha256: str | None, validate: Callable[[Path], None] | None) -> str | None:
+def _verify(
+    part: Path, sha256: str | None, validate: Callable[[Path], None] | None, archive: str | None = None
+) -> str | None:
     """Check a finished transfer or an existing file; return what is wrong with it, or None."""
+    if archive is not None and (problem := _archive_problem(part, archive)):
+        return f"the archive does not read to its end: {problem}"
     if sha256 is not None:
         actual = sha256_of(part)
         if actual != sha256:
@@ -483,12 +506,20 @@ def verify_manifest(directory: str | Path, manifest: dict[str, dict]) -> None:
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 
 
-def _archive_kind(archive: Path) -> str:
-    name = archive.name.lower()
+def _archive_kind_of(name: str) -> str | None:
+    """"zip" or "tar" after the file name's suffix, or None."""
+    name = name.lower()
     if name.endswith(".zip"):
         return "zip"
     if name.endswith(_TAR_SUFFIXES):
         return "tar"
+    return None
+
+
+def _archive_kind(archive: Path) -> str:
+    kind = _archive_kind_of(archive.name)
+    if kind:
+        return kind
     raise DownloadError(f"{archive}: unknown archive type (expected .zip, {', '.join(_TAR_SUFFIXES)})")
 
 
@@ -515,6 +546,55 @@ def _check_tar(archive: Path, tf: tarfile.TarFile, root: Path) -> None:
         _check_member_path(archive, member.name, root)
 
 
+def _tar_end_problem(tf: tarfile.TarFile) -> str | None:
+    """After ``getmembers()``: what shows the archive was cut short, or None.
+
+    tarfile takes a missing, short or garbled header after a member for the end
+    of the archive; a complete one has its end-of-archive block (zeros) there.
+    The compressed stream is then read to its end, which checks its end marker
+    and checksum (gzip's CRC and length, bzip2's and xz's own).
+    """
+    count = len(tf.getmembers())
+    tf.fileobj.seek(tf.offset)
+    block = tf.fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+        return f"no end-of-archive block after its {count} member(s): cut short or corrupt"
+    while tf.fileobj.read(1 << 20):
+        pass
+    return None
+
+
+# What a truncated or corrupt archive raises while it is read (gzip's bad CRC is an OSError).
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def _archive_problem(path: Path, kind: str) -> str | None:
+    """Read an archive of `kind` ("tar" or "zip") to its end; what is wrong with it, or None."""
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(path) as zf:  # needs the central directory, at the very end
+                bad = zf.testzip()  # every member's CRC
+            return f"member {bad!r} fails its CRC check" if bad is not None else None
+        with tarfile.open(path, "r:*") as tf:
+            return _tar_end_problem(tf)
+    except _ARCHIVE_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def verify_archive(archive: str | Path) -> None:
+    """Check that a .zip or .tar[.gz|.bz2|.xz] archive is whole, by reading it to its end.
+
+    A zip needs its central directory and every member's CRC; a tar needs its
+    end-of-archive block after the last member and an intact compressed stream.
+    Raises :class:`DownloadError` naming the archive and what is wrong.
+    """
+    archive = Path(archive)
+    kind = _archive_kind(archive)
+    problem = _archive_problem(archive, kind)
+    if problem:
+        raise DownloadError(f"{archive}: the archive does not read to its end: {problem}")
+
+
 def _check_zip(archive: Path, zf: zipfile.ZipFile, root: Path) -> None:
     for info in zf.infolist():
         mode = info.external_attr >> 16
@@ -530,9 +610,11 @@ def extract_archive(archive: str | Path, target: str | Path) -> Path:
 
     Every member is checked before anything is written: absolute paths, ``..``
     components, paths resolving outside `target`, links and device files are
-    refused with :class:`DownloadError` naming the archive and the member. The
-    archive is unpacked into a temporary sibling directory that then replaces
-    `target`, so a failure leaves no partial `target`.
+    refused with :class:`DownloadError` naming the archive and the member, and
+    a tar archive must read to its end (see :func:`verify_archive`; a zip's
+    central directory and CRCs are checked as it is read). The archive is
+    unpacked into a temporary sibling directory that then replaces `target`,
+    so a failure leaves no partial `target`.
     """
     archive, target = Path(archive), Path(target)
     kind = _archive_kind(archive)
@@ -548,12 +630,15 @@ def extract_archive(archive: str | Path, target: str | Path) -> Path:
         else:
             with tarfile.open(archive, "r:*") as tf:
                 _check_tar(archive, tf, root)
+                problem = _tar_end_problem(tf)
+                if problem:
+                    raise DownloadError(f"{archive}: the archive does not read to its end: {problem}; nothing extracted")
                 with atomic_dir(target) as tmp:
                     if hasattr(tarfile, "data_filter"):  # Python >= 3.12, 3.11.4, 3.10.12
                         tf.extractall(tmp, filter="data")
                     else:  # pragma: no cover - members were all checked above
                         tf.extractall(tmp)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+    except _ARCHIVE_ERRORS as exc:
         raise DownloadError(f"{archive}: cannot extract: {type(exc).__name__}: {exc}") from exc
     log.info("extracted %s -> %s", archive, target)
     return target
