@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_config as built_config
 from gwlora.aggregate import aggregate
 from gwlora.cli import StageError
 from gwlora.config import expand_variants
+from gwlora.constants import SPLITS
 from gwlora.deck import OUTLINE, build_deck
-from gwlora.plot import make_figures
+from gwlora.plot import figure_names, make_figures
 from gwlora.train import train_run
 
 
@@ -35,9 +36,9 @@ def runs(built, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tables(runs, tmp_path_factory):
+def tables(built, runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
-    aggregate(list(reversed(runs)), out)
+    aggregate(list(reversed(runs)), out, built["root"] / "base_model", [built["root"] / "data" / s for s in SPLITS])
     return out
 
 
@@ -78,7 +79,7 @@ def test_curves_table_holds_every_evaluation(runs, tables):
 def test_aggregate_rejects_unfinished_run(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(StageError, match="no summary.json"):
-        aggregate([tmp_path / "run"], tmp_path / "tables")
+        aggregate([tmp_path / "run"], tmp_path / "tables", tmp_path / "model", [])
 
 
 def test_predictions_give_auc_per_snr_bin(runs, tables):
@@ -111,11 +112,12 @@ def test_seed_bands_span_the_seeds(tables):
     assert (frozen.seeds == 2).all() and (bands[bands.variant == "full"].seeds == 1).all()
 
 
-FIGURES = ("example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "val_auc_vs_rank", "latency", "auc_vs_snr")
+FIGURES = figure_names(built_config())  # the demo's shape: LoRA, latency, injections: every figure
 
 
 def test_figures_are_written(built, tables, tmp_path):
-    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test")
+    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES)
+    assert len(FIGURES) == 8
     assert sorted(p.name for p in paths) == sorted(f"{stem}.{fmt}" for stem in FIGURES for fmt in ("png", "svg"))
     assert all(p.stat().st_size > 5000 for p in paths)
 
@@ -123,7 +125,7 @@ def test_figures_are_written(built, tables, tmp_path):
 @pytest.fixture(scope="module")
 def figures(built, tables, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
-    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test")
+    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES)
     return figures
 
 
@@ -133,8 +135,7 @@ def deck(built, tables, figures, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("deck") / "slides"
     record = build_deck(
-        tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
-        data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
+        tables_dir=tables, figures_dir=figures,
         config=built["config"], out_dir=out, source_dir=REPO / "report", renderer="pandoc", pdf=find_chromium() is not None,
     )
     return out, record
@@ -250,21 +251,19 @@ def test_a_pdf_without_chromium_is_a_clear_error_before_any_output(built, tables
     monkeypatch.setattr("gwlora.browser.find_chromium", lambda: None)
     with pytest.raises(StageError, match="deck.pdf is true but no Chromium"):
         build_deck(
-            tables_dir=tables, figures_dir=figures, model_dir=built["root"] / "base_model",
-            data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
+            tables_dir=tables, figures_dir=figures,
             config=built["config"], out_dir=tmp_path / "slides", source_dir=REPO / "report", renderer="pandoc", pdf=True,
         )
     assert not (tmp_path / "slides").exists()
 
 
-def test_template_with_unknown_value_fails_naming_it(built, tables, tmp_path):
+def test_template_with_unknown_value_fails_naming_it(built, tables, figures, tmp_path):
     source = tmp_path / "report"
     source.mkdir()
     (source / "slides.qmd").write_text("# Intro\n\n{{ no_such_value }}\n")
     with pytest.raises(StageError, match="no_such_value"):
         build_deck(
-            tables_dir=tables, figures_dir=tmp_path, model_dir=built["root"] / "base_model",
-            data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
+            tables_dir=tables, figures_dir=figures,
             config=built["config"], out_dir=tmp_path / "slides", source_dir=source, renderer="pandoc",
         )
     assert not (tmp_path / "slides").exists()
@@ -306,32 +305,34 @@ def test_rank_analysis_reads_only_the_papers_lora_family(tables):
 HOSTILE = "x`</code><img src=x onerror=alert(1)>`{{< include /etc/hostname >}}\n# injected <!--"
 
 
-def hostile_copy(built, tables, tmp_path):
-    """The tiny study's results and base model, with hostile strings where config and records hold names."""
+def hostile_copy(tables, tmp_path):
+    """The tiny study's tables with hostile strings where config and records hold names."""
     import json
     import shutil
 
-    model = tmp_path / "base_model"
-    shutil.copytree(built["root"] / "base_model", model)
-    record = json.loads((model / "base_model.json").read_text())
-    (model / "base_model.json").write_text(json.dumps({**record, "source": HOSTILE, "random_init": False}))
     hostile_tables = tmp_path / "tables"
     shutil.copytree(tables, hostile_tables)
-    for name in ("summary.csv", "runs.csv"):
-        frame = pd.read_csv(hostile_tables / name)
-        frame["variant"] = frame["variant"].replace("lora-r2", "lora-r2<img src=y onerror=alert(2)>")
-        frame.to_csv(hostile_tables / name, index=False)
-    config = {**built["config"], "experiment": HOSTILE, "data": {**built["config"]["data"], "psd": "</code>`<img src=z onerror=alert(3)>`"}}
-    return model, hostile_tables, config
+    name = "lora-r2<img src=y onerror=alert(2)>"
+    for table in ("summary.csv", "runs.csv"):
+        frame = pd.read_csv(hostile_tables / table)
+        frame["variant"] = frame["variant"].replace("lora-r2", name)
+        frame.to_csv(hostile_tables / table, index=False)
+    study = json.loads((hostile_tables / "study.json").read_text())
+    study["base_model"].update(source=HOSTILE, random_init=False)
+    study["variants"][name] = study["variants"].pop("lora-r2")
+    study["environment"]["hardware"]["cpu"] = HOSTILE
+    (hostile_tables / "study.json").write_text(json.dumps(study))
+    config = {**built_config(), "experiment": HOSTILE}
+    config["data"] = {**config["data"], "psd": "</code>`<img src=z onerror=alert(3)>`"}
+    return hostile_tables, config
 
 
 def test_hostile_names_reach_the_deck_as_text_not_markup(built, tables, figures, tmp_path):
     """Config strings and record fields cannot open code spans, HTML tags, headings or Quarto shortcodes in the deck."""
-    model, hostile_tables, config = hostile_copy(built, tables, tmp_path)
+    hostile_tables, config = hostile_copy(tables, tmp_path)
     out = tmp_path / "slides"
     build_deck(
-        tables_dir=hostile_tables, figures_dir=figures, model_dir=model,
-        data_dirs=[built["root"] / "data" / s for s in ("train", "val", "test")],
+        tables_dir=hostile_tables, figures_dir=figures,
         config=config, out_dir=out, source_dir=REPO / "report", renderer="pandoc", pdf=False,
     )
     html = (out / "index.html").read_text()
@@ -347,10 +348,11 @@ def test_quarto_source_escapes_shortcodes_in_text_and_code(built, tables, figure
     """Quarto expands {{< ... >}} before pandoc reads the file, inside code too; none may survive from a value."""
     from gwlora.deck import deck_context, fill_template
 
-    model, hostile_tables, config = hostile_copy(built, tables, tmp_path)
-    context = deck_context(hostile_tables, figures, model, [built["root"] / "data" / s for s in ("train", "val", "test")], config, "quarto")
+    hostile_tables, config = hostile_copy(tables, tmp_path)
+    context = deck_context(hostile_tables, figures, config, "quarto")
     qmd = fill_template(REPO / "report" / "slides.qmd", context, "quarto")
-    assert qmd.count("include /etc/hostname") >= 3  # experiment in text and code, model source, config appendix
+    assert qmd.count("{{{< include /etc/hostname >}}}") >= 2  # in code spans: the experiment, the model source
+    assert "\\{\\{\\< include \\/etc\\/hostname \\>\\}\\}" in qmd  # in text: the processor
     assert not re.search(r"(?<!\{)\{\{<", qmd)  # every opener is escaped: {{{< in code, \{\{\< in text
 
 

@@ -11,7 +11,11 @@ Outputs, in one directory:
 * ``seed_table.md``: the presentation's own table shape (trainable parameters,
   memory, best val AUC and loss per variant), to read beside the seed's;
 * ``auc_by_snr.csv``: per run, the test AUC of the signals in each injection-SNR
-  bin against all noise windows (empty when the data has no injections).
+  bin against all noise windows (empty when the data has no injections);
+* ``study.json``: what the study ran, for the deck: the base model's record
+  (with its FFN width), each data split's size and labels, each variant's
+  configuration, and the software and hardware of the runs. The deck reads
+  only this directory and the figures, never run folders or the model.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from .cli import StageError, atomic_file, read_json, run_stage
+from .base_model import load_record
+from .cli import StageError, atomic_file, read_json, run_stage, write_json
 from .config import FAMILY_ORDER
 from .markdown import escape as escape_markdown
 
@@ -191,10 +196,37 @@ def auc_by_snr(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AUC_BY_SNR_COLUMNS)
 
 
-def aggregate(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
+# What the deck states about each data split (from the dataset stage's build.json)
+SPLIT_FACTS = ("split", "source", "detectors", "n_windows", "n_signal", "label_names")
+
+
+def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: list[str | Path]) -> dict:
+    """The facts of the study the deck states besides the tables: base model, data splits, variant configs, environment."""
+    summaries = [read_json(Path(d) / "summary.json") for d in run_dirs]
+    model_dir = Path(model_dir)
+    base = {**load_record(model_dir), "encoder_ffn_dim": read_json(model_dir / "config.json")["encoder_ffn_dim"]}
+    data = {}
+    for d in map(Path, data_dirs):
+        build = read_json(d / "build.json")
+        data[build["split"]] = {k: build[k] for k in SPLIT_FACTS if k in build}
+    first = summaries[0]
+    return {
+        "base_model": base,
+        "data": data,
+        "variants": {s["variant"]: s["variant_config"] for s in summaries},
+        "environment": {
+            "versions": first["versions"],
+            "hardware": first["hardware"],
+            "git_commits": sorted({str(s["git_commit"]) for s in summaries}),
+        },
+    }
+
+
+def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path]) -> pd.DataFrame:
     runs, curves = load_runs(run_dirs)
     summary = summarise(runs)
     out_dir = Path(out_dir)
+    write_json(out_dir / "study.json", study_record(run_dirs, model_dir, data_dirs))
     tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("auc_by_snr.csv", auc_by_snr(runs)))
     for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
@@ -229,12 +261,14 @@ def latex_table(table: pd.DataFrame) -> str:
 
 def _parser(p):
     p.add_argument("runs", nargs="+", help="run directories (each with summary.json and curve.csv)")
+    p.add_argument("--model", required=True, help="base model directory (its base_model.json and config.json)")
+    p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
     p.add_argument("--out", required=True, help="output directory of the tables")
 
 
 def _run(args):
     """Aggregate run records into summary tables."""
-    summary = aggregate(args.runs, args.out)
+    summary = aggregate(args.runs, args.out, args.model, args.data)
     log.info("wrote tables of %d variants over %d runs to %s", len(summary), len(args.runs), args.out)
 
 

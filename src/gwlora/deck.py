@@ -35,6 +35,7 @@ from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdow
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
 from .markdown import Markdown, code_block, code_span, escape, plain_path
+from .plot import figure_names
 
 log = logging.getLogger("gwlora.deck")
 
@@ -149,19 +150,18 @@ def snr_findings(auc_snr: pd.DataFrame, best_variant: str) -> dict | None:
             "high_range": f"{last.low:.1f} to {last.high:.1f}", "high_auc": _num(last.auc)}
 
 
-def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs: list[Path], config: dict, renderer: str) -> dict:
+def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: str) -> dict:
+    """Everything the template prints, from the aggregate stage's tables and study.json and the plot stage's figures."""
     summary = pd.read_csv(tables_dir / "summary.csv")
     runs = pd.read_csv(tables_dir / "runs.csv")
     if summary.empty:
         raise StageError(f"{tables_dir / 'summary.csv'} has no variants")
-    base = read_json(model_dir / "base_model.json")
-    ffn = read_json(model_dir / "config.json")["encoder_ffn_dim"]
-    data = {d["split"]: d for d in (read_json(Path(p) / "build.json") for p in data_dirs)}
-    first_run = read_json(Path(runs.run_dir.iloc[0]) / "summary.json")
+    study = read_json(tables_dir / "study.json")
+    base, ffn = study["base_model"], study["base_model"]["encoder_ffn_dim"]
     frozen = summary[summary.family == "frozen"]
     lora_rows = []
     for v in summary[summary.family == "lora"].itertuples():
-        variant = read_json(Path(runs[runs.variant == v.variant].run_dir.iloc[0]) / "summary.json")["variant_config"]
+        variant = study["variants"][v.variant]
         budget = lora_budget(variant, base, ffn)
         measured = v.trainable_parameters - frozen.trainable_parameters.iloc[0] if len(frozen) else None
         lora_rows.append({"variant": v.variant, "rank": variant["rank"], "alpha": variant["alpha"], "targets": variant["target_modules"],
@@ -173,6 +173,7 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
         "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]},
         "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data")},
     }
+    environment = study["environment"]
     return {
         "experiment": config["experiment"],
         "config": config,
@@ -182,23 +183,31 @@ def deck_context(tables_dir: Path, figures_dir: Path, model_dir: Path, data_dirs
         "ffn_dim": ffn,
         "lora_budgets": lora_rows,
         "demo_model": bool(base["random_init"]),
-        "data": data,
+        "data": study["data"],
         "variants": summary.to_dict(orient="records"),
         "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS).rstrip()),
         "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False).rstrip()),
         "analysis": analysis(summary),
         "snr": snr_findings(auc_snr, best),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
-        "hardware": first_run.get("hardware", {}),
-        "git_commit": first_run.get("git_commit"),
+        "hardware": environment["hardware"],
+        "git_commit": ", ".join(environment["git_commits"]),
         "n_runs": len(runs),
         "seeds": sorted(runs.seed.unique().tolist()),
         "devices": sorted(runs.device.unique().tolist()),
         "precision": sorted(runs.precision.unique().tolist()),
-        "versions": first_run["versions"],
+        "versions": environment["versions"],
         "renderer": renderer,
-        "figures": {p.stem: plain_path(f"figures/{p.name}") for p in sorted(figures_dir.glob("*.png"))},
+        "figures": figure_paths(figures_dir, config),
     }
+
+
+def figure_paths(figures_dir: Path, config: dict) -> dict[str, Markdown]:
+    """{figure name: its path relative to the deck} for every figure the plot stage draws for `config`."""
+    missing = [name for name in figure_names(config) if not (figures_dir / f"{name}.png").is_file()]
+    if missing:
+        raise StageError(f"{figures_dir}: no {', '.join(f'{m}.png' for m in missing)}; run the plot stage first")
+    return {name: plain_path(f"figures/{name}.png") for name in figure_names(config)}
 
 
 def fill_template(source: Path, context: dict, renderer: str) -> str:
@@ -257,10 +266,10 @@ def render_pandoc(build: Path) -> tuple[Path, Path]:
 
 
 def build_deck(
-    *, tables_dir, figures_dir, model_dir, data_dirs, config: dict, out_dir, source_dir, renderer: str = "auto", pdf: bool = False
+    *, tables_dir, figures_dir, config: dict, out_dir, source_dir, renderer: str = "auto", pdf: bool = False
 ) -> dict:
     """Fill the template, render HTML and PPTX (and a PDF when `pdf`) into `out_dir`."""
-    tables_dir, figures_dir, model_dir, source_dir = map(Path, (tables_dir, figures_dir, model_dir, source_dir))
+    tables_dir, figures_dir, source_dir = map(Path, (tables_dir, figures_dir, source_dir))
     if renderer == "auto":
         renderer = "quarto" if quarto_available() else "pandoc"
     if renderer == "quarto" and not quarto_available():
@@ -270,13 +279,15 @@ def build_deck(
             "deck.pdf is true but no Chromium is on PATH to print slides.pdf: install one "
             "(Debian: apt-get install chromium) or set deck.pdf: false"
         )
-    context = deck_context(tables_dir, figures_dir, model_dir, [Path(d) for d in data_dirs], config, renderer)
+    context = deck_context(tables_dir, figures_dir, config, renderer)
     text = fill_template(source_dir / "slides.qmd", context, renderer)
     with atomic_dir(out_dir) as tmp:
         build = tmp / "build"
         shutil.copytree(source_dir, build, ignore=shutil.ignore_patterns("slides.qmd", "_site", ".quarto"))
         (build / "slides.qmd").write_text(text)
-        shutil.copytree(figures_dir, build / "figures")
+        (build / "figures").mkdir()
+        for path in context["figures"].values():
+            shutil.copy2(figures_dir / Path(path).name, build / path)
         log.info("rendering the deck with %s", renderer)
         html, pptx = render_quarto(build) if renderer == "quarto" else render_pandoc(build)
         shutil.copy2(html, tmp / "index.html")
@@ -297,8 +308,6 @@ def _parser(p):
     p.add_argument("--source", required=True, help="deck source directory (report/: slides.qmd template, bibliography)")
     p.add_argument("--tables", required=True, help="tables directory of the aggregate stage")
     p.add_argument("--figures", required=True, help="figures directory of the plot stage")
-    p.add_argument("--model", required=True, help="base model directory (its base_model.json)")
-    p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
     p.add_argument("--config", type=json_arg, required=True, help="the validated workflow config, as JSON")
     p.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
     p.add_argument("--pdf", action="store_true", help="also print slides.pdf with headless Chromium (config deck.pdf)")
@@ -308,7 +317,7 @@ def _parser(p):
 def _run(args):
     """Fill the slide template from the results and render the deck."""
     record = build_deck(
-        tables_dir=args.tables, figures_dir=args.figures, model_dir=args.model, data_dirs=args.data,
+        tables_dir=args.tables, figures_dir=args.figures,
         config=args.config, out_dir=args.out, source_dir=args.source, renderer=args.renderer,
         pdf=args.pdf,
     )

@@ -1,8 +1,10 @@
 rule aggregate:
-    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape) and one curve table."""
+    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape), one curve table, and study.json for the deck."""
     input:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
+        model=rules.base_model.output,
+        data=expand(rules.dataset.output, split=SPLITS),
     output:
         runs=report(f"{RESULTS}/tables/runs.csv", caption="../report/runs.rst", category="Tables", labels={"table": "runs"}),
         curves=f"{RESULTS}/tables/curves.csv",
@@ -10,6 +12,7 @@ rule aggregate:
         summary_md=f"{RESULTS}/tables/summary.md",
         summary_tex=f"{RESULTS}/tables/summary.tex",
         seed_table=f"{RESULTS}/tables/seed_table.md",
+        study=f"{RESULTS}/tables/study.json",
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
@@ -21,4 +24,4 @@ rule aggregate:
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
     shell:
-        "python -m gwlora.aggregate {params.run_dirs:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --out {params.out_dir:q} --log {log:q}"

@@ -13,8 +13,6 @@ rule deck:
     input:
         tables=rules.aggregate.output,
         figures=rules.plot.output,
-        model=rules.base_model.output,
-        data=expand(rules.dataset.output, split=SPLITS),
         source=[f"{REPORT}/{name}" for name in ("slides.qmd", "_quarto.yml", "deck.css", "references.bib", "fallback-template.html")],
         code=[f"{SRC}/gwlora/{name}" for name in ("model.py", "train.py")],  # the implementation slides quote them
     output:
@@ -35,5 +33,5 @@ rule deck:
         f"{RESULTS}/benchmarks/deck.tsv"
     shell:
         "python -m gwlora.deck --source {params.source:q} --tables {params.tables:q} --figures {params.figures:q}"
-        " --model {input.model:q} --data {input.data:q} --config {params.config:q} {params.pdf}"
+        " --config {params.config:q} {params.pdf}"
         " --out {params.out_dir:q} --log {log:q}"
