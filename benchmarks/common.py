@@ -25,8 +25,8 @@ from gwlora.model import apply_variant, build_classifier
 
 N_CHANNELS = 2  # H1, L1
 SEED_HEAD = [1024, 512, 256]  # the seed's MLP head
-LORA_R8 = Variant(name="lora-r8", family="lora", group="lora", lr=3e-4, rank=8, alpha=8.0, target_modules=("q_proj", "v_proj"))
-FULL = Variant(name="full", family="full", group="full", lr=5e-5)
+LORA_R8 = Variant(name="lora-r8", family="lora", config_key="lora", lr=3e-4, rank=8, alpha=8.0, target_modules=("q_proj", "v_proj"))
+FULL = Variant(name="full", family="full", config_key="full", lr=5e-5)
 OURS_MODEL = {"context": "clip", "pooling": "mean", "head_hidden": SEED_HEAD}  # config/tiny-en.yaml's model section
 
 

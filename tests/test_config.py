@@ -161,7 +161,7 @@ def test_further_lora_families_expand_with_their_own_names():
     assert list(variants)[-6:] == ["lora-r2", "lora-r8", "lora-all-r4", "lora-rs-r2", "lora-rs-r8", "lora-dora-r4"]
     assert variants["lora-all-r4"].target_modules == ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     assert variants["lora-rs-r8"].rslora and variants["lora-rs-r8"].alpha == 2.0 and not variants["lora-r8"].rslora
-    assert variants["lora-dora-r4"].dora and {v.family for v in variants.values() if v.group.startswith("lora")} == {"lora"}
+    assert variants["lora-dora-r4"].dora and {v.family for v in variants.values() if v.config_key.startswith("lora")} == {"lora"}
 
 
 def test_unknown_target_module_fails_validation():

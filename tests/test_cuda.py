@@ -22,8 +22,8 @@ from gwlora.train import BEST_DIR, train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-LORA = Variant(name="lora-r4", family="lora", group="lora", lr=1e-3, rank=4, alpha=4, target_modules=("q_proj", "v_proj"))
-FULL = Variant(name="full", family="full", group="full", lr=1e-3)
+LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=1e-3, rank=4, alpha=4, target_modules=("q_proj", "v_proj"))
+FULL = Variant(name="full", family="full", config_key="full", lr=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def synthetic_tables(config: dict, root) -> dict:
                 curves.append({"variant": name, "seed": seed, "step": step, "epoch": step / 8, "train_time_s": step * (1 + i) + seed,
                                "val_auc": 0.5 + step / 100 + rng.uniform(0, 0.05), "val_loss": 0.7 - step / 100})
             lora = v.family == "lora"
-            runs.append({"variant": name, "seed": seed, "family": v.family, "group": v.group, "rank": v.rank,
+            runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.rank,
                          "trainable_parameters": 1000 * (i + 1), "best_val_auc": 0.7 + 0.01 * i + 0.01 * seed, "test_auc": 0.7 + 0.01 * i,
                          "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
                          "latency_base_ms": 5.0 if latency else np.nan,

@@ -296,7 +296,7 @@ def test_rank_analysis_reads_only_the_papers_lora_family(tables):
     summary = pd.read_csv(tables / "summary.csv")
     lora = summary[summary.variant == "lora-r2"].iloc[0].to_dict()
     extra = [{**lora, "variant": "lora-r8", "rank": 8, "best_val_auc": 0.5},
-             {**lora, "variant": "lora-rs-r8", "group": "lora-rs", "rank": 8, "best_val_auc": 0.99}]
+             {**lora, "variant": "lora-rs-r8", "config_key": "lora-rs", "rank": 8, "best_val_auc": 0.99}]
     result = analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True))
     assert result["ranks"]["n"] == 2 and result["ranks"]["lowest"] == "r=8" and result["ranks"]["highest"] == "r=2"
     assert result["best_variant"] == "lora-rs-r8"

@@ -102,7 +102,7 @@ def test_cli_failure_is_one_line_with_traceback_in_log(built, tmp_path, capsys):
     assert "Traceback" in log.read_text()
 
 
-LORA = Variant(name="lora-r4", family="lora", group="lora", lr=5e-3, rank=4, alpha=4.0, target_modules=("q_proj", "v_proj"))
+LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=5e-3, rank=4, alpha=4.0, target_modules=("q_proj", "v_proj"))
 
 
 def test_summary_reports_costs_test_metrics_and_provenance(built, tmp_path):
@@ -116,7 +116,7 @@ def test_summary_reports_costs_test_metrics_and_provenance(built, tmp_path):
     assert not (tmp_path / RUN_STATE).exists()  # the run state goes once the run has finished
 
 
-@pytest.mark.parametrize("variant", [LORA, Variant(name="full", family="full", group="full", lr=1e-3)], ids=["lora", "full"])
+@pytest.mark.parametrize("variant", [LORA, Variant(name="full", family="full", config_key="full", lr=1e-3)], ids=["lora", "full"])
 def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, caplog):
     """A run interrupted mid-epoch and started again ends exactly like an uninterrupted run."""
     settings = dict(epochs=3, eval_every_steps=4)  # 6 steps per epoch: evaluations fall mid-epoch
@@ -197,7 +197,7 @@ def test_a_corrupt_run_state_is_named_and_the_run_starts_afresh(built, tmp_path,
     assert summary["steps"] == 12 and pd.read_csv(tmp_path / "curve.csv").step.tolist() == [4, 8, 12]
 
 
-@pytest.mark.parametrize("variant", [LORA, Variant(name="frozen", family="frozen", group="frozen", lr=1e-3)], ids=["lora", "frozen"])
+@pytest.mark.parametrize("variant", [LORA, Variant(name="frozen", family="frozen", config_key="frozen", lr=1e-3)], ids=["lora", "frozen"])
 def test_a_corrupt_best_checkpoint_fails_naming_the_file(built, tmp_path, monkeypatch, variant):
     load_best = train_module.load_best
 
@@ -236,5 +236,5 @@ def test_best_adapter_reloads_with_peft_to_identical_logits(built, tmp_path):
 def test_full_fine_tuning_separates_a_separable_toy_set(built, tmp_path):
     """A bright band in the log-mel of class 1: full fine-tuning reaches val AUC > 0.95."""
     features = write_toy_features(tmp_path, {"train": 96, "val": 48})
-    summary = run(built, Variant(name="full", family="full", group="full", lr=1e-3), tmp_path / "run", features=features, epochs=6)
+    summary = run(built, Variant(name="full", family="full", config_key="full", lr=1e-3), tmp_path / "run", features=features, epochs=6)
     assert summary["best_val_auc"] > 0.95

@@ -52,9 +52,9 @@ METRICS = {
 }
 
 
-def variant_sort_key(family: str, group: str, rank: float | None, layers: float | None) -> tuple:
+def variant_sort_key(family: str, config_key: str, rank: float | None, layers: float | None) -> tuple:
     """Display order: family, then LoRA family (lora before lora-*), then depth or rank."""
-    return (FAMILY_ORDER.index(family), group != family, group, 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank)
+    return (FAMILY_ORDER.index(family), config_key != family, config_key, 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank)
 
 
 def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -85,7 +85,7 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(dupes):
         raise StageError(f"duplicate runs for {sorted(set(zip(dupes.variant, dupes.seed)))}")
     runs["_key"] = [
-        variant_sort_key(f, g, r, k) for f, g, r, k in zip(runs.family, runs.group, runs["rank"], runs["layers"])
+        variant_sort_key(f, g, r, k) for f, g, r, k in zip(runs.family, runs.config_key, runs["rank"], runs["layers"])
     ]
     runs = runs.sort_values(["_key", "seed"]).drop(columns="_key").reset_index(drop=True)
     order = list(dict.fromkeys(runs.variant))
@@ -102,7 +102,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby("variant", sort=False)
     out = grouped.agg(
         family=("family", "first"),
-        group=("group", "first"),
+        config_key=("config_key", "first"),
         rank=("rank", "first"),
         seeds=("seed", "nunique"),
         trainable_parameters=("trainable_parameters", "first"),

@@ -204,11 +204,11 @@ def _check_model_fits(config: dict) -> None:
             f"invalid config: train.variants.partial.layers ({partial['layers']}) exceeds "
             f"the {layers} encoder_layers of {source}"
         )
-    for group in lora_groups(config["train"]):
-        ranks = variants[group]["ranks"]
+    for key in lora_keys(config["train"]):
+        ranks = variants[key]["ranks"]
         if max(ranks) > width:
             raise ConfigError(
-                f"invalid config: train.variants.{group}.ranks: rank {max(ranks)} exceeds the layer "
+                f"invalid config: train.variants.{key}.ranks: rank {max(ranks)} exceeds the layer "
                 f"width d_model {width} of {source}"
             )
 
@@ -281,7 +281,7 @@ class Variant:
     name: str
     family: str  # full | frozen | partial | lora
     lr: float
-    group: str = ""  # the config key it came from: lora, lora-all, ... (= family for the others)
+    config_key: str = ""  # its key under train.variants: lora, lora-all, ... (= family for the others)
     layers: int | None = None  # partial: top-k encoder layers that train
     rank: int | None = None  # lora
     alpha: float | None = None
@@ -305,7 +305,7 @@ class Variant:
 FAMILY_ORDER = ("full", "frozen", "partial", "lora")
 
 
-def lora_groups(train: dict) -> list[str]:
+def lora_keys(train: dict) -> list[str]:
     """The LoRA family keys of `train.variants`: lora first, then lora-* in config order."""
     keys = [k for k in train["variants"] if k == "lora" or k.startswith("lora-")]
     return sorted(keys, key=lambda k: k != "lora")
@@ -318,23 +318,23 @@ def expand_variants(train: dict) -> dict[str, Variant]:
     families = train["variants"]
     for family in ("full", "frozen"):
         if family in families:
-            out[family] = Variant(name=family, family=family, group=family, lr=families[family].get("lr", default_lr))
+            out[family] = Variant(name=family, family=family, config_key=family, lr=families[family].get("lr", default_lr))
     if "partial" in families:
         spec = families["partial"]
         k = spec["layers"]
-        out[f"partial-top{k}"] = Variant(name=f"partial-top{k}", family="partial", group="partial", lr=spec.get("lr", default_lr), layers=k)
-    for group in lora_groups(train):
-        spec = families[group]
+        out[f"partial-top{k}"] = Variant(name=f"partial-top{k}", family="partial", config_key="partial", lr=spec.get("lr", default_lr), layers=k)
+    for key in lora_keys(train):
+        spec = families[key]
         ranks = spec["ranks"]
         alpha = spec["alpha"]
         targets = spec["target_modules"]
         targets = ENCODER_LINEAR_MODULES if targets == "all-linear" else tuple(targets)
         for r in ranks:
-            name = f"{group}-r{r}"
+            name = f"{key}-r{r}"
             out[name] = Variant(
                 name=name,
                 family="lora",
-                group=group,
+                config_key=key,
                 lr=spec.get("lr", default_lr),
                 rank=r,
                 alpha=float(alpha if alpha is not None else ranks[0]),

@@ -131,7 +131,7 @@ def analysis(summary: pd.DataFrame) -> dict:
             entry["latency"] = {"base": _num(base, 1), "unmerged": _num(unmerged, 1), "merged": _num(merged, 1),
                                 "unmerged_pct": _num(100 * (unmerged / base - 1), 0), "merged_pct": _num(100 * (merged / base - 1), 0)}
         out["lora"] = entry
-    ranks = summary[summary.group == "lora"]  # the paper's LoRA across ranks, not the lora-<tag> families
+    ranks = summary[summary.config_key == "lora"]  # the paper's LoRA across ranks, not the lora-<tag> families
     if len(ranks) > 1:
         lo, hi = ranks.loc[ranks.best_val_auc.idxmin()], ranks.loc[ranks.best_val_auc.idxmax()]
         out["ranks"] = {"n": len(ranks), "spread": _num(hi.best_val_auc - lo.best_val_auc), "lowest": f"r={int(lo['rank'])}",

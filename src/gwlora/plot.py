@@ -164,14 +164,14 @@ def plot_curves(curves: pd.DataFrame, canvas: Canvas, y: str) -> plt.Figure:
 
 def plot_rank(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Best val AUC against LoRA rank (log2 axis; mean and seeds), full and frozen as reference lines."""
-    require(runs, ("variant", "family", "group", "rank", "best_val_auc"), "runs.csv")
+    require(runs, ("variant", "family", "config_key", "rank", "best_val_auc"), "runs.csv")
     lora = lora_runs(runs)
     fig, ax = canvas.figure()
-    for group, rows in lora.groupby("group", sort=False):
+    for config_key, rows in lora.groupby("config_key", sort=False):
         colour = canvas.palette[rows.variant.iloc[-1]]
         ax.scatter(rows["rank"], rows.best_val_auc, color=colour, alpha=0.5, s=30)
         means = rows.groupby("rank").best_val_auc.mean()
-        ax.plot(means.index, means.values, marker="o", color=colour, linewidth=2, label=group)
+        ax.plot(means.index, means.values, marker="o", color=colour, linewidth=2, label=config_key)
     for family, style in (("full", "--"), ("frozen", ":")):
         ref = runs[runs.family == family]
         if len(ref):

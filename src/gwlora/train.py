@@ -494,7 +494,7 @@ def summarise(run: Run, state: RunState) -> dict:
     summary = {
         "variant": run.variant.name,
         "family": run.variant.family,
-        "group": run.variant.group,
+        "config_key": run.variant.config_key,
         "variant_config": run.variant.to_dict(),
         "seed": run.seed,
         "trainable_parameters": run.trainable_parameters,
