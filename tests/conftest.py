@@ -14,6 +14,10 @@ from gwlora.config import load_schema, validate
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
+# The outline every deck must follow: the LoRA presentation's (the mission's), not read from the template
+OUTLINE = ("Introduction", "Background", "Fine-Tuning and Parameter-Efficient Adaptation", "LoRA",
+           "Experiments and Results", "Conclusion", "References", "Appendix")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -35,3 +35,40 @@ def test_torch_range_admits_the_cpu_wheel_used_in_ci():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     torch = next(r for r in project["dependencies"] if name(r) == "torch")
     assert torch == "torch>=2.4,<3"
+
+
+def console_scripts() -> dict[str, str]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_stage_and_tool_named_in_the_docs_is_installed():
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "config" / "README.md"]
+    named = {m for path in docs for m in re.findall(r"`(gwlora-[a-z-]+)", path.read_text())}
+    assert named <= set(console_scripts()), named - set(console_scripts())
+    modules_with_main = {p.stem for p in (REPO / "src" / "gwlora").glob("*.py") if re.search(r"^def main\(", p.read_text(), re.M)}
+    assert modules_with_main == {target.split(":")[0].split(".")[1] for target in console_scripts().values()}
+
+
+class _Parsed(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def test_every_command_line_option_has_help(monkeypatch):
+    import argparse
+    import importlib
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda self, *a, **k: (_ for _ in ()).throw(_Parsed(self)))
+    for script, target in console_scripts().items():
+        module, _, func = target.partition(":")
+        try:
+            getattr(importlib.import_module(module), func)([])
+        except _Parsed as parsed:
+            parser = parsed.parser
+        else:
+            raise AssertionError(f"{script} parsed no arguments")
+        assert parser.description, script
+        undocumented = [a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
+        for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+            undocumented += [f"{name} {a.dest}" for name, p in sub.choices.items() for a in p._actions if not a.help]
+        assert undocumented == [], f"{script}: options without help: {undocumented}"

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, tiny_config as built_config
+from conftest import OUTLINE, REPO, tiny_config as built_config
 from gwlora.aggregate import aggregate
 from gwlora.cli import StageError
 from gwlora.config import expand_variants
 from gwlora.constants import SPLITS
-from gwlora.deck import OUTLINE, build_deck
+from gwlora.deck import build_deck
 from gwlora.plot import figure_names, make_figures
 from gwlora.train import train_run
 
@@ -156,6 +156,7 @@ def test_fallback_deck_has_every_section_and_is_self_contained(deck):
     assert "<math" in html  # maths as MathML, rendered offline
     assert "Hu, Edward J." in html or "Hu, E. J." in html  # the bibliography was rendered
     assert record["outputs"][:3] == ["index.html", "slides.pptx", "slides.qmd"]
+    assert record["sections"] == list(OUTLINE)  # read from the template's headings
 
 
 def test_pptx_holds_every_slide_and_figure(deck):

@@ -39,7 +39,7 @@ def test_full_study_asks_for_more_than_the_demo_and_both_are_sane():
 
 def test_cost_grows_with_data_model_epochs_and_context():
     base = config("tiny-en.yaml")
-    base["train"]["epochs"] = 200
+    base["train"].update(epochs=200, device="auto")
     t0 = r.train_runtime(base)
 
     def changed(section, key, value):

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
-from gwlora.deck import OUTLINE
+from conftest import OUTLINE, REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

@@ -66,19 +66,19 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for name in ("summary.json", "curve.csv"):
             if not (run_dir / name).exists():
                 raise StageError(f"{run_dir} has no {name}: not a finished run")
-        s = read_json(run_dir / "summary.json")
-        vc = s["variant_config"]
-        row = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
-        row.update(rank=vc["rank"], alpha=vc["alpha"], layers=vc["layers"], lr=vc["lr"])
-        row["peak_memory_mb"] = s["peak_memory_bytes"] / 2**20
-        row["checkpoint_mb"] = s["checkpoint_bytes"] / 2**20
+        record = read_json(run_dir / "summary.json")
+        variant = record["variant_config"]
+        row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
+        row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"])
+        row["peak_memory_mb"] = record["peak_memory_bytes"] / 2**20
+        row["checkpoint_mb"] = record["checkpoint_bytes"] / 2**20
         for mode in ("base", "unmerged", "merged"):
-            row[f"latency_{mode}_ms"] = s["latency_ms"].get(mode, np.nan)  # base only, unless the variant merges
+            row[f"latency_{mode}_ms"] = record["latency_ms"].get(mode, np.nan)  # base only, unless the variant merges
         row["run_dir"] = str(run_dir)
         rows.append(row)
         curve = pd.read_csv(run_dir / "curve.csv")
-        curve.insert(0, "seed", s["seed"])
-        curve.insert(0, "variant", s["variant"])
+        curve.insert(0, "seed", record["seed"])
+        curve.insert(0, "variant", record["variant"])
         curves.append(curve)
     runs = pd.DataFrame(rows)
     dupes = runs[runs.duplicated(["variant", "seed"], keep=False)]

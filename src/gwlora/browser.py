@@ -420,8 +420,8 @@ def _parser(p):
     check.add_argument("deck", help="the rendered deck (slides/index.html)")
     check.add_argument("--screenshots", help="directory for one PNG per slide")
     pdf = sub.add_parser("pdf", help="print the deck to PDF")
-    pdf.add_argument("deck")
-    pdf.add_argument("--out", required=True)
+    pdf.add_argument("deck", help="the rendered deck (slides/index.html)")
+    pdf.add_argument("--out", required=True, help="the PDF to write (one slide per page)")
 
 
 def _run(args):

@@ -1,8 +1,11 @@
 """Configuration: strict validation against the workflow schema and variant expansion.
 
-The Snakefile calls :func:`load_and_validate` before the DAG is built, so a
-misspelt key, a wrong type or an empty list stops the workflow with a message
-naming the key, before any job runs or any file is written.
+The Snakefile calls :func:`validate` on the loaded config before the DAG is
+built (:func:`load_and_validate` does the same from a file, for the tools), so
+a misspelt key, a wrong type, an empty list or settings the physics or the
+encoder cannot support stop the workflow with a message naming the key,
+before any job runs or any file is written. The schema fills in every default;
+stages index the validated config and never restate a default.
 """
 
 from __future__ import annotations

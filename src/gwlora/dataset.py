@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import datasets
 import numpy as np
@@ -65,18 +66,26 @@ def condition(segment: np.ndarray, psd: np.ndarray, fs: int, band: tuple[float, 
     return gw.resample_to_whisper(white[:, start : start + length], fs).astype(np.float32)
 
 
-def segment_layout(data: dict) -> tuple[int, int, int, int]:
-    """(sample rate, segment samples, window start, window samples) of the simulated segments."""
-    fs = int(data["sample_rate"])
+class SegmentLayout(NamedTuple):
+    """Where a window lies in the whitened segment it is cut from (its middle), in samples."""
+
+    fs: int  # sample rate of the strain (data.sample_rate)
+    n: int  # samples per segment
+    start: int  # first sample of the window
+    length: int  # samples per window
+
+
+def segment_layout(data: dict) -> SegmentLayout:
+    fs = data["sample_rate"]
     n = round(data["segment_seconds"] * fs)
     length = round(data["window_seconds"] * fs)
-    return fs, n, (n - length) // 2, length
+    return SegmentLayout(fs=fs, n=n, start=(n - length) // 2, length=length)
 
 
 def simulated_psd(data: dict) -> np.ndarray:
-    fs, n, _, _ = segment_layout(data)
+    layout = segment_layout(data)
     # below 3/4 of the band's low edge the model PSD is held flat (it diverges there); the band-pass removes it
-    return gw.design_psd(data["psd"], n, fs, 0.75 * data["band"]["min"])
+    return gw.design_psd(data["psd"], layout.n, layout.fs, 0.75 * data["band"]["min"])
 
 
 def blank_row(n_det: int, window_gps: float) -> dict:
@@ -90,7 +99,7 @@ def inject(noise: np.ndarray, psd: np.ndarray, data: dict, rng: np.random.Genera
 
     Returns (noise + signal, signal).
     """
-    fs, n, _, _ = segment_layout(data)
+    fs, n = segment_layout(data)[:2]
     band = (data["band"]["min"], data["band"]["max"])
     params = gw.draw_injection(rng, data["injection"], data["snr"])
     merger_gps = row["gps_time"] + params["merger_position"] * data["window_seconds"]
@@ -111,7 +120,7 @@ def inject(noise: np.ndarray, psd: np.ndarray, data: dict, rng: np.random.Genera
 
 def simulated_segment(data: dict, seed: int, split: str, index: int, label: int):
     """One raw segment: (noise + signal [C, n], the injected signal [C, n] or None, window metadata)."""
-    fs, n, start, _ = segment_layout(data)
+    fs, n, start = segment_layout(data)[:3]
     psd = simulated_psd(data)
     rng = window_rng(seed, split, index)
     segment_gps = data["gps_start"] + SPLITS.index(split) * SPLIT_GPS_OFFSET + index * data["segment_seconds"]
@@ -125,9 +134,10 @@ def simulated_segment(data: dict, seed: int, split: str, index: int, label: int)
 
 def simulated_window(data: dict, seed: int, split: str, index: int, label: int) -> dict:
     """One conditioned window of simulated data, with a BBH injection when `label` is 1."""
-    fs, _, start, length = segment_layout(data)
+    layout = segment_layout(data)
     segment, _, row = simulated_segment(data, seed, split, index, label)
-    row["strain"] = condition(segment, simulated_psd(data), fs, (data["band"]["min"], data["band"]["max"]), start, length)
+    band = (data["band"]["min"], data["band"]["max"])
+    row["strain"] = condition(segment, simulated_psd(data), layout.fs, band, layout.start, layout.length)
     return row
 
 
@@ -249,8 +259,8 @@ def load_split(path: str | Path) -> tuple[datasets.Dataset, dict]:
 
 def _parser(p):
     p.add_argument("--data-config", type=json_arg, required=True, help="the validated `data` config section, as JSON")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--split", choices=SPLITS, required=True)
+    p.add_argument("--seed", type=int, required=True, help="the config's seed (noise, injections and labels of every split)")
+    p.add_argument("--split", choices=SPLITS, required=True, help="the split to build")
     p.add_argument("--strain-manifest", help="manifest of the downloaded strain files (data.source gwosc)")
     p.add_argument("--cache", default="resources/audio", help="download cache of audiofolder archives")
     p.add_argument("--out", required=True, help="output directory of the split")

@@ -21,6 +21,7 @@ the code that ran.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import textwrap
@@ -39,16 +40,15 @@ from .plot import figure_names
 
 log = logging.getLogger("gwlora.deck")
 
-OUTLINE = (
-    "Introduction",
-    "Background",
-    "Fine-Tuning and Parameter-Efficient Adaptation",
-    "LoRA",
-    "Experiments and Results",
-    "Conclusion",
-    "References",
-    "Appendix",
-)
+def template_outline(source: Path) -> list[str]:
+    """The deck's sections: the level-1 headings of the template (outside code), in order."""
+    sections, fence = [], None
+    for line in source.read_text().splitlines():
+        if m := re.match(r"^(`{3,}|~{3,})", line):
+            fence = None if fence and m.group(1).startswith(fence) else fence or m.group(1)
+        elif fence is None and (m := re.match(r"^# (.+?)(\s+\{[^}]*\})?\s*$", line)):
+            sections.append(m.group(1))
+    return sections
 
 
 PACKAGE = Path(__file__).resolve().parent
@@ -299,7 +299,7 @@ def build_deck(
             log.info("printing the deck to PDF with headless Chromium")
             browser.print_pdf(tmp / "index.html", tmp / "slides.pdf")
             outputs.append("slides.pdf")
-        record = {"renderer": renderer, "outputs": outputs, "sections": list(OUTLINE), "figures": context["figures"]}
+        record = {"renderer": renderer, "outputs": outputs, "sections": template_outline(source_dir / "slides.qmd"), "figures": context["figures"]}
         write_json(tmp / "deck.json", record)
     return record
 
@@ -309,7 +309,7 @@ def _parser(p):
     p.add_argument("--tables", required=True, help="tables directory of the aggregate stage")
     p.add_argument("--figures", required=True, help="figures directory of the plot stage")
     p.add_argument("--config", type=json_arg, required=True, help="the validated workflow config, as JSON")
-    p.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    p.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto", help="quarto, the offline pandoc fallback, or auto (quarto when on PATH)")
     p.add_argument("--pdf", action="store_true", help="also print slides.pdf with headless Chromium (config deck.pdf)")
     p.add_argument("--out", required=True, help="output directory of the deck")
 

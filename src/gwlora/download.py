@@ -159,7 +159,7 @@ def _file_lock(dest: Path, url: str, until: float | None, deadline: float | None
         os.close(fd)  # releases the lock
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -257,7 +257,7 @@ class _Job:
 
     def past_deadline(self, detail: str) -> DownloadError:
         kept = self.part.stat().st_size if self.part.exists() else 0
-        tail = f"; {_human(kept)} kept in {self.part.name} for resuming" if kept else ""
+        tail = f"; {human_size(kept)} kept in {self.part.name} for resuming" if kept else ""
         return DownloadError(
             f"{self.url}: download to {self.dest} did not finish within its deadline of {self.deadline:g} s "
             f"({detail}){tail}"
@@ -322,7 +322,7 @@ def _download_locked(job: _Job) -> Path:
         size = dest.stat().st_size
         elapsed = time.monotonic() - started
         rate = size / elapsed if elapsed > 0 else float("inf")
-        log.info("downloaded %s -> %s (%s in %.1f s, %s/s)", url, dest, _human(size), elapsed, _human(rate))
+        log.info("downloaded %s -> %s (%s in %.1f s, %s/s)", url, dest, human_size(size), elapsed, human_size(rate))
         return dest
     if job.remaining() <= 0:
         raise job.past_deadline(f"last error: {last_error}")
@@ -642,36 +642,3 @@ def extract_archive(archive: str | Path, target: str | Path) -> Path:
         raise DownloadError(f"{archive}: cannot extract: {type(exc).__name__}: {exc}") from exc
     log.info("extracted %s -> %s", archive, target)
     return target
-
-
-# --------------------------------------------------------------------------- the `download` stage
-
-
-def _parser(p):
-    from .cli import json_arg
-
-    p.add_argument("--data-config", type=json_arg, required=True, help="the validated `data` config section, as JSON")
-    p.add_argument("--manifest", required=True, help="manifest to write; files go to its directory (a shared cache)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _run(args):
-    """Download the data files the config needs into a shared, checksummed cache."""
-    from . import gwosc_source
-
-    data = args.data_config
-    if data["source"] != "gwosc":
-        raise StageError(f"data.source {data['source']!r} downloads nothing")
-    manifest = gwosc_source.fetch(list(data["detectors"]), data["gwosc"], args.manifest, progress=not args.no_progress)
-    total = sum(e["size"] for e in manifest.values())
-    log.info("%d strain files (%s) verified in %s", len(manifest), _human(total), Path(args.manifest).parent)
-
-
-def main(argv=None) -> int:
-    from .cli import run_stage
-
-    return run_stage("download", _parser, _run, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

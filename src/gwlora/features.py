@@ -134,7 +134,7 @@ def load_snr(path: str | Path) -> np.ndarray:
 def _parser(p):
     p.add_argument("--data", required=True, help="dataset split directory")
     p.add_argument("--model", required=True, help="base model directory (for its feature extractor)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="windows per batched log-mel call (features.batch_size)")
     p.add_argument("--out", required=True, help="output feature directory")
 
 

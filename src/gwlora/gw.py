@@ -41,11 +41,6 @@ def detector(prefix: str):
         raise StageError(f"unknown detector {prefix!r} (LAL knows {', '.join(sorted(lal.cached_detector_by_prefix))})") from None
 
 
-def light_travel_time(a: str, b: str) -> float:
-    """Light travel time between two detectors, in seconds."""
-    return lal.LightTravelTime(detector(a), detector(b)) / 1e9
-
-
 def approximant(name: str) -> int:
     """LAL's id of a time-domain approximant; the error names an unknown one."""
     try:
@@ -234,11 +229,3 @@ def project_waveform(
     ramp = min(n // 8, int(0.25 * fs))
     out[:, :ramp] *= 0.5 * (1 - np.cos(np.pi * np.arange(ramp) / ramp))
     return out
-
-
-def arrival_times(params: dict, detectors: list[str], merger_gps: float) -> np.ndarray:
-    """GPS arrival time of the merger at each detector."""
-    gps = lal.LIGOTimeGPS(merger_gps)
-    return np.array(
-        [merger_gps + lal.TimeDelayFromEarthCenter(detector(d).location, params["ra"], params["dec"], gps) for d in detectors]
-    )

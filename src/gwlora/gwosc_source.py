@@ -10,7 +10,9 @@
   (e.g. catalogued events);
 * :func:`load_stretch` returns the strain of one stretch, resampled to the
   working rate; the dataset stage cuts windows from it, injects signals and
-  whitens with a PSD estimated from the stretch itself (Welch).
+  whitens with a PSD estimated from the stretch itself (Welch);
+* :func:`main` is the `download` stage (``python -m gwlora.gwosc_source``,
+  ``gwlora-download``): fetch the configured files into the shared cache.
 
 The GWOSC HDF5 layout read here: ``strain/Strain`` (attributes ``Xstart``,
 ``Xspacing``), ``meta/Detector``, ``meta/GPSstart``, ``meta/Duration`` and the
@@ -29,11 +31,12 @@ import h5py
 import numpy as np
 from scipy import signal as sps
 
-from .cli import StageError
+from .cli import StageError, json_arg, run_stage
 from .constants import SPLITS
 from .download import (
     DEFAULT_DEADLINE_S,
     download,
+    human_size,
     manifest_entry,
     read_manifest,
     url_file_name,
@@ -249,3 +252,30 @@ def load_stretch(files: list[StrainFile], start: int, end: int, sample_rate: int
         return data
     g = gcd(source_rate, sample_rate)
     return sps.resample_poly(data, sample_rate // g, source_rate // g)
+
+
+# --------------------------------------------------------------------------- the `download` stage
+
+
+def _parser(p):
+    p.add_argument("--data-config", type=json_arg, required=True, help="the validated `data` config section, as JSON")
+    p.add_argument("--manifest", required=True, help="manifest to write; files go to its directory (a shared cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run(args):
+    """Download the GWOSC strain files the config needs into a shared, checksummed cache."""
+    data = args.data_config
+    if data["source"] != "gwosc":
+        raise StageError(f"data.source {data['source']!r} downloads nothing")
+    manifest = fetch(list(data["detectors"]), data["gwosc"], args.manifest, progress=not args.no_progress)
+    total = sum(e["size"] for e in manifest.values())
+    log.info("%d strain files (%s) verified in %s", len(manifest), human_size(total), Path(args.manifest).parent)
+
+
+def main(argv=None) -> int:
+    return run_stage("download", _parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,8 @@ Every estimate is generous on purpose (a job killed at its limit costs more
 than a longer request) and is multiplied by the attempt number, so a job that
 Snakemake retries after a timeout or an out-of-memory kill asks for more. The
 constants below are the documented defaults (see config/README.md, "Cluster
-resources"):
+resources"); ``python -m gwlora.resources CONFIG`` (``gwlora-resources``)
+prints them for a config:
 
 * training compute: forward FLOPs per window
   ``channels * (2 * P * T + 4 * L * T**2 * d)`` for an encoder of ``P``
@@ -36,8 +37,10 @@ resources"):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from .constants import INJECTION_SOURCES, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
+from .cli import StageError, run_stage
+from .constants import INJECTION_SOURCES, SPLITS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from .config import encoder_shape as known_encoder_shape
 
 # --- documented defaults ------------------------------------------------------
@@ -169,3 +172,42 @@ def features_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
     data = config["data"]
     windows = data["splits"][split]
     return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data) + _strain_bytes(data, windows) / 2, attempt)
+
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def estimates(config: dict) -> list[dict]:
+    """Wall time (minutes) and memory (MB) of every costly job of a validated config, first attempt."""
+    rows = [{"job": "train (each variant and seed)", "minutes": train_runtime(config), "mem_mb": train_mem_mb(config)}]
+    for split in SPLITS:
+        rows.append({"job": f"dataset {split}", "minutes": dataset_runtime(config, split), "mem_mb": dataset_mem_mb(config, split)})
+        rows.append({"job": f"features {split}", "minutes": features_runtime(config, split), "mem_mb": features_mem_mb(config, split)})
+    return rows
+
+
+def _parser(p):
+    p.add_argument("config", help="a workflow config file (YAML), validated as the Snakefile does")
+    p.add_argument("--schema", default=str(SCHEMA), help="the config schema (default: this checkout's)")
+
+
+def _run(args):
+    """Print the wall time and memory the workflow asks a cluster for, per job, for a config."""
+    from .config import ConfigError, load_and_validate
+
+    try:
+        config = load_and_validate(args.config, args.schema)
+    except ConfigError as exc:
+        raise StageError(str(exc)) from None
+    print(f"{'job':<32} {'minutes':>8} {'memory (MB)':>12}")
+    for row in estimates(config):
+        print(f"{row['job']:<32} {row['minutes']:>8} {row['mem_mb']:>12}")
+    print("(a retried job asks for its attempt number times as much; a profile's set-resources overrides these)")
+
+
+def main(argv=None) -> int:
+    return run_stage("resources", _parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

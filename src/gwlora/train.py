@@ -594,14 +594,14 @@ def write_curve(rows: list[dict], path: Path) -> None:
 
 
 def _parser(p):
-    p.add_argument("--train-features", required=True)
-    p.add_argument("--val-features", required=True)
+    p.add_argument("--train-features", required=True, help="train split features (the features stage's directory)")
+    p.add_argument("--val-features", required=True, help="val split features (evaluations and the best checkpoint)")
     p.add_argument("--test-features", help="test split features (final metrics of the best checkpoint)")
     p.add_argument("--model", required=True, help="base model directory")
     p.add_argument("--model-config", type=json_arg, required=True, help="validated `model` config section, as JSON")
     p.add_argument("--train-config", type=json_arg, required=True, help="validated `train` config section, as JSON")
     p.add_argument("--variant", type=json_arg, required=True, help="the variant to train, as JSON")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the head's initialisation, the adapters' and the data order")
     p.add_argument("--threads", type=int, help="CPU threads (default: train.threads of the config)")
     p.add_argument("--out", required=True, help="run directory (curve.csv, summary.json)")
 
@@ -614,7 +614,7 @@ def _run(args):
     features = {"train": args.train_features, "val": args.val_features}
     if args.test_features:
         features["test"] = args.test_features
-    s = train_run(
+    summary = train_run(
         features=features,
         model_dir=args.model,
         model_config=args.model_config,
@@ -625,8 +625,8 @@ def _run(args):
     )
     log.info(
         "%s seed %d: best val AUC %.4f, best val loss %.4f, test AUC %s, %.1f s training, %d trainable parameters",
-        s["variant"], s["seed"], s["best_val_auc"], s["best_val_loss"],
-        "n/a" if s["test_auc"] is None else f"{s['test_auc']:.4f}", s["train_time_s"], s["trainable_parameters"],
+        summary["variant"], summary["seed"], summary["best_val_auc"], summary["best_val_loss"],
+        "n/a" if summary["test_auc"] is None else f"{summary['test_auc']:.4f}", summary["train_time_s"], summary["trainable_parameters"],
     )
 
 

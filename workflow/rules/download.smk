@@ -15,4 +15,4 @@ rule download:
     benchmark:
         f"{RESULTS}/benchmarks/download.tsv"
     shell:
-        "python -m gwlora.download --data-config {params.data:q} --manifest {output.manifest:q} --log {log:q}"
+        "python -m gwlora.gwosc_source --data-config {params.data:q} --manifest {output.manifest:q} --log {log:q}"
