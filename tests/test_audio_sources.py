@@ -18,9 +18,3 @@ def test_partition_is_disjoint_proportional_and_reaches_every_split():
     assert all(len(r) == 1 for r in partition(3, ranges).values())
     gap = partition(10, {"train": (0.0, 0.5), "test": (0.9, 1.0)})
     assert list(gap["train"]) == [0, 1, 2, 3, 4] and list(gap["test"]) == [9]
-
-
-
-def test_dispatch_refuses_a_source_that_is_not_audio(tmp_path):
-    with pytest.raises(StageError, match=r"data.source 'simulated' is not an audio source"):
-        build_audio_split({"source": "simulated"}, 0, "train", tmp_path)

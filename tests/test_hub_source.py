@@ -18,6 +18,7 @@ from gwlora.hub_source import build_hub_split
 
 
 def hub_data(path, **overrides) -> dict:
+    """A `data` section as validation leaves it (every default filled)."""
     hub = {
         "id": str(path),
         "config": None,
@@ -26,6 +27,7 @@ def hub_data(path, **overrides) -> dict:
         "splits": {"train": "train", "val": "train", "test": "test"},
         "fractions": {"train": [0.0, 0.75], "val": [0.75, 1.0]},
         "positive_labels": ["cat"],
+        "shuffle_seed": 0,
     }
     hub.update(overrides)
     return {"source": "hub", "window_seconds": 1.0, "splits": {"train": 100, "val": 100, "test": 100}, "hub": hub}

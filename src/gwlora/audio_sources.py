@@ -40,15 +40,11 @@ from pathlib import Path
 import datasets
 
 from .audiofolder_source import build_audiofolder_split
-from .cli import StageError
 from .hub_source import build_hub_split
 
 
 def build_audio_split(data: dict, seed: int, split: str, cache_dir: str | Path) -> tuple[datasets.Dataset, dict]:
-    """Dispatch on ``data["source"]`` (``hub`` or ``audiofolder``)."""
-    source = data.get("source")
-    if source == "hub":
+    """Dispatch on ``data["source"]`` (``hub`` or ``audiofolder``; validated config)."""
+    if data["source"] == "hub":
         return build_hub_split(data, seed, split)
-    if source == "audiofolder":
-        return build_audiofolder_split(data, seed, split, cache_dir)
-    raise StageError(f"data.source {source!r} is not an audio source (expected hub or audiofolder)")
+    return build_audiofolder_split(data, seed, split, cache_dir)

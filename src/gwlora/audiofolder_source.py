@@ -258,9 +258,7 @@ def build_audiofolder_split(data: dict, seed: int, split: str, cache_dir: str | 
     ``data["splits"][split]``, keeping the class proportions.
     """
     check_split(split)
-    cfg = data.get("audiofolder")
-    if not isinstance(cfg, dict) or not cfg.get("path"):
-        raise StageError("data.audiofolder.path is required when data.source is audiofolder")
+    cfg = data["audiofolder"]  # validated: path and positive_class present, defaults filled
     n_samples, limit = window_samples(data), split_limit(data, split)
 
     path = str(cfg["path"])
@@ -270,7 +268,7 @@ def build_audiofolder_split(data: dict, seed: int, split: str, cache_dir: str | 
         root = Path(path).expanduser()
     folder, ranges, listings = _plan(root, cfg, split)
     classes = listings[folder]
-    positive = cfg.get("positive_class")
+    positive = cfg["positive_class"]
     if positive not in classes:
         raise StageError(
             f"data.audiofolder.positive_class {positive!r} is not a class folder of {str(folder)!r} "
@@ -283,7 +281,7 @@ def build_audiofolder_split(data: dict, seed: int, split: str, cache_dir: str | 
             "; ".join(f"{f.name}/: {', '.join(c)}" for f, c in listings.items()),
         )
 
-    shuffle_seed = int(cfg.get("shuffle_seed", 0))
+    shuffle_seed = cfg["shuffle_seed"]
     groups = []
     for name, files in classes.items():
         order = np.random.default_rng([shuffle_seed, zlib.crc32(name.encode())]).permutation(len(files))

@@ -62,7 +62,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _load_hub(hub: dict) -> dict[str, datasets.Dataset]:
-    ident, config = str(hub["id"]), hub.get("config")
+    ident, config = str(hub["id"]), hub["config"]
     local = Path(ident).expanduser()
     try:
         if _is_saved_dataset(local):
@@ -82,10 +82,8 @@ def _load_hub(hub: dict) -> dict[str, datasets.Dataset]:
 
 def _hub_ranges(hub: dict, split: str) -> tuple[str, dict[str, tuple[float, float]]]:
     """Our split's source split, and the fraction ranges of every split that reads it."""
-    splits = hub.get("splits") or {}
-    if split not in splits:
-        raise StageError(f"data.hub.splits has no entry for split {split!r} (it names the source split to read)")
-    fractions = hub.get("fractions") or {}
+    splits = hub["splits"]  # the schema requires train, val and test
+    fractions = hub.get("fractions") or {}  # optional: without it a source split read by one split is read whole
     source = str(splits[split])
     sharing = [s for s in SPLITS if s in splits and str(splits[s]) == source]
     ranges = {
@@ -154,9 +152,7 @@ def build_hub_split(data: dict, seed: int, split: str) -> tuple[datasets.Dataset
     examples: the first ones of our share after the shuffle.
     """
     check_split(split)
-    hub = data.get("hub")
-    if not isinstance(hub, dict) or not hub.get("id"):
-        raise StageError("data.hub.id is required when data.source is hub")
+    hub = data["hub"]  # validated: id and splits present, defaults filled
     n_samples, limit = window_samples(data), split_limit(data, split)
     source, ranges = _hub_ranges(hub, split)
     splits = _load_hub(hub)
@@ -166,7 +162,7 @@ def build_hub_split(data: dict, seed: int, split: str) -> tuple[datasets.Dataset
             f"(available: {', '.join(sorted(splits))})"
         )
     ds = splits[source]
-    audio_col, label_col = hub.get("audio_column", "audio"), hub.get("label_column", "label")
+    audio_col, label_col = hub["audio_column"], hub["label_column"]
     for key, col in (("audio_column", audio_col), ("label_column", label_col)):
         if col not in ds.column_names:
             raise StageError(
@@ -178,7 +174,7 @@ def build_hub_split(data: dict, seed: int, split: str) -> tuple[datasets.Dataset
     positives, label_names = _positives(hub, label_feature, all_labels, label_col, source)
 
     m = len(ds)
-    order = np.random.default_rng(int(hub.get("shuffle_seed", 0))).permutation(m)
+    order = np.random.default_rng(hub["shuffle_seed"]).permutation(m)
     share = order[partition(m, ranges)[split]]
     if len(share) < limit:
         log.warning("split %r: only %d examples in its share of source split %r, fewer than the %d asked for", split, len(share), source, limit)
