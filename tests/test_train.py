@@ -10,7 +10,7 @@ from peft import PeftModel
 from conftest import write_toy_features
 from gwlora.cli import StageError
 from gwlora.config import Variant, expand_variants
-from gwlora.model import build_classifier
+from gwlora.model import apply_variant, build_classifier
 from gwlora import train as train_module
 from gwlora.train import BEST_DIR, CHECKSUMS_FILE, CURVE_COLUMNS, RUN_STATE, main, train_run
 
@@ -53,7 +53,7 @@ def test_run_writes_curve_and_summary(built, tmp_path):
     assert curve.val_auc.between(0, 1).all()
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["best_val_loss"] == pytest.approx(curve.val_loss.min())
-    assert saved["best_val_auc"] == pytest.approx(curve.val_auc.max())
+    assert saved["val_auc"] == pytest.approx(curve.val_auc[curve.val_loss.idxmin()])  # the tested checkpoint's, not the max
     assert saved["train_time_s"] == pytest.approx(curve.train_time_s.iloc[-1])
     assert saved["trainable_parameters"] == summary["trainable_parameters"] < saved["total_parameters"]
     assert 0 <= saved["test_auc"] <= 1 and saved["peak_memory_bytes"] > 0
@@ -116,10 +116,17 @@ def test_summary_reports_costs_test_metrics_and_provenance(built, tmp_path):
     assert not (tmp_path / RUN_STATE).exists()  # the run state goes once the run has finished
 
 
-@pytest.mark.parametrize("variant", [LORA, Variant(name="full", family="full", config_key="full", lr=1e-3)], ids=["lora", "full"])
-def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, caplog):
-    """A run interrupted mid-epoch and started again ends exactly like an uninterrupted run."""
-    settings = dict(epochs=3, eval_every_steps=4)  # 6 steps per epoch: evaluations fall mid-epoch
+DECAY = {"schedule": {"name": "cosine", "warmup_fraction": 0.2}, "head_lr_multiplier": 5.0}
+
+
+@pytest.mark.parametrize(
+    "variant, recipe",
+    [(LORA, {}), (Variant(name="full", family="full", config_key="full", lr=1e-3), {}), (LORA, DECAY)],
+    ids=["lora", "full", "lora-warmup-cosine-head-lr"],
+)
+def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, recipe, caplog):
+    """A run interrupted mid-epoch and started again ends exactly like an uninterrupted run (the schedule's position included)."""
+    settings = dict(epochs=3, eval_every_steps=4, **recipe)  # 6 steps per epoch: evaluations fall mid-epoch
     whole = run(built, variant, tmp_path / "whole", **settings)
     interrupted(built, variant, tmp_path / "killed", 8, **settings)
     assert (tmp_path / "killed" / RUN_STATE).exists() and not (tmp_path / "killed" / "summary.json").exists()
@@ -129,7 +136,7 @@ def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, caplog)
     a = pd.read_csv(tmp_path / "whole" / "curve.csv").drop(columns="train_time_s")
     b = pd.read_csv(tmp_path / "killed" / "curve.csv").drop(columns="train_time_s")
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
-    for key in ("best_val_auc", "best_val_loss", "best_step", "test_auc", "test_loss", "steps"):
+    for key in ("val_auc", "best_val_loss", "best_step", "test_auc", "test_loss", "steps"):
         assert resumed[key] == pytest.approx(whole[key], rel=1e-6), key
 
 
@@ -215,6 +222,33 @@ def test_a_corrupt_best_checkpoint_fails_naming_the_file(built, tmp_path, monkey
     assert (tmp_path / BEST_DIR / CHECKSUMS_FILE).is_file()
 
 
+def test_the_head_trains_at_its_own_rate_and_the_schedule_warms_up_and_decays(built):
+    from gwlora.train import make_optimizer, make_schedule
+
+    model = apply_variant(build_classifier(built["root"] / "base_model", 2, 100, built["config"]["model"]), LORA)
+    optimizer = make_optimizer(model, 1e-3, 0.0, head_lr_multiplier=10.0)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    head = {id(p) for n, p in model.named_parameters() if p.requires_grad and ".head." in f".{n}."}
+    assert {id(p) for p in groups["head"]["params"]} == head and head
+    assert groups["head"]["lr"] == pytest.approx(1e-2) and groups["encoder"]["lr"] == pytest.approx(1e-3)
+    schedule = make_schedule(optimizer, {"name": "linear", "warmup_fraction": 0.25}, total_steps=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == 0 and lrs[2] == pytest.approx(1e-3) and lrs[1] < lrs[2]  # warm-up over 2 steps
+    assert lrs[2] > lrs[5] > lrs[7] > 0 and optimizer.param_groups[0]["lr"] == pytest.approx(0)  # then linear decay to 0
+    frozen = apply_variant(build_classifier(built["root"] / "base_model", 2, 100, built["config"]["model"]), Variant(name="frozen", family="frozen", lr=1e-3))
+    assert [g["name"] for g in make_optimizer(frozen, 1e-3, 0.0, 10.0).param_groups] == ["head"]
+
+
+def test_summary_records_the_recipe(built, tmp_path):
+    summary = run(built, LORA, tmp_path, **DECAY)
+    assert summary["lr"] == LORA.lr and summary["head_lr"] == pytest.approx(5 * LORA.lr)
+    assert summary["schedule"] == {"name": "cosine", "warmup_fraction": 0.2, "warmup_steps": 2, "total_steps": 12}
+
+
 def test_best_adapter_reloads_with_peft_to_identical_logits(built, tmp_path):
     run(built, LORA, tmp_path, epochs=3)
     config = built["config"]
@@ -237,4 +271,4 @@ def test_full_fine_tuning_separates_a_separable_toy_set(built, tmp_path):
     """A bright band in the log-mel of class 1: full fine-tuning reaches val AUC > 0.95."""
     features = write_toy_features(tmp_path, {"train": 96, "val": 48})
     summary = run(built, Variant(name="full", family="full", config_key="full", lr=1e-3), tmp_path / "run", features=features, epochs=6)
-    assert summary["best_val_auc"] > 0.95
+    assert summary["val_auc"] > 0.95

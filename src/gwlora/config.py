@@ -142,6 +142,7 @@ def _check_semantics(config: dict) -> None:
             )
 
     _check_model_fits(config)
+    expand_variants(config["train"])  # learning rates that would name two runs alike
 
 
 def looks_like_path(name: str) -> bool:
@@ -279,11 +280,12 @@ ENCODER_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"
 
 @dataclass(frozen=True)
 class Variant:
-    """One trainable configuration of the classifier, named as its wildcard."""
+    """One training configuration of the classifier: a compared variant at one learning rate."""
 
-    name: str
+    name: str  # the compared variant (full, lora-r8, ...): a row of the tables
     family: str  # full | frozen | partial | lora
     lr: float
+    run: str = ""  # its runs' wildcard and folder: the name, plus /lr<lr> when its family lists several lrs
     config_key: str = ""  # its key under train.variants: lora, lora-all, ... (= family for the others)
     layers: int | None = None  # partial: top-k encoder layers that train
     rank: int | None = None  # lora
@@ -292,6 +294,10 @@ class Variant:
     dropout: float = 0.0
     rslora: bool = False  # scale by alpha/sqrt(r) instead of alpha/r
     dora: bool = False
+
+    def __post_init__(self):
+        if not self.run:
+            object.__setattr__(self, "run", self.name)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -314,36 +320,49 @@ def lora_keys(train: dict) -> list[str]:
     return sorted(keys, key=lambda k: k != "lora")
 
 
+def learning_rates(spec: dict, train: dict) -> list[float]:
+    """A family's learning rates: its own `lr` (a number or a list), else train.lr's."""
+    value = spec.get("lr", train["lr"])
+    return list(value) if isinstance(value, list) else [value]
+
+
+def run_id(name: str, lr: float, grid: bool) -> str:
+    """A run's wildcard and folder below runs/: the variant's name alone for a single lr (as before grids)."""
+    return f"{name}/lr{lr:g}" if grid else name
+
+
 def expand_variants(train: dict) -> dict[str, Variant]:
-    """Expand `train.variants` into named variants, in a stable display order."""
-    default_lr = train["lr"]  # a family without an lr of its own uses train.lr
-    out: dict[str, Variant] = {}
+    """Expand `train.variants` into one Variant per (variant, lr), keyed by run id, in a stable display order."""
     families = train["variants"]
+    planned: list[tuple[dict, dict]] = []  # (family spec, Variant fields)
     for family in ("full", "frozen"):
         if family in families:
-            out[family] = Variant(name=family, family=family, config_key=family, lr=families[family].get("lr", default_lr))
+            planned.append((families[family], {"name": family, "family": family, "config_key": family}))
     if "partial" in families:
         spec = families["partial"]
         k = spec["layers"]
-        out[f"partial-top{k}"] = Variant(name=f"partial-top{k}", family="partial", config_key="partial", lr=spec.get("lr", default_lr), layers=k)
+        planned.append((spec, {"name": f"partial-top{k}", "family": "partial", "config_key": "partial", "layers": k}))
     for key in lora_keys(train):
         spec = families[key]
-        ranks = spec["ranks"]
-        alpha = spec["alpha"]
         targets = spec["target_modules"]
-        targets = ENCODER_LINEAR_MODULES if targets == "all-linear" else tuple(targets)
-        for r in ranks:
-            name = f"{key}-r{r}"
-            out[name] = Variant(
-                name=name,
-                family="lora",
-                config_key=key,
-                lr=spec.get("lr", default_lr),
-                rank=r,
-                alpha=float(alpha if alpha is not None else ranks[0]),
-                target_modules=targets,
-                dropout=spec["dropout"],
-                rslora=spec["scaling"] == "alpha/sqrt(r)",
-                dora=spec["dora"],
-            )
+        for r in spec["ranks"]:
+            planned.append((spec, {
+                "name": f"{key}-r{r}",
+                "family": "lora",
+                "config_key": key,
+                "rank": r,
+                "alpha": float(spec["alpha"] if spec["alpha"] is not None else spec["ranks"][0]),
+                "target_modules": ENCODER_LINEAR_MODULES if targets == "all-linear" else tuple(targets),
+                "dropout": spec["dropout"],
+                "rslora": spec["scaling"] == "alpha/sqrt(r)",
+                "dora": spec["dora"],
+            }))
+    out: dict[str, Variant] = {}
+    for spec, fields in planned:
+        lrs = learning_rates(spec, train)
+        for lr in lrs:
+            run = run_id(fields["name"], lr, len(lrs) > 1)
+            if run in out:
+                raise ConfigError(f"invalid config: learning rates of {fields['name']} that print alike ({run}); list distinct values")
+            out[run] = Variant(lr=lr, run=run, **fields)
     return out

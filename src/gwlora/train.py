@@ -101,10 +101,37 @@ def autocast_for(device: torch.device):
     return nullcontext()
 
 
-def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, one fused kernel for all of them (CPU and CUDA)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+def is_head(name: str) -> bool:
+    """Whether a parameter belongs to the freshly initialised head (peft's copy of it included)."""
+    return "head" in name.split(".")
+
+
+def make_optimizer(model, lr: float, weight_decay: float, head_lr_multiplier: float = 1.0) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, one fused kernel for all of them (CPU and CUDA).
+
+    Two parameter groups: the head at ``lr * head_lr_multiplier``, everything
+    else that trains (encoder weights, adapters) at ``lr``.
+    """
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if not is_head(n)], "lr": lr, "name": "encoder"},
+        {"params": [p for n, p in trainable if is_head(n)], "lr": lr * head_lr_multiplier, "name": "head"},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay, fused=True)
+
+
+def make_schedule(optimizer, schedule: dict, total_steps: int):
+    """The learning-rate schedule of every group: linear warm-up, then constant, linear or cosine decay to 0 (transformers')."""
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[schedule["name"]]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps(schedule, total_steps), num_training_steps=total_steps)
+
+
+def warmup_steps(schedule: dict, total_steps: int) -> int:
+    """Warm-up steps: ``warmup_steps`` when set, else ``warmup_fraction`` of the planned steps (at most all of them)."""
+    steps = schedule.get("warmup_steps")  # optional: no schema default
+    return min(total_steps, round(schedule["warmup_fraction"] * total_steps) if steps is None else steps)
 
 
 # deck: train-step
@@ -315,6 +342,7 @@ class Run:
     splits: dict[str, SplitOnDevice]
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler | None  # set once the run's length is known
     train_config: dict
     fingerprint: dict
     total_parameters: int
@@ -322,7 +350,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.variant.name} seed {self.seed}"
+        return f"{self.variant.run} seed {self.seed}"
 
     @property
     def batch_size(self) -> int:
@@ -357,12 +385,14 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
     model = apply_variant(base, variant).to(device)
     model.train()
     trainable, _ = count_parameters(model)
-    return Run(
+    run = Run(
         variant=variant, seed=seed, out_dir=Path(out_dir), model_dir=Path(model_dir), model_config=model_config, device=device, splits=splits, model=model,
-        optimizer=make_optimizer(model, variant.lr, train_config["weight_decay"]), train_config=train_config,
-        fingerprint=run_fingerprint(variant, seed, model_config, train_config, splits["train"].n),
+        optimizer=make_optimizer(model, variant.lr, train_config["weight_decay"], train_config["head_lr_multiplier"]), schedule=None,
+        train_config=train_config, fingerprint=run_fingerprint(variant, seed, model_config, train_config, splits["train"].n),
         total_parameters=total, trainable_parameters=trainable,
     )
+    run.schedule = make_schedule(run.optimizer, train_config["schedule"], run.last_step)
+    return run
 
 
 def train_run(
@@ -398,6 +428,7 @@ def train_run(
         for idx in batches[state.batches_done :]:
             x, y = train.batch(idx)
             losses.append(train_step(run.model, run.optimizer, loss_fn, x, y))
+            run.schedule.step()
             state.advance(len(idx), len(batches), order)
             bar.update()
             if run.evaluates_at(state.step):
@@ -437,6 +468,7 @@ def resume_or_start(run: Run, order: torch.Generator) -> RunState:
         return fresh
     run.model.load_state_dict(saved["trainable"], strict=False)
     run.optimizer.load_state_dict(saved["optimizer"])
+    run.schedule.load_state_dict(saved["schedule"])
     torch.set_rng_state(saved["torch_rng"])
     if run.device.type == "cuda" and saved["cuda_rng"] is not None:
         torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
@@ -493,6 +525,7 @@ def summarise(run: Run, state: RunState) -> dict:
     curve, best = state.curve, state.best
     summary = {
         "variant": run.variant.name,
+        "run": run.variant.run,
         "family": run.variant.family,
         "config_key": run.variant.config_key,
         "variant_config": run.variant.to_dict(),
@@ -500,10 +533,9 @@ def summarise(run: Run, state: RunState) -> dict:
         "trainable_parameters": run.trainable_parameters,
         "total_parameters": run.total_parameters,
         "trainable_percent": 100.0 * run.trainable_parameters / run.total_parameters,
-        # quality: validation over the whole curve, test of the best (lowest val loss) checkpoint
-        "best_val_auc": max(r["val_auc"] for r in curve),
+        # quality, all of one checkpoint: the lowest val loss, the one the test split scores (the curve has every evaluation)
         "best_val_loss": best["val_loss"],
-        "val_auc_at_best_loss": best["val_auc"],
+        "val_auc": best["val_auc"],
         "best_step": best["step"],
         "test_auc": test.get("auc"),
         "test_loss": test.get("loss"),
@@ -526,6 +558,9 @@ def summarise(run: Run, state: RunState) -> dict:
         "device": str(run.device),
         "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32",
         "batch_size": run.batch_size,
+        "lr": run.variant.lr,
+        "head_lr": run.optimizer.param_groups[-1]["initial_lr"] if run.optimizer.param_groups[-1]["name"] == "head" else None,
+        "schedule": {**run.train_config["schedule"], "warmup_steps": warmup_steps(run.train_config["schedule"], run.last_step), "total_steps": run.last_step},
         "base_model": load_record(run.model_dir)["source"],
         "context": run.model_config["context"],
         "pooling": run.model_config["pooling"],
@@ -549,6 +584,7 @@ def save_run_state(run: Run, state: RunState) -> None:
         "fingerprint": run.fingerprint,
         "trainable": {k: v for k, v in run.model.state_dict().items() if k in trainable},
         "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
         "state": asdict(state),
@@ -624,8 +660,8 @@ def _run(args):
         out_dir=args.out,
     )
     log.info(
-        "%s seed %d: best val AUC %.4f, best val loss %.4f, test AUC %s, %.1f s training, %d trainable parameters",
-        summary["variant"], summary["seed"], summary["best_val_auc"], summary["best_val_loss"],
+        "%s seed %d: val AUC %.4f and val loss %.4f (best checkpoint), test AUC %s, %.1f s training, %d trainable parameters",
+        summary["run"], summary["seed"], summary["val_auc"], summary["best_val_loss"],
         "n/a" if summary["test_auc"] is None else f"{summary['test_auc']:.4f}", summary["train_time_s"], summary["trainable_parameters"],
     )
 
