@@ -11,9 +11,11 @@ from conftest import REPO, tiny_config, write_toy_features
 from gwlora.cli import StageError
 from gwlora.config import expand_variants
 from gwlora.constants import INJECTION_SOURCES
-from gwlora.plot import FIGURES, Canvas, figure_names, main, make_figures, plot_curves, plot_rank
+from gwlora.plot import (
+    FIGURES, Canvas, figure_names, main, make_figures, pareto_front, plot_curves, plot_lr_sensitivity, plot_pareto, plot_rank,
+)
 
-ALWAYS = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs"]
+ALWAYS = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "lr_sensitivity", "pareto"]
 AUDIO = {"source": "audiofolder", "audiofolder": {"path": "clips", "positive_class": "tone"}, "splits": {"train": 8, "val": 4, "test": 4}}
 
 CONFIGS = {
@@ -37,32 +39,49 @@ def test_figure_names_lists_in_drawing_order():
     assert figure_names(tiny_config()) == list(FIGURES)  # the demo draws every figure the stage knows
 
 
-def synthetic_tables(config: dict, root) -> dict:
-    """curves.csv, runs.csv and auc_by_snr.csv shaped as the aggregate stage writes them for `config` (two seeds)."""
+def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
+    """curves.csv, runs.csv, summary.csv and auc_by_snr.csv shaped as the aggregate stage writes them for `config`.
+
+    Two seeds at each lr of the grid (the variant's lr times each of `lr_factors`); the selected lr is the
+    one with the higher mean validation AUC, and summary.csv holds one row per variant at it (the
+    last variant with one seed's NaN interval).
+    """
     rng = np.random.default_rng(0)
     variants = expand_variants(config["train"])
     latency = config["train"]["latency_batches"] > 0
     injections = config["data"]["source"] in INJECTION_SOURCES
     curves, runs, snr = [], [], []
     for i, (name, v) in enumerate(variants.items()):
-        for seed in (0, 1):
-            for step in (8, 16, 24):
-                curves.append({"variant": name, "seed": seed, "step": step, "epoch": step / 8, "train_time_s": step * (1 + i) + seed,
-                               "val_auc": 0.5 + step / 100 + rng.uniform(0, 0.05), "val_loss": 0.7 - step / 100})
-            lora = v.family == "lora"
-            runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.rank,
-                         "trainable_parameters": 1000 * (i + 1), "best_val_auc": 0.7 + 0.01 * i + 0.01 * seed, "test_auc": 0.7 + 0.01 * i,
-                         "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
-                         "latency_base_ms": 5.0 if latency else np.nan,
-                         "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
-                         "latency_merged_ms": 5.1 if latency and lora else np.nan})
-            for b in range(4) if injections else ():
-                snr.append({"variant": name, "seed": seed, "snr_bin": b, "snr_low": 5.0 + b, "snr_high": 6.0 + b, "snr_median": 5.5 + b,
-                            "n_signal": 4, "n_noise": 16, "auc": 0.6 + 0.1 * b})
+        selected = v.lr * lr_factors[i % len(lr_factors)]  # the grid's best lr differs between variants
+        for lr in (v.lr * f for f in lr_factors):
+            for seed in (0, 1):
+                if lr == selected:
+                    for step in (8, 16, 24):
+                        curves.append({"variant": name, "seed": seed, "step": step, "epoch": step / 8, "train_time_s": step * (1 + i) + seed,
+                                       "val_auc": 0.5 + step / 100 + rng.uniform(0, 0.05), "val_loss": 0.7 - step / 100})
+                lora = v.family == "lora"
+                bonus = 0.05 if lr == selected else 0.0
+                runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.rank, "lr": lr,
+                             "selected": lr == selected, "trainable_parameters": 1000 * (i + 1),
+                             "best_val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus,
+                             "test_auc": 0.7 + 0.01 * i + bonus - 0.005 * seed, "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
+                             "latency_base_ms": 5.0 if latency else np.nan,
+                             "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
+                             "latency_merged_ms": 5.1 if latency and lora else np.nan})
+                for b in range(4) if injections and lr == selected else ():
+                    snr.append({"variant": name, "seed": seed, "snr_bin": b, "snr_low": 5.0 + b, "snr_high": 6.0 + b, "snr_median": 5.5 + b,
+                                "n_signal": 4, "n_noise": 16, "auc": 0.6 + 0.1 * b})
+    table = pd.DataFrame(runs)
+    chosen = table[table.selected].groupby(["variant", "family", "config_key", "rank", "lr"], sort=False, dropna=False)
+    summary = chosen.agg(seeds=("seed", "nunique"), trainable_parameters=("trainable_parameters", "mean"),
+                         peak_memory_mb=("peak_memory_mb", "mean"), step_time_ms=("step_time_ms", "mean"), val_auc=("val_auc", "mean"),
+                         test_auc=("test_auc", "mean"), test_auc_std=("test_auc", "std")).reset_index()
+    summary["test_auc_ci95"] = 2.0 * summary.test_auc_std
+    summary.loc[summary.index[-1], ["test_auc_std", "test_auc_ci95"]] = np.nan  # as with one seed: no interval
     root.mkdir(parents=True, exist_ok=True)
     paths = {}
     columns = {"auc_by_snr": ["variant", "seed", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "n_noise", "auc"]}
-    for key, rows in (("curves", curves), ("runs", runs), ("auc_by_snr", snr)):
+    for key, rows in (("curves", curves), ("runs", runs), ("summary", summary), ("auc_by_snr", snr)):
         paths[key] = root / f"{key}.csv"
         pd.DataFrame(rows, columns=columns.get(key)).to_csv(paths[key], index=False)
     paths["examples"] = write_toy_features(root, {"test": 8})["test"]
@@ -71,7 +90,7 @@ def synthetic_tables(config: dict, root) -> dict:
 
 def draw(paths: dict, out, names) -> list:
     """make_figures on every table of `paths`, drawing `names`."""
-    return make_figures(paths["curves"], out, paths["runs"], paths["auc_by_snr"], paths["examples"], figures=names)
+    return make_figures(paths["curves"], out, paths["runs"], paths["auc_by_snr"], paths["examples"], figures=names, summary_csv=paths["summary"])
 
 
 def files_of(names) -> list[str]:
@@ -117,6 +136,8 @@ def test_a_figure_without_its_input_or_unknown_is_named(tmp_path):
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     with pytest.raises(StageError, match=r"figure 'auc_vs_snr' is drawn from auc_by_snr.csv .*not given"):
         make_figures(paths["curves"], tmp_path / "figures", paths["runs"], figures=["costs", "auc_vs_snr"])
+    with pytest.raises(StageError, match=r"figure 'pareto' is drawn from summary.csv \(summary_csv, --summary\), which was not given"):
+        draw({**paths, "summary": None}, tmp_path / "figures", ["costs", "pareto"])
     with pytest.raises(StageError, match=r"unknown figures \['violin'\]"):
         make_figures(paths["curves"], tmp_path / "figures", figures=["violin"])
     assert not (tmp_path / "figures").exists()  # checked before anything is drawn
@@ -134,12 +155,80 @@ def test_a_variant_has_one_colour_in_every_figure(tmp_path):
     assert rank["lora"] == pytest.approx(canvas.palette["lora-r8"])  # the family's line: its last rank's colour
 
 
+@pytest.mark.parametrize(
+    "costs, quality, front",
+    [
+        ([1.0], [0.7], [True]),  # a single point is its own front
+        ([1.0, 2.0, 3.0], [0.6, 0.8, 0.7], [True, True, False]),  # 3 costs more than 2 for less
+        ([1.0, 2.0], [0.8, 0.8], [True, False]),  # equal quality at a higher cost: dominated
+        ([1.0, 1.0], [0.7, 0.8], [False, True]),  # equal cost, lower quality: dominated
+        ([1.0, 1.0, 2.0], [0.8, 0.8, 0.9], [True, True, True]),  # identical points do not dominate each other
+        ([3.0, 1.0, 2.0], [0.9, 0.7, 0.95], [False, True, True]),  # order does not matter
+        ([1.0, np.nan, 2.0], [0.7, 0.99, np.nan], [True, False, False]),  # unmeasured: never on the front, dominates nothing
+        ([], [], []),
+    ],
+)
+def test_pareto_front(costs, quality, front):
+    mask = pareto_front(costs, quality)
+    assert mask.dtype == bool and mask.tolist() == front
+
+
+def test_pareto_front_needs_matching_vectors():
+    with pytest.raises(ValueError, match="1-D and of one length"):
+        pareto_front([1.0, 2.0], [0.5])
+
+
+def test_pareto_figure_marks_intervals_and_front(tmp_path):
+    """One point per variant with its 95% interval (none where NaN), labelled, and the front as a step line in each panel."""
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    summary = pd.read_csv(paths["summary"])
+    canvas = Canvas(tmp_path, summary.variant)
+    fig = plot_pareto(summary, canvas)
+    assert len(fig.axes) == 3 and fig.axes[0].get_xscale() == "log"
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.texts] == list(summary.variant)
+        bars = [c for c in ax.containers if c.has_yerr]
+        assert len(bars) == len(summary) - 1  # the last variant: NaN interval, no bar
+        step = next(line for line in ax.lines if line.get_label() == "Pareto front")
+        # costs grow with the variant's index and so does test AUC (at the selected lr): every variant is on the front
+        assert len(step.get_xdata()) == len(summary)
+
+
+def test_lr_sensitivity_rings_the_selected_lr(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    runs = pd.read_csv(paths["runs"])
+    canvas = Canvas(tmp_path, runs.variant)
+    fig = plot_lr_sensitivity(runs, canvas)
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
+    assert "selected on validation" in fig.get_suptitle()
+    selected = runs[runs.selected].groupby("variant", sort=False)
+    rings = [c for c in fig.axes[0].collections if c.get_sizes()[0] == 300]
+    np.testing.assert_allclose(np.vstack([r.get_offsets() for r in rings]), np.column_stack([selected.lr.first(), selected.val_auc.mean()]))
+    np.testing.assert_allclose(np.vstack([r.get_edgecolor()[:, :3] for r in rings]), [canvas.palette[v] for v in selected.lr.first().index])
+
+
+def test_lr_sensitivity_with_one_lr_per_variant(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables", lr_factors=(1.0,))
+    written = draw(paths, tmp_path / "figures", ["lr_sensitivity", "pareto"])
+    assert [p.name for p in written] == files_of(["lr_sensitivity"]) + files_of(["pareto"])
+
+
+@pytest.mark.parametrize("mark, message", [("none", r"none for \['full'\]"), ("all", r"several for \['full'\]")])
+def test_lr_sensitivity_needs_one_selected_lr_per_variant(mark, message, tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    runs = pd.read_csv(paths["runs"])
+    runs.loc[runs.variant == "full", "selected"] = mark == "all"
+    runs.to_csv(paths["runs"], index=False)
+    with pytest.raises(StageError, match=rf"cannot draw figure 'lr_sensitivity': .*one selected lr per variant: {message}"):
+        draw(paths, tmp_path / "figures", ["lr_sensitivity"])
+
+
 def test_cli_draws_the_figures_it_is_given(tmp_path):
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     out = tmp_path / "figures"
-    args = ["--curves", str(paths["curves"]), "--runs", str(paths["runs"]), "--out", str(out)]
-    assert main(["--figures", "val_loss_vs_time", "val_auc_vs_rank", *args]) == 0
-    assert sorted(p.name for p in out.iterdir()) == files_of(["val_loss_vs_time", "val_auc_vs_rank"])
+    args = ["--curves", str(paths["curves"]), "--runs", str(paths["runs"]), "--summary", str(paths["summary"]), "--out", str(out)]
+    assert main(["--figures", "val_loss_vs_time", "val_auc_vs_rank", "pareto", *args]) == 0
+    assert sorted(p.name for p in out.iterdir()) == files_of(["val_loss_vs_time", "val_auc_vs_rank", "pareto"])
     with pytest.raises(SystemExit):
         main(["--figures", "violin", *args])  # argparse: not one of the figures
     with pytest.raises(SystemExit):

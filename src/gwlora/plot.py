@@ -7,8 +7,11 @@ to this stage (``--figures``), which draws exactly them:
 * always: ``example_inputs`` (the log-mel the encoder sees for the strongest
   signal and for a noise window of the test split), ``val_auc_vs_time`` and
   ``val_loss_vs_time`` (validation AUC and loss against cumulative training
-  time), ``test_auc_vs_parameters`` (log axis) and ``costs`` (peak memory and
-  step time per variant);
+  time), ``test_auc_vs_parameters`` (log axis), ``costs`` (peak memory and
+  step time per variant), ``lr_sensitivity`` (validation and test AUC against
+  the learning rate, the lr selected on validation marked) and ``pareto`` (test
+  AUC at each variant's selected lr against parameters, memory and step time,
+  with the Pareto front);
 * with LoRA variants: ``val_auc_vs_rank`` (full and frozen as reference lines),
   and ``latency`` (base, LoRA unmerged and merged) unless
   ``train.latency_batches`` is 0;
@@ -71,6 +74,11 @@ FORMATS = ("png", "svg")
 SIZE = (10, 6)  # inches: every single-panel figure
 CURVES = {"val_auc": "validation AUC", "val_loss": "validation loss"}  # the training curves: column -> axis label
 LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", "latency_merged_ms": "merged"}
+# the lr figure's panels: column -> axis label; only the validation one selects the lr
+LR_PANELS = {"val_auc": "validation AUC (selects the lr)", "test_auc": "test AUC (display only)"}
+# the Pareto figure's costs: column -> (axis label, x scale)
+PARETO_COSTS = {"trainable_parameters": ("trainable parameters", "log"), "peak_memory_mb": ("peak training memory (MB)", "linear"),
+                "step_time_ms": ("step time (ms)", "linear")}
 
 
 def variant_palette(variants: Sequence[str]) -> dict[str, tuple]:
@@ -246,6 +254,85 @@ def plot_snr(auc_snr: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     return fig
 
 
+def selected_lrs(runs: pd.DataFrame) -> pd.Series:
+    """Each variant's selected lr (display order), from the runs marked `selected`; stop unless exactly one per variant."""
+    if runs.selected.dtype != bool:
+        raise StageError(f"runs.csv: the column 'selected' is not boolean (dtype {runs.selected.dtype})")
+    chosen = runs[runs.selected].groupby("variant", sort=False).lr
+    problems = {"none": [v for v in runs.variant.unique() if v not in chosen.groups],
+                "several": [v for v, n in chosen.nunique().items() if n > 1]}
+    if any(problems.values()):
+        found = "; ".join(f"{kind} for {variants}" for kind, variants in problems.items() if variants)
+        raise StageError(f"runs.csv must mark one selected lr per variant: {found}")
+    return chosen.first()
+
+
+def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
+    """Validation and test AUC against the learning rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
+    require(runs, ("variant", "seed", "lr", "selected", *LR_PANELS), "runs.csv")
+    chosen = selected_lrs(runs)
+    fig, axes = canvas.figure(1, len(LR_PANELS), size=(16, 6.5), sharey=True)
+    for ax, (col, label) in zip(axes, LR_PANELS.items()):
+        for variant, colour in canvas.colours(runs.variant).items():
+            rows = runs[runs.variant == variant]
+            means = rows.groupby("lr")[col].mean()
+            ax.scatter(rows.lr, rows[col], color=colour, alpha=0.3, s=25, linewidth=0)
+            ax.plot(means.index, means.values, marker="o", markersize=6, linewidth=2, color=colour, label=variant)
+            ax.scatter([chosen[variant]], [means[chosen[variant]]], s=300, facecolors="none", edgecolors=colour, linewidths=2.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(label)
+    ring = plt.Line2D([], [], marker="o", markersize=14, markerfacecolor="none", markeredgecolor="grey", markeredgewidth=2.5,
+                      linestyle="none", label="selected lr")
+    handles, _ = axes[-1].get_legend_handles_labels()
+    axes[-1].legend(handles=[*handles, ring], title="variant", fontsize="x-small", title_fontsize="x-small", loc="best")
+    n_seeds = runs.groupby(["variant", "lr"]).seed.nunique().max()
+    fig.suptitle("AUC vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
+                 + "\nring: the lr selected on validation; the test panel shows sensitivity only and selects nothing", fontsize="medium")
+    return fig
+
+
+def pareto_front(costs, quality) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (lower-or-equal cost and higher-or-equal quality, one strictly).
+
+    Equal points do not dominate each other (both are on the front); a point
+    with a NaN cost or quality is never on the front and dominates nothing.
+    """
+    cost, qual = np.asarray(costs, dtype=float), np.asarray(quality, dtype=float)
+    if cost.ndim != 1 or cost.shape != qual.shape:
+        raise ValueError(f"costs and quality must be 1-D and of one length, not {cost.shape} and {qual.shape}")
+    valid = ~(np.isnan(cost) | np.isnan(qual))
+    # [i, j]: point j dominates point i
+    at_most = (cost[None, :] <= cost[:, None]) & (qual[None, :] >= qual[:, None])
+    strictly = (cost[None, :] < cost[:, None]) | (qual[None, :] > qual[:, None])
+    dominated = (at_most & strictly & valid[None, :]).any(axis=1)
+    return valid & ~dominated
+
+
+def plot_pareto(summary: pd.DataFrame, canvas: Canvas) -> plt.Figure:
+    """Test AUC at each variant's selected lr against each cost (bars: 95% interval over seeds), with the Pareto front."""
+    require(summary, ("variant", "test_auc", "test_auc_ci95", *PARETO_COSTS), "summary.csv")
+    if summary.variant.duplicated().any():
+        raise StageError(f"summary.csv has several rows for {sorted(set(summary.variant[summary.variant.duplicated()]))}")
+    rows = summary.set_index("variant")
+    fig, axes = canvas.figure(1, len(PARETO_COSTS), size=(21, 7), sharey=True)
+    for ax, (col, (label, scale)) in zip(axes, PARETO_COSTS.items()):
+        for variant, colour in canvas.colours(summary.variant).items():
+            x, y, ci = rows.loc[variant, [col, "test_auc", "test_auc_ci95"]]
+            ax.errorbar([x], [y], yerr=None if np.isnan(ci) else [ci], fmt="o", markersize=9, capsize=4, color=colour, label=variant)
+            ax.annotate(variant, (x, y), xytext=(6, 6), textcoords="offset points", fontsize="x-small", color=colour)
+        front = summary[pareto_front(summary[col], summary.test_auc)].sort_values([col, "test_auc"])
+        ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
+        ax.set_xscale(scale)
+        ax.margins(x=0.12, y=0.08)  # room for the names beside the points
+        ax.set_xlabel(label)
+        ax.set_ylabel("test AUC")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles, labels, fontsize="x-small", loc="best")
+    fig.suptitle("Test AUC vs costs, each variant at its selected lr (bars: 95% interval over seeds; dashed: Pareto front)", fontsize="medium")
+    return fig
+
+
 def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
     """The model's input: log-mel of the loudest signal window and of a noise window, one panel per channel."""
     from .features import load_features, load_snr
@@ -285,6 +372,7 @@ INPUTS = {
     "runs": "runs.csv (runs_csv, --runs)",
     "auc_by_snr": "auc_by_snr.csv (auc_by_snr_csv, --auc-by-snr)",
     "examples": "a feature cache (examples, --examples)",
+    "summary": "summary.csv (summary_csv, --summary)",
 }
 
 
@@ -295,6 +383,8 @@ FIGURES = {
     "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss")),
     "test_auc_vs_parameters": FigureSpec("runs", plot_params),
     "costs": FigureSpec("runs", plot_costs),
+    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity),
+    "pareto": FigureSpec("summary", plot_pareto),
     "val_auc_vs_rank": FigureSpec("runs", plot_rank),
     "latency": FigureSpec("runs", plot_latency),
     "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr),
@@ -305,7 +395,7 @@ def figure_names(config: dict) -> list[str]:
     """The figures a (validated) config produces, in drawing order: the one place that decides it.
 
     Every config: the example inputs, the two training curves, test AUC vs
-    parameters and the costs. LoRA variants add the rank figure, and the
+    parameters, the costs, the lr sensitivity and the Pareto figure. LoRA variants add the rank figure, and the
     latency figure unless ``train.latency_batches`` is 0. Data with injected
     signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR.
     """
@@ -321,7 +411,7 @@ def figure_names(config: dict) -> list[str]:
 
 def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
-    examples: str | Path | None = None, *, figures: Sequence[str] | None = None,
+    examples: str | Path | None = None, *, figures: Sequence[str] | None = None, summary_csv: str | Path | None = None,
 ) -> list[Path]:
     """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
 
@@ -329,19 +419,21 @@ def make_figures(
     SVG paths written, in the order of `figures`. A figure whose input was not
     given, or whose data cannot support it (no LoRA run, no latency, no SNR
     rows), raises a StageError naming the figure and why: nothing is skipped.
+    The ``pareto`` figure is drawn from `summary_csv` (summary.csv), every
+    other table figure from `runs_csv` or the other tables.
     """
     names = list(dict.fromkeys(FIGURES if figures is None else figures))
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise StageError(f"unknown figures {unknown}; the stage draws {list(FIGURES)}")
-    inputs = {"curves": curves_csv, "runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples}
+    inputs = {"curves": curves_csv, "runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples, "summary": summary_csv}
     for name in names:
         if inputs[FIGURES[name].source] is None:
             raise StageError(f"figure {name!r} is drawn from {INPUTS[FIGURES[name].source]}, which was not given")
     data = {key: pd.read_csv(path) for key, path in inputs.items() if key != "examples" and path is not None}
     data["examples"] = None if examples is None else Path(examples)
     # one colour per variant across all figures: display order of the curves, then any variant only the other tables hold
-    canvas = Canvas(out_dir, [v for key in ("curves", "runs", "auc_by_snr") if key in data for v in data[key].get("variant", [])])
+    canvas = Canvas(out_dir, [v for key in ("curves", "runs", "summary", "auc_by_snr") if key in data for v in data[key].get("variant", [])])
     paths = []
     for name in names:
         figure = FIGURES[name]
@@ -357,15 +449,16 @@ def _parser(p):
     p.add_argument("--figures", required=True, nargs="+", choices=list(FIGURES), metavar="NAME",
                    help=f"the figures to draw, as gwlora.plot.figure_names lists them for the config: any of {', '.join(FIGURES)}")
     p.add_argument("--curves", required=True, help="curves.csv written by the aggregate stage")
-    p.add_argument("--runs", help="runs.csv written by the aggregate stage (parameter, cost, rank and latency figures)")
+    p.add_argument("--runs", help="runs.csv written by the aggregate stage (parameter, cost, lr sensitivity, rank and latency figures)")
     p.add_argument("--auc-by-snr", help="auc_by_snr.csv written by the aggregate stage (AUC vs injection SNR figure)")
     p.add_argument("--examples", help="a feature cache (the test split) to draw example inputs from")
+    p.add_argument("--summary", help="summary.csv written by the aggregate stage (Pareto figure)")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
     """Plot the listed figures from the aggregated tables."""
-    paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures)
+    paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

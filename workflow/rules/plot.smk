@@ -4,6 +4,7 @@ rule plot:
         curves=rules.aggregate.output.curves,
         runs=rules.aggregate.output.runs,
         auc_by_snr=rules.aggregate.output.auc_by_snr,
+        summary=rules.aggregate.output.summary_csv,
         examples=expand(rules.features.output, split="test"),
     output:
         # the PNGs go into `snakemake --report`, each under its caption; the SVGs are for papers
@@ -22,4 +23,4 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
