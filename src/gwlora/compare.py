@@ -160,7 +160,7 @@ class _ResampledAUC:
         cumulative = np.cumsum(neg_counts[..., self.order], axis=-1)  # (..., models, n_neg)
         cumulative = np.concatenate([np.zeros(cumulative.shape[:-1] + (1,), cumulative.dtype), cumulative], axis=-1)
         shape = cumulative.shape[:-1] + (self.n_pos,)
-        # twice the negatives below each positive, ties counted once
+        # per positive: 2 x (negatives below it) + (negatives tied with it)
         twice = np.take_along_axis(cumulative, np.broadcast_to(self.below, shape), axis=-1)
         twice += np.take_along_axis(cumulative, np.broadcast_to(self.not_above, shape), axis=-1)
         return (pos_counts[..., None, :] * twice).sum(axis=-1) / (2.0 * m_pos * m_neg)
