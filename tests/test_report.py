@@ -49,13 +49,13 @@ def test_summary_orders_variants_and_averages_seeds(runs, tables):
     frozen = runs_df[runs_df.variant == "frozen"]
     row = summary.set_index("variant").loc["frozen"]
     assert row.seeds == 2
-    assert row.best_val_auc == pytest.approx(frozen.best_val_auc.mean())
-    assert row.best_val_auc_std == pytest.approx(frozen.best_val_auc.std())
+    assert row.val_auc == pytest.approx(frozen.val_auc.mean())
+    assert row.val_auc_std == pytest.approx(frozen.val_auc.std())
     assert summary.set_index("variant").loc["full", "trainable_vs_full_percent"] == pytest.approx(100)
     n = 2
-    half = 12.706 * frozen.best_val_auc.std() / n**0.5  # t(0.975, 1 dof)
-    assert row.best_val_auc_ci95 == pytest.approx(half, rel=1e-3)
-    assert np.isnan(summary.set_index("variant").loc["full", "best_val_auc_ci95"])  # one seed: no interval
+    half = 12.706 * frozen.val_auc.std() / n**0.5  # t(0.975, 1 dof)
+    assert row.val_auc_ci95 == pytest.approx(half, rel=1e-3)
+    assert np.isnan(summary.set_index("variant").loc["full", "val_auc_ci95"])  # one seed: no interval
     md = (tables / "summary.md").read_text()
     assert md.count("\n") == 2 + 3 and "±" in md  # header, rule, three variants; spread shown for 2 seeds
 
@@ -66,7 +66,7 @@ def test_latex_and_seed_shaped_tables(tables):
     assert "frozen" in tex and "$\\pm$" in tex and "100.00\\%" in tex
     seed = (tables / "seed_table.md").read_text().splitlines()
     assert [c.strip() for c in seed[0].strip("|").split("|")] == [
-        "variant", "seeds", "trainable params", "% of full", "peak memory (MB)", "best val AUC", "best val loss",
+        "variant", "seeds", "lr", "trainable params", "% of full", "peak memory (MB)", "val AUC", "val loss",
     ]
     assert len(seed) == 2 + 3
 
@@ -116,8 +116,8 @@ FIGURES = figure_names(built_config())  # the demo's shape: LoRA, latency, injec
 
 
 def test_figures_are_written(built, tables, tmp_path):
-    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES)
-    assert len(FIGURES) == 8
+    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES, summary_csv=tables / "summary.csv")
+    assert len(FIGURES) == 10
     assert sorted(p.name for p in paths) == sorted(f"{stem}.{fmt}" for stem in FIGURES for fmt in ("png", "svg"))
     assert all(p.stat().st_size > 5000 for p in paths)
 
@@ -125,7 +125,7 @@ def test_figures_are_written(built, tables, tmp_path):
 @pytest.fixture(scope="module")
 def figures(built, tables, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
-    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES)
+    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES, summary_csv=tables / "summary.csv")
     return figures
 
 
@@ -152,7 +152,7 @@ def test_fallback_deck_has_every_section_and_is_self_contained(deck):
     headings = re.findall(r'<section[^>]*class="[^"]*level1[^"]*"[^>]*>\s*<h1>(.*?)</h1>', html)
     assert headings == list(OUTLINE)
     assert html.count('src="data:image/png;base64,') == len(FIGURES)  # every figure embedded
-    assert not re.search(r'(src|href)="https?://', html)  # nothing fetched at view time
+    assert not re.search(r'src="https?://|<link[^>]+href="https?://|url\(["\']?https?://', html)  # nothing fetched at view time (links may point out)
     assert "<math" in html  # maths as MathML, rendered offline
     assert "Hu, Edward J." in html or "Hu, E. J." in html  # the bibliography was rendered
     assert record["outputs"][:3] == ["index.html", "slides.pptx", "slides.qmd"]
@@ -240,8 +240,8 @@ def test_slide_numbers_come_from_the_tables(deck, tables):
     out, _ = deck
     html = (out / "index.html").read_text()
     summary = pd.read_csv(tables / "summary.csv").set_index("variant")
-    best = summary.best_val_auc.idxmax()
-    assert f"<strong>{best}</strong> ({summary.best_val_auc.max():.4f})" in html
+    best = summary.val_auc.idxmax()
+    assert f"<strong>{best}</strong> ({summary.val_auc.max():.4f})" in html
     assert f"{summary.loc['full', 'best_val_loss']:.4f}" in html
     assert ">Results: quality</h2>" in html and ">Results: costs</h2>" in html
     assert f"{summary.loc['lora-r2', 'step_time_ms']:,.1f}" in html  # the cost table
@@ -291,16 +291,44 @@ def test_lora_budget_counts_what_peft_trains(deck, tables):
 
 
 def test_rank_analysis_reads_only_the_papers_lora_family(tables):
-    """A `lora-rs` family (rsLoRA) is not mixed into the rank sweep of plain LoRA."""
+    """A `lora-rs` family (rsLoRA) is not mixed into the rank sweep of plain LoRA; ranks are judged by their intervals."""
     from gwlora.deck import analysis
 
     summary = pd.read_csv(tables / "summary.csv")
     lora = summary[summary.variant == "lora-r2"].iloc[0].to_dict()
-    extra = [{**lora, "variant": "lora-r8", "rank": 8, "best_val_auc": 0.5},
-             {**lora, "variant": "lora-rs-r8", "config_key": "lora-rs", "rank": 8, "best_val_auc": 0.99}]
-    result = analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True))
-    assert result["ranks"]["n"] == 2 and result["ranks"]["lowest"] == "r=8" and result["ranks"]["highest"] == "r=2"
+    extra = [{**lora, "variant": "lora-r8", "rank": 8, "val_auc": 0.5},
+             {**lora, "variant": "lora-rs-r8", "config_key": "lora-rs", "rank": 8, "val_auc": 0.99}]
+    pooled = dict(seed="pooled", seed_sd=0.0, n_seeds=2, n_resamples=2000)
+    diffs = pd.DataFrame([
+        {"variant": "lora-r2", "baseline": "full", "delta": 0.10, "ci_low": 0.05, "ci_high": 0.15, "verdict": "higher", **pooled},
+        {"variant": "lora-r8", "baseline": "full", "delta": -0.10, "ci_low": -0.15, "ci_high": -0.05, "verdict": "lower", **pooled},
+        {"variant": "lora-rs-r8", "baseline": "full", "delta": 0.0, "ci_low": -0.5, "ci_high": 0.5, "verdict": "indistinguishable", **pooled},
+    ])
+    result = analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True), diffs)
+    assert result["ranks"]["n"] == 2 and "r=2's interval against full lies wholly above r=8's" in result["ranks"]["text"]
     assert result["best_variant"] == "lora-rs-r8"
+    overlapping = diffs.assign(ci_low=[-0.2, -0.2, -0.5], ci_high=[0.2, 0.2, 0.5])
+    assert "all overlap" in analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True), overlapping)["ranks"]["text"]
+
+
+@pytest.mark.parametrize("gap, words", [(0.0, "indistinguishable (within ±"), (3.0, "higher (+"), (-3.0, "lower (-")])
+def test_the_slides_compare_by_the_intervals_not_the_sign(tables, gap, words):
+    """Two variants scored on the same windows: a difference inside the noise reads "indistinguishable", a clear one "higher" or "lower"."""
+    from gwlora.compare import differences_table
+    from gwlora.deck import analysis
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(200), np.zeros(200)].astype(int)
+    base = labels * 1.0 + rng.normal(0, 1.5, 400)
+    predictions = {}
+    for seed in (0, 1):
+        noise = rng.normal(0, 0.05, 400)  # seed-to-seed jitter far inside the test noise
+        predictions[("full", seed)] = pd.DataFrame({"window": range(400), "label": labels, "logit": base + noise})
+        predictions[("lora-r2", seed)] = pd.DataFrame({"window": range(400), "label": labels, "logit": base + gap * labels - noise})
+    diffs = differences_table(predictions, [("lora-r2", "full")], n_resamples=500, seed=0)
+    summary = pd.read_csv(tables / "summary.csv")
+    text = analysis(summary, diffs)["lora"]["vs_full"]["text"]
+    assert text.startswith(words), text
 
 
 HOSTILE = "x`</code><img src=x onerror=alert(1)>`{{< include /etc/hostname >}}\n# injected <!--"

@@ -127,7 +127,7 @@ def test_demo_end_to_end(tmp_path):
         names = {Path(n).name for n in report.namelist()}
         page = report.read("report/report.html").decode()
     figures = {p.name for p in (results / "figures").glob("*.png")}
-    assert len(figures) == 8 and figures | {"summary.csv", "runs.csv", "auc_by_snr.csv", "index.html"} <= names
+    assert len(figures) == 10 and figures | {"summary.csv", "runs.csv", "differences.csv", "auc_by_snr.csv", "index.html"} <= names
     assert "Validation AUC against cumulative training time" in page  # a caption
 
 

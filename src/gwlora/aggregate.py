@@ -9,7 +9,7 @@ Outputs, in one directory:
   deviation over seeds; ``summary.csv`` also has the 95% t-interval half-widths);
 * ``summary.tex``: the same table in LaTeX (booktabs);
 * ``seed_table.md``: the presentation's own table shape (trainable parameters,
-  memory, best val AUC and loss per variant), to read beside the seed's;
+  memory, val AUC and loss of the tested checkpoint per variant), to read beside the original study's;
 * ``auc_by_snr.csv``: per run, the test AUC of the signals in each injection-SNR
   bin against all noise windows (empty when the data has no injections);
 * ``study.json``: what the study ran, for the deck: the base model's record
@@ -30,6 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from .base_model import load_record
 from .cli import StageError, atomic_file, read_json, run_stage, write_json
+from .compare import DIFFERENCE_COLUMNS, differences_table, select_lr
 from .config import FAMILY_ORDER
 from .markdown import escape as escape_markdown
 
@@ -37,8 +38,8 @@ log = logging.getLogger("gwlora.aggregate")
 
 # Metrics summarised over seeds: column -> (heading in summary.md, decimals)
 METRICS = {
-    "best_val_auc": ("best val AUC", 4),
-    "best_val_loss": ("best val loss", 4),
+    "val_auc": ("val AUC", 4),
+    "best_val_loss": ("val loss", 4),
     "test_auc": ("test AUC", 4),
     "test_tpr_at_fpr": ("test TPR at {fpr:g}% FPR", 3),
     "train_time_s": ("training time (s)", 1),
@@ -78,29 +79,44 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(row)
         curve = pd.read_csv(run_dir / "curve.csv")
         curve.insert(0, "seed", record["seed"])
+        curve.insert(0, "lr", record["lr"])
         curve.insert(0, "variant", record["variant"])
         curves.append(curve)
     runs = pd.DataFrame(rows)
-    dupes = runs[runs.duplicated(["variant", "seed"], keep=False)]
+    dupes = runs[runs.duplicated(["variant", "lr", "seed"], keep=False)]
     if len(dupes):
-        raise StageError(f"duplicate runs for {sorted(set(zip(dupes.variant, dupes.seed)))}")
+        raise StageError(f"duplicate runs for (variant, lr, seed) {sorted(set(zip(dupes.variant, dupes.lr, dupes.seed)))}")
     runs["_key"] = [
         variant_sort_key(f, g, r, k) for f, g, r, k in zip(runs.family, runs.config_key, runs["rank"], runs["layers"])
     ]
-    runs = runs.sort_values(["_key", "seed"]).drop(columns="_key").reset_index(drop=True)
+    runs = runs.sort_values(["_key", "lr", "seed"]).drop(columns="_key").reset_index(drop=True)
     order = list(dict.fromkeys(runs.variant))
     curves_df = pd.concat(curves, ignore_index=True)
     curves_df["variant"] = pd.Categorical(curves_df["variant"], categories=order, ordered=True)
-    curves_df = curves_df.sort_values(["variant", "seed", "step"]).reset_index(drop=True)
+    curves_df = curves_df.sort_values(["variant", "lr", "seed", "step"]).reset_index(drop=True)
     curves_df["variant"] = curves_df["variant"].astype(str)
     return runs, curves_df
 
 
+def mark_selected(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`runs` with a `selected` column: each variant's lr chosen on validation only (:func:`gwlora.compare.select_lr`)."""
+    validation = runs[["variant", "lr", "seed", "best_val_loss", "val_auc"]].rename(columns={"best_val_loss": "val_loss"})
+    chosen = select_lr(validation, metric)
+    picked = set(zip(chosen.variant, chosen.lr))
+    for row in chosen.itertuples():
+        if row.n_lrs > 1:
+            log.info("%s: lr %g selected of %d by mean %s over %d seed(s)", row.variant, row.lr, row.n_lrs, metric, row.n_seeds)
+    return runs.assign(selected=[(v, lr) in picked for v, lr in zip(runs.variant, runs.lr)])
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-variant mean and standard deviation over seeds, in display order."""
+    """Per-variant mean and standard deviation over seeds of the selected lr's runs, in display order."""
+    lrs_tried = runs.groupby("variant", sort=False)["lr"].nunique()
+    runs = runs[runs.selected]
     order = list(dict.fromkeys(runs.variant))
     grouped = runs.groupby("variant", sort=False)
     out = grouped.agg(
+        lr=("lr", "first"),
         family=("family", "first"),
         config_key=("config_key", "first"),
         rank=("rank", "first"),
@@ -109,6 +125,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         trainable_percent=("trainable_percent", "first"),
         tpr_fpr=("tpr_fpr", "first"),
     )
+    out["lrs_tried"] = lrs_tried
     full = runs.loc[runs.family == "full", "trainable_parameters"]
     out["trainable_vs_full_percent"] = 100.0 * out["trainable_parameters"] / full.iloc[0] if len(full) else np.nan
     n = grouped["seed"].count()
@@ -132,13 +149,14 @@ def format_parameters(n: float) -> str:
 
 
 # Column groups that fit one slide each (the deck shows them on two slides)
-QUALITY_METRICS = ("best_val_auc", "best_val_loss", "test_auc", "test_tpr_at_fpr")
+QUALITY_METRICS = ("val_auc", "best_val_loss", "test_auc", "test_tpr_at_fpr")
 COST_METRICS = tuple(m for m in METRICS if m not in QUALITY_METRICS)
 
 
 def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> pd.DataFrame:
     """Per-variant table (mean ± sd over seeds, as text) of `metrics`, with the parameter counts when `parameters`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
+    columns["lr"] = [f"{lr:g}" + (f" (best of {n})" if n > 1 else "") for lr, n in zip(summary["lr"], summary["lrs_tried"])]
     if parameters:
         columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
         columns["% of full"] = summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%")
@@ -147,8 +165,12 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
         columns[heading.format(fpr=100 * summary["tpr_fpr"].iloc[0])] = [
             _fmt(m, s, decimals) for m, s in zip(summary[col], summary[f"{col}_std"])
         ]
-    table = pd.DataFrame(columns)
-    return table
+        if col == "test_auc" and "delta_vs_full" in summary and summary["delta_vs_full"].notna().any():
+            columns["Δ test AUC vs full (95% CI)"] = [
+                "n/a" if pd.isna(d) else f"{d:+.4f} ({lo:+.4f} to {hi:+.4f})"
+                for d, lo, hi in zip(summary["delta_vs_full"], summary["ci_low_vs_full"], summary["ci_high_vs_full"])
+            ]
+    return pd.DataFrame(columns)
 
 
 def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> str:
@@ -222,12 +244,44 @@ def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: l
     }
 
 
-def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path]) -> pd.DataFrame:
+BOOTSTRAP_RESAMPLES = 2000  # paired bootstrap over test windows, stratified by label
+BOOTSTRAP_SEED = 0
+BASELINES = ("full", "frozen")  # every variant is compared with these, when the study has them
+
+
+def differences(runs: pd.DataFrame) -> pd.DataFrame:
+    """Paired test-AUC differences of every selected variant against full fine-tuning and the frozen encoder."""
+    selected = runs[runs.selected]
+    predictions = {(v, int(s)): pd.read_csv(Path(d) / "predictions.csv") for v, s, d in zip(selected.variant, selected.seed, selected.run_dir)}
+    variants = list(dict.fromkeys(selected.variant))
+    pairs = [(v, b) for b in BASELINES if b in variants for v in variants if v != b]
+    if not pairs:
+        return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+    return differences_table(predictions, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+
+
+def with_differences(summary: pd.DataFrame, diffs: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
+    """`summary` with each variant's pooled paired Δ test AUC against `baseline` and its 95% interval."""
+    pooled = diffs[(diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")].set_index("variant")
+    out = summary.copy()
+    for column in ("delta", "ci_low", "ci_high", "verdict"):
+        out[f"{column}_vs_{baseline}"] = out.variant.map(pooled[column]) if len(pooled) else np.nan
+    return out
+
+
+def aggregate(
+    run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path], lr_selection: str = "val_loss"
+) -> pd.DataFrame:
     runs, curves = load_runs(run_dirs)
-    summary = summarise(runs)
+    runs = mark_selected(runs, lr_selection)
+    diffs = differences(runs)
+    summary = with_differences(summarise(runs), diffs)
     out_dir = Path(out_dir)
     write_json(out_dir / "study.json", study_record(run_dirs, model_dir, data_dirs))
-    tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("auc_by_snr.csv", auc_by_snr(runs)))
+    curves = curves.merge(runs[["variant", "lr", "seed", "selected"]], on=["variant", "lr", "seed"])
+    curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
+    tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("differences.csv", diffs),
+              ("auc_by_snr.csv", auc_by_snr(runs[runs.selected])))
     for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)
@@ -240,8 +294,8 @@ def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | 
     return summary
 
 
-# The presentation's own table: trainable parameters, memory, best val AUC, best val loss per variant
-SEED_TABLE_METRICS = ("peak_memory_mb", "best_val_auc", "best_val_loss")
+# The original study's table: trainable parameters, memory, val AUC and val loss per variant
+SEED_TABLE_METRICS = ("peak_memory_mb", "val_auc", "best_val_loss")
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -263,12 +317,13 @@ def _parser(p):
     p.add_argument("runs", nargs="+", help="run directories (each with summary.json and curve.csv)")
     p.add_argument("--model", required=True, help="base model directory (its base_model.json and config.json)")
     p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
+    p.add_argument("--lr-selection", choices=["val_loss", "val_auc"], default="val_loss", help="train.lr_selection: the validation metric that picks each variant's lr")
     p.add_argument("--out", required=True, help="output directory of the tables")
 
 
 def _run(args):
     """Aggregate run records into summary tables."""
-    summary = aggregate(args.runs, args.out, args.model, args.data)
+    summary = aggregate(args.runs, args.out, args.model, args.data, args.lr_selection)
     log.info("wrote tables of %d variants over %d runs to %s", len(summary), len(args.runs), args.out)
 
 

@@ -36,6 +36,7 @@ from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdow
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
 from .markdown import Markdown, code_block, code_span, escape, plain_path
+from .compare import describe
 from .plot import figure_names
 
 log = logging.getLogger("gwlora.deck")
@@ -88,54 +89,100 @@ def _num(value, decimals: int = 4) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.{decimals}f}"
 
 
-def analysis(summary: pd.DataFrame) -> dict:
-    """Findings stated on the slides, each computed from the summary table."""
-    by_family = {f: summary[summary.family == f] for f in summary.family.unique()}
-    best = summary.loc[summary.best_val_auc.idxmax()]
-    out = {"best_variant": best.variant, "best_val_auc": _num(best.best_val_auc)}
-    full = by_family.get("full")
-    lora = by_family.get("lora")
-    if full is not None and len(full):
-        full = full.iloc[0]
-        out["full"] = {"auc": _num(full.best_val_auc), "loss": _num(full.best_val_loss), "time": _num(full.train_time_s, 1), "params": format_parameters(full.trainable_parameters)}
-    frozen = by_family.get("frozen")
-    if frozen is not None and len(frozen):
-        frozen = frozen.iloc[0]
-        out["frozen"] = {"auc": _num(frozen.best_val_auc), "loss": _num(frozen.best_val_loss), "params": format_parameters(frozen.trainable_parameters)}
-    if lora is not None and len(lora):
-        top = lora.loc[lora.best_val_auc.idxmax()]
-        entry = {
-            "variant": top.variant,
-            "rank": int(top["rank"]),
-            "auc": _num(top.best_val_auc),
-            "loss": _num(top.best_val_loss),
-            "params": format_parameters(top.trainable_parameters),
-            "time": _num(top.train_time_s, 1),
-            "step_ms": _num(top.step_time_ms, 1),
-        }
-        entry["test_auc"] = _num(top.test_auc)
-        entry["checkpoint_mb"] = _num(top.checkpoint_mb, 2)
-        if isinstance(out.get("full"), dict):
-            entry["params_pct_of_full"] = _num(top.trainable_vs_full_percent, 2)
-            gap = top.best_val_auc - full.best_val_auc
-            entry["auc_gap_to_full"] = _num(gap)
-            entry["auc_vs_full"] = "above" if gap > 0 else "below" if gap < 0 else "equal to"
-            entry["step_time_ratio"] = _num(top.step_time_ms / full.step_time_ms, 2)
-            entry["memory_ratio"] = _num(top.peak_memory_mb / full.peak_memory_mb, 2)
-            entry["checkpoint_ratio"] = _num(top.checkpoint_mb / full.checkpoint_mb, 3)
-            entry["faster"] = bool(top.step_time_ms < full.step_time_ms)
-            out["full"]["test_auc"] = _num(full.test_auc)
-            out["full"]["checkpoint_mb"] = _num(full.checkpoint_mb, 2)
+# Timings are single measurements on a shared machine: ratios closer to 1 than this are not told apart.
+TIMING_NOISE = 0.10
+
+
+def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
+    """The pooled paired test-AUC difference of `variant` against `baseline`, in the words the intervals allow."""
+    row = diffs[(diffs.variant == variant) & (diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")]
+    if row.empty:
+        return None
+    row = row.iloc[0]
+    return {"variant": variant, "baseline": baseline, "verdict": row.verdict, "text": describe(row.delta, row.ci_low, row.ci_high),
+            "seeds": int(row.n_seeds), "seed_sd": _num(row.seed_sd)}
+
+
+def timing(ratio: float) -> str:
+    """A cost ratio in words that respect the timing noise."""
+    if pd.isna(ratio):
+        return "n/a"
+    if abs(ratio - 1) < TIMING_NOISE:
+        return f"{ratio:.2f}×, within the ±{TIMING_NOISE:.0%} a single timing can vary"
+    return f"{ratio:.2f}×"
+
+
+def _variant_facts(row: pd.Series) -> dict:
+    return {"variant": row.variant, "val_auc": _num(row.val_auc), "val_loss": _num(row.best_val_loss), "test_auc": _num(row.test_auc),
+            "params": format_parameters(row.trainable_parameters), "lr": f"{row.lr:g}", "checkpoint_mib": _num(row.checkpoint_mb, 2)}
+
+
+def _best(rows: pd.DataFrame) -> pd.Series:
+    """The row with the highest validation AUC of its tested checkpoint (the first when none has one)."""
+    return rows.loc[rows.val_auc.idxmax()] if rows.val_auc.notna().any() else rows.iloc[0]
+
+
+def rank_sweep(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict | None:
+    """The paper's LoRA family across ranks, judged by whether the ranks' intervals against a baseline overlap."""
+    ranks = summary[summary.config_key == "lora"]
+    if len(ranks) < 2:
+        return None
+    out = {"n": len(ranks), "min_rank": int(ranks["rank"].min()), "max_rank": int(ranks["rank"].max())}
+    for baseline in ("full", "frozen"):
+        found = [comparison(diffs, v, baseline) for v in ranks.variant]
+        if all(found):
+            pooled = diffs[(diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")].set_index("variant").loc[list(ranks.variant)]
+            top, bottom = pooled.ci_low.idxmax(), pooled.ci_high.idxmin()
+            rank_of = dict(zip(ranks.variant, ranks["rank"].astype(int)))
+            out["baseline"] = baseline
+            if pooled.ci_low.max() <= pooled.ci_high.min():
+                out["text"] = f"their intervals against {baseline} all overlap: no rank is told apart from another"
+            else:
+                out["text"] = (f"r={rank_of[top]}'s interval against {baseline} lies wholly above r={rank_of[bottom]}'s; "
+                               "ranks whose intervals overlap are not told apart")
+            return out
+    out["text"] = "there is no baseline run to give the ranks intervals, so they are not compared"
+    return out
+
+
+def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
+    """Findings stated on the slides, each computed from the summary and the paired differences.
+
+    Comparative words ("higher", "lower", "indistinguishable") come from the
+    95% intervals of the paired bootstrap, never from the sign of a point estimate.
+    """
+    best = _best(summary)
+    out = {"best_variant": best.variant, "best_val_auc": _num(best.val_auc)}
+    baselines = {f: summary[summary.family == f].iloc[0] for f in ("full", "frozen") if (summary.family == f).any()}
+    for family, row in baselines.items():
+        out[family] = _variant_facts(row)
+    out["comparisons"] = [
+        c for v in summary.variant for b in ("full", "frozen") if v != b and (c := comparison(diffs, v, b)) is not None
+    ]
+    lora = summary[summary.family == "lora"]
+    if len(lora):
+        top = _best(lora)
+        entry = {**_variant_facts(top), "rank": int(top["rank"]), "step_ms": _num(top.step_time_ms, 1),
+                 "vs_full": comparison(diffs, top.variant, "full"), "vs_frozen": comparison(diffs, top.variant, "frozen")}
+        if "full" in baselines:
+            full = baselines["full"]
+            step_ratio = top.step_time_ms / full.step_time_ms
+            entry.update(
+                params_pct_of_full=_num(top.trainable_vs_full_percent, 2),
+                step_time=timing(step_ratio),
+                faster=bool(step_ratio < 1 - TIMING_NOISE),
+                slower=bool(step_ratio > 1 + TIMING_NOISE),
+                memory_ratio=_num(top.peak_memory_mb / full.peak_memory_mb, 2),
+                checkpoint_ratio=_num(top.checkpoint_mb / full.checkpoint_mb, 3),
+            )
         merged, unmerged, base = top.latency_merged_ms, top.latency_unmerged_ms, top.latency_base_ms
         if not pd.isna(merged):
             entry["latency"] = {"base": _num(base, 1), "unmerged": _num(unmerged, 1), "merged": _num(merged, 1),
-                                "unmerged_pct": _num(100 * (unmerged / base - 1), 0), "merged_pct": _num(100 * (merged / base - 1), 0)}
+                                "unmerged_vs_base": timing(unmerged / base), "merged_vs_base": timing(merged / base)}
         out["lora"] = entry
-    ranks = summary[summary.config_key == "lora"]  # the paper's LoRA across ranks, not the lora-<tag> families
-    if len(ranks) > 1:
-        lo, hi = ranks.loc[ranks.best_val_auc.idxmin()], ranks.loc[ranks.best_val_auc.idxmax()]
-        out["ranks"] = {"n": len(ranks), "spread": _num(hi.best_val_auc - lo.best_val_auc), "lowest": f"r={int(lo['rank'])}",
-                        "highest": f"r={int(hi['rank'])}", "min_rank": int(ranks['rank'].min()), "max_rank": int(ranks['rank'].max())}
+    sweep = rank_sweep(summary, diffs)
+    if sweep:
+        out["ranks"] = sweep
     return out
 
 
@@ -168,7 +215,8 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
                           "scaling": "α/√r" if variant["rslora"] else "α/r", "dora": variant["dora"], "measured": measured, **budget})
     snr_path = tables_dir / "auc_by_snr.csv"
     auc_snr = pd.read_csv(snr_path) if snr_path.exists() else pd.DataFrame(columns=["variant"])
-    best = summary.loc[summary.best_val_auc.idxmax(), "variant"]
+    diffs = pd.read_csv(tables_dir / "differences.csv")
+    best = _best(summary).variant
     config_sections = {
         "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]},
         "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data")},
@@ -178,6 +226,8 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "experiment": config["experiment"],
         "config": config,
         "constants": constants.as_dict(),
+        "audio": config["data"]["source"] in constants.AUDIO_SOURCES,
+        "timing_noise": TIMING_NOISE,
         "config_yaml": {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in config_sections.items()},
         "model": base,
         "ffn_dim": ffn,
@@ -187,7 +237,7 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "variants": summary.to_dict(orient="records"),
         "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS).rstrip()),
         "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False).rstrip()),
-        "analysis": analysis(summary),
+        "analysis": analysis(summary, diffs),
         "snr": snr_findings(auc_snr, best),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
         "hardware": environment["hardware"],

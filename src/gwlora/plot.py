@@ -172,18 +172,18 @@ def plot_curves(curves: pd.DataFrame, canvas: Canvas, y: str) -> plt.Figure:
 
 def plot_rank(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Best val AUC against LoRA rank (log2 axis; mean and seeds), full and frozen as reference lines."""
-    require(runs, ("variant", "family", "config_key", "rank", "best_val_auc"), "runs.csv")
+    require(runs, ("variant", "family", "config_key", "rank", "val_auc"), "runs.csv")
     lora = lora_runs(runs)
     fig, ax = canvas.figure()
     for config_key, rows in lora.groupby("config_key", sort=False):
         colour = canvas.palette[rows.variant.iloc[-1]]
-        ax.scatter(rows["rank"], rows.best_val_auc, color=colour, alpha=0.5, s=30)
-        means = rows.groupby("rank").best_val_auc.mean()
+        ax.scatter(rows["rank"], rows.val_auc, color=colour, alpha=0.5, s=30)
+        means = rows.groupby("rank").val_auc.mean()
         ax.plot(means.index, means.values, marker="o", color=colour, linewidth=2, label=config_key)
     for family, style in (("full", "--"), ("frozen", ":")):
         ref = runs[runs.family == family]
         if len(ref):
-            ax.axhline(ref.best_val_auc.mean(), linestyle=style, color=canvas.palette[ref.variant.iloc[0]], linewidth=2, label=family)
+            ax.axhline(ref.val_auc.mean(), linestyle=style, color=canvas.palette[ref.variant.iloc[0]], linewidth=2, label=family)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("LoRA rank r")
     ax.set_ylabel("best validation AUC")
@@ -370,6 +370,7 @@ class FigureSpec:
 INPUTS = {
     "curves": "curves.csv (curves_csv, --curves)",
     "runs": "runs.csv (runs_csv, --runs)",
+    "selected_runs": "runs.csv (runs_csv, --runs), its selected-lr rows",
     "auc_by_snr": "auc_by_snr.csv (auc_by_snr_csv, --auc-by-snr)",
     "examples": "a feature cache (examples, --examples)",
     "summary": "summary.csv (summary_csv, --summary)",
@@ -381,12 +382,12 @@ FIGURES = {
     "example_inputs": FigureSpec("examples", plot_examples),
     "val_auc_vs_time": FigureSpec("curves", partial(plot_curves, y="val_auc")),
     "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss")),
-    "test_auc_vs_parameters": FigureSpec("runs", plot_params),
-    "costs": FigureSpec("runs", plot_costs),
+    "test_auc_vs_parameters": FigureSpec("selected_runs", plot_params),
+    "costs": FigureSpec("selected_runs", plot_costs),
     "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity),
     "pareto": FigureSpec("summary", plot_pareto),
-    "val_auc_vs_rank": FigureSpec("runs", plot_rank),
-    "latency": FigureSpec("runs", plot_latency),
+    "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank),
+    "latency": FigureSpec("selected_runs", plot_latency),
     "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr),
 }
 
@@ -426,11 +427,14 @@ def make_figures(
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise StageError(f"unknown figures {unknown}; the stage draws {list(FIGURES)}")
-    inputs = {"curves": curves_csv, "runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples, "summary": summary_csv}
+    inputs = {"curves": curves_csv, "runs": runs_csv, "selected_runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples,
+              "summary": summary_csv}
     for name in names:
         if inputs[FIGURES[name].source] is None:
             raise StageError(f"figure {name!r} is drawn from {INPUTS[FIGURES[name].source]}, which was not given")
-    data = {key: pd.read_csv(path) for key, path in inputs.items() if key != "examples" and path is not None}
+    data = {key: pd.read_csv(path) for key, path in inputs.items() if key not in ("examples", "selected_runs") and path is not None}
+    if "runs" in data:  # every figure but the lr sensitivity shows each variant at its selected lr
+        data["selected_runs"] = data["runs"][data["runs"]["selected"].astype(bool)] if "selected" in data["runs"] else data["runs"]
     data["examples"] = None if examples is None else Path(examples)
     # one colour per variant across all figures: display order of the curves, then any variant only the other tables hold
     canvas = Canvas(out_dir, [v for key in ("curves", "runs", "summary", "auc_by_snr") if key in data for v in data[key].get("variant", [])])

@@ -13,10 +13,12 @@ rule aggregate:
         summary_tex=f"{RESULTS}/tables/summary.tex",
         seed_table=f"{RESULTS}/tables/seed_table.md",
         study=f"{RESULTS}/tables/study.json",
+        differences=report(f"{RESULTS}/tables/differences.csv", caption="../report/differences.rst", category="Tables", labels={"table": "paired differences"}),
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),
+        lr_selection=config["train"]["lr_selection"],
     conda:
         "../../environment.yml"
     log:
@@ -24,4 +26,4 @@ rule aggregate:
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
     shell:
-        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --lr-selection {params.lr_selection} --out {params.out_dir:q} --log {log:q}"
