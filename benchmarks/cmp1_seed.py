@@ -1,6 +1,9 @@
-"""Comparison 1: the seed's pipeline style against ours, training samples/s end to end.
+"""Comparison 1: the original study's pipeline against ours, training samples/s end to end.
 
-The seed (as published with the presentation): a Dataset whose ``__getitem__``
+The original study (the presentation of the LoRA paper and its code,
+https://github.com/alberthu233/whisper_with_lora; this module's name and its
+``seed_*`` / ``Seed*`` names are older and mean that study, not a random seed):
+a Dataset whose ``__getitem__``
 calls ``WhisperFeatureExtractor`` once per detector with its default 30 s
 padding, every epoch; a DataLoader; the stock Whisper encoder at 3000 frames,
 run once per detector; the hidden state at the last position; the MLP head
@@ -68,9 +71,9 @@ def seed_model(setup: Setup) -> nn.Module:
 
 
 def seed_step(setup: Setup):
-    """The seed's training loop, one batch per call (a new epoch's DataLoader when one ends)."""
+    """The original study's training loop, one batch per call (a new epoch's DataLoader when one ends)."""
     model = seed_model(setup)
-    extractor = WhisperFeatureExtractor.from_pretrained(str(setup.model_dir))  # 30 s padding, as the seed
+    extractor = WhisperFeatureExtractor.from_pretrained(str(setup.model_dir))  # 30 s padding, as the original study
     loader = DataLoader(SeedDataset(setup.strain, setup.labels, extractor), batch_size=setup.batch, shuffle=True, drop_last=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-5)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -114,8 +117,8 @@ def run(setup: Setup) -> list[Result]:
     ratio = ours_e2e / seed_rate
     target, met = judged(ratio, TARGET, at_least=True)
     return [Result(
-        1, "seed pipeline style vs ours (training, end to end)", "seed: per-item extractor, 30 s, DataLoader",
-        "ours: cached clip log-mels, clip context", "samples/s, ours / seed", seed_rate, ours_e2e, "samples/s",
+        1, "the original study's pipeline vs ours (training, end to end)", "original study: per-item extractor, 30 s, DataLoader",
+        "ours: cached clip log-mels, clip context", "samples/s, ours / original study", seed_rate, ours_e2e, "samples/s",
         ratio, target, met,
         notes=[(f"ours training only: {ours_train:.4g} samples/s ({ours_train / seed_rate:.3g}x); extraction "
                 f"{1000 * per_window:.3g} ms/window charged once per epoch in the end-to-end figure")],

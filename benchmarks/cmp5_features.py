@@ -2,8 +2,9 @@
 
 Ours is ``gwlora.features.extract`` over a batch of windows and both detectors;
 the baseline calls ``WhisperFeatureExtractor`` once per window and detector, at
-the same clip length (the target's comparison). For context, the seed's own
-per-item call, with its default 30 s padding, is timed too.
+the same clip length (the target's comparison). For context, the original
+study's own per-item call (https://github.com/alberthu233/whisper_with_lora),
+with its default 30 s padding, is timed too (the contender named "seed 30 s").
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def run(setup: Setup) -> list[Result]:
         5, "feature extraction: batched vs per-item call (same clip length)", "WhisperFeatureExtractor per item",
         "gwlora.features.extract (batched)", "channels/s, batched / per-item", rate["per-item"], rate["batched"],
         "channels/s", ratio, target, met,
-        notes=[(f"the seed's per-item call at 30 s padding: {rate['seed 30 s']:.4g} channels/s; "
+        notes=[(f"the original study's per-item call at 30 s padding: {rate['seed 30 s']:.4g} channels/s; "
                 f"batched clip extraction is {rate['batched'] / rate['seed 30 s']:.3g}x that")],
         extra={"seconds": t, "channels": n},
     )]

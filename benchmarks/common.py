@@ -24,7 +24,7 @@ from gwlora.features import clip_extractor, extract, write_features
 from gwlora.model import apply_variant, build_classifier
 
 N_CHANNELS = 2  # H1, L1
-SEED_HEAD = [1024, 512, 256]  # the seed's MLP head
+SEED_HEAD = [1024, 512, 256]  # the original study's MLP head (SEED_: that study, not a random seed)
 LORA_R8 = Variant(name="lora-r8", family="lora", config_key="lora", lr=3e-4, rank=8, alpha=8.0, target_modules=("q_proj", "v_proj"))
 FULL = Variant(name="full", family="full", config_key="full", lr=5e-5)
 OURS_MODEL = {"context": "clip", "pooling": "mean", "head_hidden": SEED_HEAD}  # config/tiny-en.yaml's model section
@@ -99,7 +99,7 @@ class Result:
     title: str
     baseline: str
     contender: str
-    metric: str  # what the ratio is, e.g. "samples/s, ours / seed"
+    metric: str  # what the ratio is, e.g. "samples/s, ours / original study"
     baseline_value: float | None
     contender_value: float | None
     unit: str

@@ -8,7 +8,7 @@ numpy, scikit-learn (no network, LALSuite, datasets or tensorboard). It:
 
 1. builds a random-initialised Whisper *small*-shaped encoder (d_model 768, 12
    layers, 12 heads, FFN 3072) through the base_model stage and measures
-   comparisons 1-5 of benchmarks/run.py with it (batch 8 windows, the seed's);
+   comparisons 1-5 of benchmarks/run.py with it (batch 8 windows, the original study's);
 2. measures our training throughput (samples/s) and model FLOPs utilisation
    for full fine-tuning and LoRA r=8 at batch 8, 64 and 256, clip context, and
    30 s padding at batch 8;
@@ -248,7 +248,7 @@ def parse(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny model, few steps, short AUC runs (to test this script on a CPU)")
     p.add_argument("--budget", type=float, default=240.0, help="seconds for everything; sections are skipped past it")
     p.add_argument("--seeds", type=int, default=3, help="seeds of the AUC-gap training runs (0: skip the AUC gap)")
-    p.add_argument("--batch", type=int, default=8, help="windows per step of comparisons 1-5 (8: the seed's LoRA batch)")
+    p.add_argument("--batch", type=int, default=8, help="windows per step of comparisons 1-5 (8: the original study's LoRA batch)")
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     return p.parse_args(argv)
 
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     clock = Clock(args.budget)
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as the train stage; it speeds the seed's fp32 pipeline too
+        torch.backends.cuda.matmul.allow_tf32 = True  # as the train stage; it speeds the original study's fp32 pipeline too
         torch.backends.cudnn.allow_tf32 = True
     info = machine()
     print(f"gwlora GPU benchmarks: {info['cuda'] or info['cpu']}, torch {info['torch']}, device {device}", flush=True)

@@ -4,7 +4,7 @@
     python benchmarks/run.py --smoke          # seconds: a tiny random-init model, few steps (CI)
     python benchmarks/run.py --only 1 --only 5 --out bench.json
 
-Comparisons: 1 seed pipeline style, 2 HF Trainer + peft, 3 clip vs 30 s
+Comparisons: 1 the original study's pipeline, 2 HF Trainer + peft, 3 clip vs 30 s
 context, 4 LoRA r=8 vs full fine-tuning (4a step time, 4b memory), 5 feature
 extraction, 6 workflow overhead. Each prints its ratio next to its target,
 PASS or MISS; docs/benchmarks.md records the figures and explains any miss.
@@ -63,7 +63,7 @@ def parse(argv=None):
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="Whisper model directory (default: ../shared/models/whisper-tiny.en-encoder)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: as the workflow's training jobs here)")
-    p.add_argument("--batch", type=int, default=8, help="training batch in windows (the seed's LoRA batch)")
+    p.add_argument("--batch", type=int, default=8, help="training batch in windows (the original study's LoRA batch)")
     p.add_argument("--windows", type=int, default=64, help="windows of synthetic 1 s, two-detector strain")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per contender")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
