@@ -1,8 +1,11 @@
 import json
+import shutil
 
 import numpy as np
+import pytest
 from transformers import WhisperFeatureExtractor
 
+from gwlora.cli import StageError
 from gwlora.dataset import load_split
 from gwlora.features import clip_extractor, extract, load_features
 
@@ -52,3 +55,31 @@ def test_cache_is_written_once(built):
     assert isinstance(x, np.memmap)
     meta = json.loads((built["root"] / "features" / "val" / "meta.json").read_text())
     assert meta["split"] == "val"
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\x00" * 8), "does not match the SHA-256"),
+        (lambda p: p.unlink(), "is missing"),
+    ],
+    ids=["truncated", "altered", "missing"],
+)
+def test_a_damaged_cache_is_named_with_how_to_rebuild_it(built, tmp_path, damage, words):
+    """A truncated features.npy once failed with numpy's "Failed to read all data for array" and no path."""
+    cache = tmp_path / "train"
+    shutil.copytree(built["root"] / "features" / "train", cache)
+    damage(cache / "features.npy")
+    with pytest.raises(StageError, match=rf"{cache / 'features.npy'}.*{words}.*rebuild it"):
+        load_features(cache)
+
+
+def test_a_cache_without_checksums_is_refused(built, tmp_path):
+    cache = tmp_path / "train"
+    shutil.copytree(built["root"] / "features" / "train", cache)
+    meta = json.loads((cache / "meta.json").read_text())
+    del meta["files"]
+    (cache / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StageError, match="records no sizes or checksums"):
+        load_features(cache)

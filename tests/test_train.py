@@ -77,9 +77,12 @@ def test_non_finite_loss_names_variant_seed_and_step(built, tmp_path):
     features = tmp_path / "features"
     for split in ("train", "val"):
         shutil.copytree(built["root"] / "features" / split, features / split)
-    x = np.load(features / "train" / "features.npy")
-    x[:] = np.nan
-    np.save(features / "train" / "features.npy", x)
+    from gwlora.features import load_features, load_snr, write_features
+
+    x, y, meta = load_features(features / "train")
+    snr = load_snr(features / "train")
+    shutil.rmtree(features / "train")
+    write_features(features / "train", np.full_like(x, np.nan), y, snr, split="train", channels=meta["channels"])
     with pytest.raises(StageError, match=r"full seed 0: non-finite training loss at step 1"):
         run(built, Variant(name="full", family="full", lr=1e-3), tmp_path / "run", features={s: features / s for s in ("train", "val")})
     assert not (tmp_path / "run" / "summary.json").exists()

@@ -7,7 +7,9 @@ re-extracts per epoch):
   clip's own frames (100 per second); a model with 30 s context pads them
   itself (see :mod:`gwlora.model`), so the cache is the same for both contexts;
 * ``labels.npy`` (int64) and ``snr.npy`` (float64), row-aligned;
-* ``meta.json``: split, channels, frame count, mel bins, source paths.
+* ``meta.json``: split, channels, frame count, mel bins, source paths, and
+  the size and SHA-256 of each array file, checked whenever the cache is
+  loaded (a truncated or altered file is named, with how to rebuild it).
 
 Extraction is batched: many windows and channels at once through the
 arithmetic of ``WhisperFeatureExtractor``'s torch path (see :func:`extract`).
@@ -24,6 +26,7 @@ from tqdm import tqdm
 from transformers import WhisperFeatureExtractor
 
 from .cli import StageError, atomic_dir, read_json, run_stage, write_json
+from .download import sha256_of
 
 log = logging.getLogger("gwlora.features")
 
@@ -105,6 +108,7 @@ def write_labels(out: Path, labels, snr, shape: tuple, **meta) -> dict:
     np.save(out / "labels.npy", labels)
     np.save(out / "snr.npy", np.asarray(snr, dtype=np.float64))
     meta = {**meta, "n_windows": len(labels), "n_mels": int(shape[2]), "n_frames": int(shape[3])}
+    meta["files"] = {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_of(out / name)} for name in CACHE_FILES}
     write_json(out / "meta.json", meta)
     return meta
 
@@ -118,16 +122,39 @@ def write_features(out: str | Path, features: np.ndarray, labels, snr, **meta) -
     return write_labels(out, labels, snr, features.shape, **meta)
 
 
-def load_features(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
-    path = Path(path)
+CACHE_FILES = ("features.npy", "labels.npy", "snr.npy")
+
+
+def verify_cache(path: Path) -> dict:
+    """The cache's meta.json, after checking every array file against the size and SHA-256 it records."""
     if not (path / "meta.json").exists():
         raise StageError(f"{path} is not a feature cache made by the features stage (no meta.json)")
+    meta = read_json(path / "meta.json")
+    rebuild = f"delete {path} and run the workflow again (or snakemake --forcerun features) to rebuild it"
+    if "files" not in meta:
+        raise StageError(f"{path / 'meta.json'} records no sizes or checksums (an older cache): {rebuild}")
+    for name, expected in meta["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise StageError(f"{file} is missing: {rebuild}")
+        if file.stat().st_size != expected["bytes"]:
+            raise StageError(f"{file} has {file.stat().st_size} bytes, not the {expected['bytes']} meta.json records (truncated?): {rebuild}")
+        if sha256_of(file) != expected["sha256"]:
+            raise StageError(f"{file} does not match the SHA-256 meta.json records (altered or corrupt): {rebuild}")
+    return meta
+
+
+def load_features(path: str | Path, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    path = Path(path)
+    meta = verify_cache(path)
     mode = "r" if mmap else None
-    return np.load(path / "features.npy", mmap_mode=mode), np.load(path / "labels.npy"), read_json(path / "meta.json")
+    return np.load(path / "features.npy", mmap_mode=mode), np.load(path / "labels.npy"), meta
 
 
 def load_snr(path: str | Path) -> np.ndarray:
-    """The injection SNR of each window of a feature cache (0 for noise and for data without injections)."""
+    """The injection SNR of each window of a feature cache (0 for noise and for data without injections).
+
+    Read after :func:`load_features`, which checks every file of the cache."""
     return np.load(Path(path) / "snr.npy")
 
 
