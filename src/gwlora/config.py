@@ -79,7 +79,7 @@ def _describe(error) -> str:
 
 
 def validate(config: dict, schema: dict) -> dict:
-    """Validate `config` in place (filling defaults) and return it.
+    """Validate `config` in place (filling defaults, keeping only the active data source's settings) and return it.
 
     Raises ConfigError naming the first offending key.
     """
@@ -91,6 +91,7 @@ def validate(config: dict, schema: dict) -> dict:
     if errors:
         raise ConfigError("invalid config: " + _describe(errors[0]))
     _check_semantics(config)
+    config["data"] = source_settings(config["data"])
     return config
 
 
@@ -100,9 +101,26 @@ def _check_range(section: dict, key: str, where: str = "data") -> None:
         raise ConfigError(f"invalid config: {where}.{key}: min ({value['min']}) > max ({value['max']})")
 
 
-def _check_semantics(config: dict) -> None:
-    """Checks that a JSON schema cannot express."""
-    data = config["data"]
+# The `data` keys each source reads; validate() passes on only the active source's, so the settings of another
+# source never reach its rules (a change there re-runs nothing) or its deck.
+COMMON_DATA_KEYS = ("source", "splits", "window_seconds")
+INJECTION_DATA_KEYS = ("detectors", "sample_rate", "segment_seconds", "band", "signal_fraction", "snr", "injection")
+SOURCE_DATA_KEYS = {
+    "simulated": (*INJECTION_DATA_KEYS, "psd", "gps_start"),
+    "gwosc": (*INJECTION_DATA_KEYS, "gwosc"),
+    "hub": ("hub",),
+    "audiofolder": ("audiofolder",),
+}
+
+
+def source_settings(data: dict) -> dict:
+    """The `data` section reduced to the keys its source reads (:data:`SOURCE_DATA_KEYS`)."""
+    keep = (*COMMON_DATA_KEYS, *SOURCE_DATA_KEYS[data["source"]])
+    return {k: v for k, v in data.items() if k in keep}
+
+
+def _check_strain(data: dict) -> None:
+    """Checks of the strain sources (simulated, gwosc): ranges, the band, the whitening margin, the physics."""
     _check_range(data, "snr")
     _check_range(data, "band")
     _check_range(data["injection"], "masses", "data.injection")
@@ -118,13 +136,26 @@ def _check_semantics(config: dict) -> None:
             f"invalid config: data.segment_seconds ({data['segment_seconds']}) must exceed "
             f"data.window_seconds ({data['window_seconds']}) by at least 1 s of whitening margin"
         )
+    _check_physics(data)
+    if data["source"] == "gwosc":
+        _check_gwosc(data)
+    for split, n in data["splits"].items():
+        n_signal = round(n * data["signal_fraction"])
+        if n_signal == 0 or n_signal == n:
+            raise ConfigError(
+                f"invalid config: data.splits.{split} ({n}) with data.signal_fraction "
+                f"({data['signal_fraction']}) leaves one class only"
+            )
+
+
+def _check_semantics(config: dict) -> None:
+    """Checks that a JSON schema cannot express."""
+    data = config["data"]
     if data["source"] in AUDIO_SOURCES:
         if data.get(data["source"]) is None:
             raise ConfigError(f"invalid config: data.{data['source']} is required when data.source is {data['source']}")
     else:
-        _check_physics(data)
-    if data["source"] == "gwosc":
-        _check_gwosc(data)
+        _check_strain(data)
     frames = data["window_seconds"] * WHISPER_FRAMES_PER_SECOND
     if abs(frames - round(frames)) > 1e-9 or round(frames) % 2:
         raise ConfigError(
@@ -133,13 +164,6 @@ def _check_semantics(config: dict) -> None:
         )
     if data["window_seconds"] > WHISPER_CHUNK_SECONDS:
         raise ConfigError(f"invalid config: data.window_seconds ({data['window_seconds']}) exceeds Whisper's 30 s")
-    for split, n in data["splits"].items() if data["source"] not in AUDIO_SOURCES else ():
-        n_signal = round(n * data["signal_fraction"])
-        if n_signal == 0 or n_signal == n:
-            raise ConfigError(
-                f"invalid config: data.splits.{split} ({n}) with data.signal_fraction "
-                f"({data['signal_fraction']}) leaves one class only"
-            )
 
     _check_model_fits(config)
     expand_variants(config["train"])  # learning rates that would name two runs alike

@@ -97,7 +97,7 @@ def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, 
         meta = write_labels(
             tmp, ds["label"], ds["snr"], first.shape,
             split=build["split"], channels=build["detectors"], sample_rate=extractor.sampling_rate,
-            data_dir=str(data_dir), model_dir=str(model_dir),
+            data_dir=str(data_dir), model_dir=str(model_dir), label_names=build.get("label_names"),  # audio data names its classes
         )
     return meta
 

@@ -342,7 +342,9 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
     signal_rows, noise_rows = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     if not len(signal_rows) or not len(noise_rows):
         raise StageError(f"{features_dir}: the example figure needs a signal and a noise window")
-    examples = {"signal": signal_rows[np.argmax(snr[signal_rows])], "noise": noise_rows[0]}
+    names = meta.get("label_names")  # audio data names its classes; strain windows hold a signal or noise
+    positive, negative = (f"label 1 ({names['1']})", f"label 0 ({names['0']})") if names else ("signal", "noise")
+    examples = {positive: signal_rows[np.argmax(snr[signal_rows])], negative: noise_rows[0]}
     channels = meta["channels"]
     fig, axes = canvas.figure(2, len(channels), size=(6 * len(channels) + 1, 7), style="white", squeeze=False)
     seconds = meta["n_frames"] / WHISPER_FRAMES_PER_SECOND
@@ -350,7 +352,7 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
         for col, channel in enumerate(channels):
             ax = axes[row, col]
             image = ax.imshow(x[i, col], origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, meta["n_mels"]))
-            title = f"{channel}: {kind}" + (f" (network SNR {snr[i]:.1f})" if kind == "signal" and snr[i] > 0 else "")
+            title = f"{channel}: {kind}" + (f" (network SNR {snr[i]:.1f})" if kind == positive and snr[i] > 0 else "")
             ax.set_title(title, fontsize="small")
             ax.set_xlabel("time (s)" if row == 1 else "")
             ax.set_ylabel("mel bin" if col == 0 else "")

@@ -300,7 +300,7 @@ def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> di
 
 def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_config: dict, n_train: int) -> dict:
     """What a saved run state must match to be resumed."""
-    keep = {k: v for k, v in train_config.items() if k not in ("threads", "device", "latency_batches")}
+    keep = {k: v for k, v in train_config.items() if k not in ("threads", "device", "latency_batches", "lr_selection")}
     return {"variant": variant.to_dict(), "seed": seed, "model": model_config, "train": keep, "n_train": n_train}
 
 

@@ -17,7 +17,7 @@ def as_json(obj):
 
 def train_settings():
     """The `train` section without the variant list: each job gets its own variant."""
-    return {k: v for k, v in config["train"].items() if k not in ("variants", "seeds")}
+    return {k: v for k, v in config["train"].items() if k not in ("variants", "seeds", "lr_selection")}  # lr_selection: aggregate's
 
 
 def parent_of(name, index=0):
