@@ -13,7 +13,7 @@ rule deck:
     input:
         tables=rules.aggregate.output,
         figures=rules.plot.output,
-        source=[f"{REPORT}/{name}" for name in ("slides.qmd", "_quarto.yml", "deck.css", "references.bib", "fallback-template.html")],
+        source=[f"{REPORT}/{name}" for name in ("slides.qmd", "_quarto.yml", "deck.css", "references.bib", "slides.csl", "fallback-template.html")],
         code=[f"{SRC}/gwlora/{name}" for name in ("model.py", "train.py")],  # the implementation slides quote them
     output:
         **DECK_OUTPUTS,
