@@ -64,9 +64,9 @@ def test_latex_and_seed_shaped_tables(tables):
     tex = (tables / "summary.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and tex.count("\\\\") == 4  # header + 3 variants
     assert "frozen" in tex and "$\\pm$" in tex and "100.00\\%" in tex
-    seed = (tables / "seed_table.md").read_text().splitlines()
+    seed = (tables / "original_study_table.md").read_text().splitlines()
     assert [c.strip() for c in seed[0].strip("|").split("|")] == [
-        "variant", "seeds", "lr", "trainable params", "% of full", "peak memory (MB)", "val AUC", "val loss",
+        "variant", "seeds", "lr", "trainable params", "% of full", "peak memory (MiB)", "val AUC", "val loss",
     ]
     assert len(seed) == 2 + 3
 

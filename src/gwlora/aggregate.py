@@ -8,7 +8,7 @@ Outputs, in one directory:
 * ``summary.md``: the same table, formatted for reading (mean ± standard
   deviation over seeds; ``summary.csv`` also has the 95% t-interval half-widths);
 * ``summary.tex``: the same table in LaTeX (booktabs);
-* ``seed_table.md``: the presentation's own table shape (trainable parameters,
+* ``original_study_table.md``: the original study's table shape (trainable parameters,
   memory, val AUC and loss of the tested checkpoint per variant), to read beside the original study's;
 * ``auc_by_snr.csv``: per run, the test AUC of the signals in each injection-SNR
   bin against all noise windows (empty when the data has no injections);
@@ -45,8 +45,8 @@ METRICS = {
     "train_time_s": ("training time (s)", 1),
     "time_to_best_s": ("time to best (s)", 1),
     "step_time_ms": ("step time (ms)", 1),
-    "peak_memory_mb": ("peak memory (MB)", 0),
-    "checkpoint_mb": ("checkpoint (MB)", 2),
+    "peak_memory_mb": ("peak memory (MiB)", 0),
+    "checkpoint_mb": ("checkpoint (MiB)", 2),
     "latency_base_ms": ("latency base (ms)", 1),
     "latency_unmerged_ms": ("latency unmerged (ms)", 1),
     "latency_merged_ms": ("latency merged (ms)", 1),
@@ -145,7 +145,8 @@ def _fmt(mean: float, std: float, decimals: int) -> str:
 
 
 def format_parameters(n: float) -> str:
-    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{int(n):,}"
+    """An exact parameter count with thousands separators (one format for every size)."""
+    return f"{int(n):,}"
 
 
 # Column groups that fit one slide each (the deck shows them on two slides)
@@ -289,13 +290,13 @@ def aggregate(
         tmp.write_text(markdown_table(summary))
     with atomic_file(out_dir / "summary.tex") as tmp:
         tmp.write_text(latex_table(display_table(summary)))
-    with atomic_file(out_dir / "seed_table.md") as tmp:
-        tmp.write_text(markdown_table(summary, SEED_TABLE_METRICS))
+    with atomic_file(out_dir / "original_study_table.md") as tmp:
+        tmp.write_text(markdown_table(summary, ORIGINAL_STUDY_METRICS))
     return summary
 
 
 # The original study's table: trainable parameters, memory, val AUC and val loss per variant
-SEED_TABLE_METRICS = ("peak_memory_mb", "val_auc", "best_val_loss")
+ORIGINAL_STUDY_METRICS = ("peak_memory_mb", "val_auc", "best_val_loss")
 
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",

@@ -77,7 +77,7 @@ LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", 
 # the lr figure's panels: column -> axis label; only the validation one selects the lr
 LR_PANELS = {"val_auc": "validation AUC (selects the lr)", "test_auc": "test AUC (display only)"}
 # the Pareto figure's costs: column -> (axis label, x scale)
-PARETO_COSTS = {"trainable_parameters": ("trainable parameters", "log"), "peak_memory_mb": ("peak training memory (MB)", "linear"),
+PARETO_COSTS = {"trainable_parameters": ("trainable parameters", "log"), "peak_memory_mb": ("peak training memory (MiB)", "linear"),
                 "step_time_ms": ("step time (ms)", "linear")}
 
 
@@ -208,7 +208,7 @@ def plot_params(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
 
 def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Peak memory and step time per variant (bars: mean over seeds)."""
-    panels = {"peak_memory_mb": "peak memory (MB)", "step_time_ms": "step time (ms)"}
+    panels = {"peak_memory_mb": "peak memory (MiB)", "step_time_ms": "step time (ms)"}
     require(runs, ("variant", *panels), "runs.csv")
     palette = canvas.colours(runs.variant)
     fig, axes = canvas.figure(1, len(panels), size=(14, 6))

@@ -133,7 +133,7 @@ def train_runtime(config: dict, attempt: int = 1) -> int:
 
 
 def train_mem_mb(config: dict, attempt: int = 1) -> int:
-    """Host memory in MB of one training job."""
+    """Host memory of one training job, in Snakemake's mem_mb (counted in MiB, 2**20 bytes, as SLURM's --mem)."""
     data, model, train = config["data"], config["model"], config["train"]
     windows = sum(data["splits"].values())
     features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data)
@@ -178,7 +178,7 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 
 
 def estimates(config: dict) -> list[dict]:
-    """Wall time (minutes) and memory (MB) of every costly job of a validated config, first attempt."""
+    """Wall time (minutes) and memory (mem_mb, in MiB) of every costly job of a validated config, first attempt."""
     rows = [{"job": "train (each variant and seed)", "minutes": train_runtime(config), "mem_mb": train_mem_mb(config)}]
     for split in SPLITS:
         rows.append({"job": f"dataset {split}", "minutes": dataset_runtime(config, split), "mem_mb": dataset_mem_mb(config, split)})
@@ -199,7 +199,7 @@ def _run(args):
         config = load_and_validate(args.config, args.schema)
     except ConfigError as exc:
         raise StageError(str(exc)) from None
-    print(f"{'job':<32} {'minutes':>8} {'memory (MB)':>12}")
+    print(f"{'job':<32} {'minutes':>8} {'memory (MiB)':>12}")
     for row in estimates(config):
         print(f"{row['job']:<32} {row['minutes']:>8} {row['mem_mb']:>12}")
     print("(a retried job asks for its attempt number times as much; a profile's set-resources overrides these)")

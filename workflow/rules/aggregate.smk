@@ -11,7 +11,7 @@ rule aggregate:
         summary_csv=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables", labels={"table": "summary"}),
         summary_md=f"{RESULTS}/tables/summary.md",
         summary_tex=f"{RESULTS}/tables/summary.tex",
-        seed_table=f"{RESULTS}/tables/seed_table.md",
+        original_study_table=f"{RESULTS}/tables/original_study_table.md",
         study=f"{RESULTS}/tables/study.json",
         differences=report(f"{RESULTS}/tables/differences.csv", caption="../report/differences.rst", category="Tables", labels={"table": "paired differences"}),
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
