@@ -27,9 +27,11 @@ def job_blocks(out: str) -> dict[str, list[str]]:
     return blocks
 
 
-def small_config(root: Path, name: str = "small.yaml", **top) -> str:
-    """The demo, shrunk to seconds a job: the same rules and DAG, two variants."""
+def small_config(root: Path, name: str = "small.yaml", device: str | None = None, **top) -> str:
+    """The demo, shrunk to seconds a job: the same rules and DAG, two variants (on `device` when given)."""
     config = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    if device:
+        config["train"]["device"] = device
     config["data"]["splits"] = {"train": 48, "val": 32, "test": 32}
     config["model"]["random_init"].update(d_model=32, encoder_ffn_dim=64)
     config["model"]["head_hidden"] = [16]
@@ -115,7 +117,7 @@ def test_demo_runs_through_the_slurm_executor_on_a_fake_cluster(tmp_path, monkey
     env = fake_cluster_env(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    config = small_config(root)
+    config = small_config(root, device="auto")  # a cluster job that asks for a GPU (the demo itself trains on the CPU)
     # the only change for the test: ask for job states after 1 s rather than the plugin's 40 s
     snakemake(root, *SLURM_PROFILE, "--configfile", config, "--slurm-init-seconds-before-status-checks", "1")
 

@@ -325,6 +325,8 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas) -> plt.Figure:
         front = summary[pareto_front(summary[col], summary.test_auc)].sort_values([col, "test_auc"])
         ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
         ax.set_xscale(scale)
+        if scale == "log":
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels (2e6, 3e6, ...) overlap
         ax.margins(x=0.12, y=0.08)  # room for the names beside the points
         ax.set_xlabel(label)
         ax.set_ylabel("test AUC")
