@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from .base_model import load_record
 from .cli import StageError, atomic_file, read_json, run_stage, write_json
-from .compare import DIFFERENCE_COLUMNS, differences_table, select_lr
+from .compare import DIFFERENCE_COLUMNS, differences_table, pooled_differences, select_lr
 from .config import FAMILY_ORDER
 from .markdown import escape as escape_markdown
 
@@ -190,19 +190,26 @@ def snr_edges(snr: np.ndarray, bins: int = SNR_BINS) -> np.ndarray:
     return np.unique(np.quantile(snr, np.linspace(0, 1, bins + 1)))
 
 
-def auc_by_snr(runs: pd.DataFrame) -> pd.DataFrame:
-    """Test AUC of each injection-SNR bin's signals against every noise window, per run.
+def load_predictions(runs: pd.DataFrame) -> dict[tuple[str, int], pd.DataFrame]:
+    """Every run's predictions.csv, keyed by (variant, seed), in the order of `runs`."""
+    predictions = {}
+    for variant, seed, run_dir in zip(runs.variant, runs.seed, runs.run_dir):
+        path = Path(run_dir) / "predictions.csv"
+        if not path.exists():
+            raise StageError(f"{run_dir} has no predictions.csv: not a finished run")
+        predictions[variant, int(seed)] = pd.read_csv(path)
+    return predictions
+
+
+def auc_by_snr(predictions: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Test AUC of each injection-SNR bin's signals against every noise window, per run ((variant, seed) -> predictions).
 
     Every run scores the same test windows, so the bins (quantiles of the
     signals' SNR) are the same for all; data without injections gives no rows.
     """
     rows = []
     edges = None
-    for variant, seed, run_dir in zip(runs.variant, runs.seed, runs.run_dir):
-        path = Path(run_dir) / "predictions.csv"
-        if not path.exists():
-            raise StageError(f"{run_dir} has no predictions.csv: not a finished run")
-        pred = pd.read_csv(path)
+    for (variant, seed), pred in predictions.items():
         signal, noise = pred[pred.label == 1], pred[pred.label == 0]
         if signal.empty or noise.empty or not (signal.snr > 0).any():
             continue
@@ -250,11 +257,9 @@ BOOTSTRAP_SEED = 0
 BASELINES = ("full", "frozen")  # every variant is compared with these, when the study has them
 
 
-def differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """Paired test-AUC differences of every selected variant against full fine-tuning and the frozen encoder."""
-    selected = runs[runs.selected]
-    predictions = {(v, int(s)): pd.read_csv(Path(d) / "predictions.csv") for v, s, d in zip(selected.variant, selected.seed, selected.run_dir)}
-    variants = list(dict.fromkeys(selected.variant))
+def differences(predictions: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Paired test-AUC differences of every variant (at its selected lr) against full fine-tuning and the frozen encoder."""
+    variants = list(dict.fromkeys(v for v, _ in predictions))
     pairs = [(v, b) for b in BASELINES if b in variants for v in variants if v != b]
     if not pairs:
         return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
@@ -263,7 +268,7 @@ def differences(runs: pd.DataFrame) -> pd.DataFrame:
 
 def with_differences(summary: pd.DataFrame, diffs: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
     """`summary` with each variant's pooled paired Δ test AUC against `baseline` and its 95% interval."""
-    pooled = diffs[(diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")].set_index("variant")
+    pooled = pooled_differences(diffs, baseline)
     out = summary.copy()
     for column in ("delta", "ci_low", "ci_high", "verdict"):
         out[f"{column}_vs_{baseline}"] = out.variant.map(pooled[column]) if len(pooled) else np.nan
@@ -275,14 +280,15 @@ def aggregate(
 ) -> pd.DataFrame:
     runs, curves = load_runs(run_dirs)
     runs = mark_selected(runs, lr_selection)
-    diffs = differences(runs)
+    predictions = load_predictions(runs[runs.selected])  # read once, for the differences and the SNR bins
+    diffs = differences(predictions)
     summary = with_differences(summarise(runs), diffs)
     out_dir = Path(out_dir)
     write_json(out_dir / "study.json", study_record(run_dirs, model_dir, data_dirs))
     curves = curves.merge(runs[["variant", "lr", "seed", "selected"]], on=["variant", "lr", "seed"])
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
     tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("differences.csv", diffs),
-              ("auc_by_snr.csv", auc_by_snr(runs[runs.selected])))
+              ("auc_by_snr.csv", auc_by_snr(predictions)))
     for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)

@@ -322,6 +322,11 @@ def _check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
     return labels, logits
 
 
+def pooled_differences(diffs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The pooled-over-seeds rows of a :func:`differences_table` against `baseline`, indexed by variant."""
+    return diffs[(diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")].set_index("variant")
+
+
 def differences_table(
     predictions: dict[tuple[str, int], pd.DataFrame],
     pairs: list[tuple[str, str]],

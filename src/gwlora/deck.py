@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import zipfile
 import shutil
 import subprocess
 import textwrap
@@ -37,7 +38,7 @@ from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdow
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
 from .markdown import Markdown, code_block, code_span, escape, plain_path
-from .compare import describe
+from .compare import describe, pooled_differences
 from .plot import figure_names
 
 log = logging.getLogger("gwlora.deck")
@@ -96,10 +97,10 @@ TIMING_NOISE = 0.10
 
 def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
     """The pooled paired test-AUC difference of `variant` against `baseline`, in the words the intervals allow."""
-    row = diffs[(diffs.variant == variant) & (diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")]
-    if row.empty:
+    pooled = pooled_differences(diffs, baseline)
+    if variant not in pooled.index:
         return None
-    row = row.iloc[0]
+    row = pooled.loc[variant]
     return {"variant": variant, "baseline": baseline, "verdict": row.verdict, "text": describe(row.delta, row.ci_low, row.ci_high),
             "seeds": int(row.n_seeds), "seed_sd": _num(row.seed_sd)}
 
@@ -130,9 +131,9 @@ def rank_sweep(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict | None:
         return None
     out = {"n": len(ranks), "min_rank": int(ranks["rank"].min()), "max_rank": int(ranks["rank"].max())}
     for baseline in ("full", "frozen"):
-        found = [comparison(diffs, v, baseline) for v in ranks.variant]
-        if all(found):
-            pooled = diffs[(diffs.baseline == baseline) & (diffs.seed.astype(str) == "pooled")].set_index("variant").loc[list(ranks.variant)]
+        pooled = pooled_differences(diffs, baseline)
+        if set(ranks.variant) <= set(pooled.index):
+            pooled = pooled.loc[list(ranks.variant)]
             top, bottom = pooled.ci_low.idxmax(), pooled.ci_high.idxmin()
             rank_of = dict(zip(ranks.variant, ranks["rank"].astype(int)))
             out["baseline"] = baseline
@@ -255,10 +256,11 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
 
 def figure_paths(figures_dir: Path, config: dict) -> dict[str, Markdown]:
     """{figure name: its path relative to the deck} for every figure the plot stage draws for `config`."""
-    missing = [name for name in figure_names(config) if not (figures_dir / f"{name}.png").is_file()]
+    names = figure_names(config)
+    missing = [name for name in names if not (figures_dir / f"{name}.png").is_file()]
     if missing:
         raise StageError(f"{figures_dir}: no {', '.join(f'{m}.png' for m in missing)}; run the plot stage first")
-    return {name: plain_path(f"figures/{name}.png") for name in figure_names(config)}
+    return {name: plain_path(f"figures/{name}.png") for name in names}
 
 
 def fill_template(source: Path, context: dict, renderer: str) -> str:
@@ -302,8 +304,6 @@ PPTX_REFERENCE = "pptx-reference.pptx"
 
 def pptx_reference(out: Path) -> Path:
     """Pandoc's reference PowerPoint deck with every body text size scaled by :data:`PPTX_TEXT_SCALE` (titles kept)."""
-    import re
-    import zipfile
 
     blob = subprocess.run([pandoc_path(), "--print-default-data-file", "reference.pptx"], capture_output=True, check=True).stdout
     scale = lambda m: f'sz="{max(900, round(int(m.group(1)) * PPTX_TEXT_SCALE / 50) * 50)}"'  # noqa: E731 - hundredths of a point

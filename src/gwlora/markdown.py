@@ -42,12 +42,17 @@ def _quarto_literal(text: str) -> str:
     return _SHORTCODE_CLOSE.sub(">}}}", _SHORTCODE_OPEN.sub("{{{<", text))
 
 
+def _fence(text: str, shortest: int) -> str:
+    """A run of backticks longer than any inside `text`, and at least `shortest` long."""
+    return "`" * max(shortest, max(map(len, _BACKTICKS.findall(text)), default=0) + 1)
+
+
 def code_span(value, quarto: bool) -> Markdown:
     """An inline code span showing `value` literally, however many backticks it holds."""
     text = _one_line(value)
     if quarto:
         text = _quarto_literal(text)
-    fence = "`" * (max(map(len, _BACKTICKS.findall(text)), default=0) + 1)
+    fence = _fence(text, 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return Markdown(f"{fence}{pad}{text}{pad}{fence}")
 
@@ -57,7 +62,7 @@ def code_block(value, language: str, quarto: bool) -> Markdown:
     text = str(value).rstrip("\n")
     if quarto:
         text = _quarto_literal(text)
-    fence = "`" * max(3, max(map(len, _BACKTICKS.findall(text)), default=0) + 1)
+    fence = _fence(text, 3)
     return Markdown(f"{fence}{language}\n{text}\n{fence}")
 
 
