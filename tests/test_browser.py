@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gwlora.browser import Browser, find_chromium, print_pdf, walk_deck
+from gwlora.browser import Browser, find_chromium, live_group_members, print_pdf, walk_deck
 from gwlora.cli import StageError
 
 WATCHDOG_S = 8.0
@@ -51,21 +51,6 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
-
-
 def fake_browser(tmp_path: Path, body: str) -> Path:
     script = tmp_path / "fake-chromium"
     script.write_text("#!/bin/sh\n" + body)
@@ -95,7 +80,7 @@ def test_silent_browser_times_out_and_its_process_group_is_killed(tmp_path):
     assert elapsed < 5, f"took {elapsed:.1f} s"
     browser_pid, helper_pid = read_pids(pids)
     assert not alive(browser_pid) and not alive(helper_pid)
-    assert group_members(browser_pid) == []
+    assert live_group_members(browser_pid) == []
     assert not list(tmp_path.glob("gwlora-chromium-*"))
 
 
@@ -148,7 +133,7 @@ def test_alert_is_dismissed_and_reported(chromium, alert_page, caplog):
             assert browser.evaluate("confirm('sure?')") is False  # dismissed: cancel
             assert browser.evaluate("1 + 1") == 2
         errors = browser.errors()
-    assert browser._proc.poll() is not None and group_members(browser._proc.pid) == []  # closed, no helper left
+    assert browser._proc.poll() is not None and live_group_members(browser._proc.pid) == []  # closed, no helper left
     assert "JavaScript alert dialog 'hello from the page' (dismissed)" in errors
     assert "JavaScript confirm dialog 'sure?' (dismissed)" in errors
     assert "alert dialog 'hello from the page'" in caplog.text and alert_page.name in caplog.text
@@ -192,5 +177,5 @@ def test_a_step_that_never_ends_kills_chromium(chromium, alert_page):
     message = str(info.value)
     assert "Runtime.evaluate" in message and alert_page.resolve().as_uri() in message and "within 1 s" in message
     assert browser._proc.poll() is not None
-    assert group_members(browser._proc.pid) == []
+    assert live_group_members(browser._proc.pid) == []
     assert time.monotonic() - started < WATCHDOG_S

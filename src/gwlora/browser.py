@@ -59,6 +59,32 @@ def _high_fd(fd: int) -> int:
     return high
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that are still running (zombies excluded).
+
+    Read from ``/proc`` where there is one; elsewhere ``killpg(pgid, 0)`` says
+    whether any member (zombies included) is left.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
 class Browser:
     """One headless Chromium, driven over the DevTools pipe (fd 3 in, fd 4 out).
 
@@ -256,13 +282,28 @@ class Browser:
         return found
 
     def kill(self) -> None:
-        """Kill the browser and every process of its group at once (no goodbye over the pipe)."""
+        """Kill the browser and every process of its group at once (no goodbye over the pipe).
+
+        SIGKILL is delivered asynchronously: a helper busy in the kernel can outlive
+        the call by a moment, so this returns once the group has no live member
+        (or after 5 s, with a warning naming the survivors).
+        """
         self._killed = True
-        try:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._proc.wait()
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self._proc.poll() is None:
+                self._proc.wait()
+            survivors = live_group_members(self._proc.pid)
+            if not survivors:
+                return
+            if time.monotonic() > deadline:
+                log.warning("Chromium helpers %s outlived SIGKILL for 5 s", survivors)
+                return
+            time.sleep(0.02)
 
     def close(self) -> None:
         if not self._killed and self._proc.poll() is None:
