@@ -15,6 +15,10 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
+# The rules call `python`: the interpreter Snakemake itself runs under (its folder first on PATH),
+# so `.venv/bin/snakemake` works from a shell that never activated the venv. Under --sdm conda
+# each job's environment is activated after this and its own python comes first.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from gwlora.config import ConfigError, expand_variants, load_schema, validate
 from gwlora.constants import SPLITS

@@ -28,10 +28,16 @@ def workflow_copy(tmp_path: Path) -> Path:
     return root
 
 
+def unactivated_env() -> dict:
+    """This process's environment as a shell that never activated the virtual environment has it."""
+    venv = str(Path(sys.executable).parent)
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep) if d and d != venv)
+    return {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": path}
+
+
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # the rules call `python`: make it this interpreter, whether or not its environment is activated
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
-    done = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env)
+    # as `.venv/bin/snakemake ...` from a plain shell: the rules' `python` must still be this interpreter
+    done = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=unactivated_env())
     if check and done.returncode:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done

@@ -26,6 +26,7 @@ from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_j
 log = logging.getLogger("gwlora.base_model")
 
 RECORD = "base_model.json"
+UNUSED_HEAD_SEED = 0  # see prepare()
 
 
 def build_random(random_init: dict, seed: int) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
@@ -95,6 +96,10 @@ def prepare(model_config: dict, seed: int, out: str | Path) -> dict:
         model, extractor = build_random(model_config["random_init"], seed)
         source = "random-init"
     else:
+        # A Whisper checkpoint has no projector or classifier: from_pretrained initialises them
+        # at random. Training never uses them (only the encoder), but they are saved with it, so
+        # they are drawn from a fixed seed: the same encoder gives the same bytes in every experiment.
+        torch.manual_seed(UNUSED_HEAD_SEED)
         model, extractor = load_pretrained(pretrained)
         source = pretrained
     encoder_params = sum(p.numel() for p in model.encoder.parameters())

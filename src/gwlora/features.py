@@ -72,6 +72,7 @@ def _log_mel(x: torch.Tensor, window: torch.Tensor, mel: torch.Tensor, hop: int)
 
 def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, batch_size: int = 64) -> dict:
     # imported here, so that reading a cache needs neither `datasets` nor LALSuite
+    from .base_model import load_record
     from .dataset import load_split
 
     ds, build = load_split(data_dir)
@@ -97,7 +98,7 @@ def extract_split(data_dir: str | Path, model_dir: str | Path, out: str | Path, 
         meta = write_labels(
             tmp, ds["label"], ds["snr"], first.shape,
             split=build["split"], channels=build["detectors"], sample_rate=extractor.sampling_rate,
-            data_dir=str(data_dir), model_dir=str(model_dir), label_names=build.get("label_names"),  # audio data names its classes
+            base_model=load_record(model_dir)["source"], label_names=build.get("label_names"),  # audio data names its classes
         )
     return meta
 
