@@ -18,9 +18,9 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("
 # The rules call `python`: the interpreter Snakemake itself runs under (its folder first on PATH),
 # so `.venv/bin/snakemake` works from a shell that never activated the venv. Under --sdm conda
 # each job's environment is activated after this and its own python comes first.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+os.environ.update(PATH=os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])))
 
-from gwlora.config import ConfigError, expand_variants, load_schema, validate
+from gwlora.config import ConfigError, expand_variants, load_schema, shifted_splits, validate
 from gwlora.constants import SPLITS
 
 # config/config.yaml is the default; `--configfile FILE` replaces it rather than
@@ -40,15 +40,15 @@ report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: figur
 
 RESULTS = f"results/{config['experiment']}"
 REPORT = "report"  # the deck's source, relative to the working directory like every path here
-# downloads are cached across experiments; each experiment lists its files in its own manifest
-GWOSC_MANIFEST = f"resources/gwosc/manifest-{config['experiment']}.json"
 VARIANTS = expand_variants(config["train"])
 SEEDS = config["train"]["seeds"]
+TEST_SETS = list(config["evaluation"]["test_sets"])  # shifted test sets, scored by every run (data folder shift-<name>)
 
 wildcard_constraints:
-    split="|".join(SPLITS),
+    split="|".join(map(re.escape, [*SPLITS, *shifted_splits(config)])),
     variant="|".join(map(re.escape, VARIANTS)),
     seed=r"\d+",
+    test_set="|".join(map(re.escape, TEST_SETS)) or "(?!)",
 
 
 include: "workflow/rules/common.smk"
@@ -57,6 +57,7 @@ include: "workflow/rules/base_model.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/deck.smk"

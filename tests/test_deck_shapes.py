@@ -24,18 +24,28 @@ SHAPES = {
     "no-lora": {"train__variants": {"full": {"lr": [1e-4, 3e-4]}, "frozen": {"lr": 1e-3}}},
     "only-lora-all": {"train__variants": {"lora-all": {"ranks": [4], "target_modules": "all-linear", "lr": 5e-4}}},
     "frozen-only": {"train__variants": {"frozen": {"lr": 1e-3}}},
-    "audio-folder": {"data": AUDIO},
+    "audio-folder": {"data": AUDIO, "evaluation": {"test_sets": {"other-folder": {"audiofolder": {"path": "other-clips"}}}}},
 }
 
 
-def fake_run(run_dir, variant, seed, labels, rng, audio):
-    """A finished run's record: summary.json, curve.csv and predictions.csv, as train writes them."""
-    run_dir.mkdir(parents=True)
-    quality = {"full": 1.5, "frozen": 0.6}.get(variant.family, 1.2)
+def fake_predictions(path, labels, rng, audio, quality):
+    """A predictions.csv as the train and evaluate stages write it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     logits = labels * quality + rng.normal(0, 1, len(labels))
     snr = np.where(labels == 1, 0.0 if audio else rng.uniform(8, 20, len(labels)), 0.0)
-    with open(run_dir / "predictions.csv", "w") as fh:
+    with open(path, "w") as fh:
         fh.write("window,label,snr,logit\n" + "".join(f"{i},{y},{s:.4g},{g:.6g}\n" for i, (y, s, g) in enumerate(zip(labels, snr, logits))))
+
+
+def fake_run(run_dir, variant, seed, labels, rng, audio, test_sets=()):
+    """A finished run's record: summary.json, curve.csv and predictions.csv, as train writes them, and its scores on `test_sets`."""
+    run_dir.mkdir(parents=True)
+    quality = {"full": 1.5, "frozen": 0.6}.get(variant.family, 1.2)
+    fake_predictions(run_dir / "predictions.csv", labels, rng, audio, quality)
+    for name in test_sets:
+        fake_predictions(run_dir / "shift" / name / "predictions.csv", labels, rng, audio, quality / 2)
+        (run_dir / "shift" / name / "metrics.json").write_text(json.dumps(
+            {"auc": 0.7, "tpr_at_fpr": 0.2, "accuracy": 0.6, "brier": 0.23, "one_class": False}))
     (run_dir / "curve.csv").write_text("step,epoch,samples_seen,train_time_s,train_loss,val_loss,val_auc\n"
                                        "4,1.0,64,2.0,0.69,0.68,0.6\n8,2.0,128,4.0,0.6,0.62,0.7\n")
     params = {"full": 100_000, "frozen": 10_000}.get(variant.family, 12_000)
@@ -45,6 +55,9 @@ def fake_run(run_dir, variant, seed, labels, rng, audio):
         "variant_config": variant.to_dict(), "seed": seed, "lr": variant.lr, "trainable_parameters": params,
         "total_parameters": 100_000, "trainable_percent": params / 1000, "best_val_loss": 0.62 - 0.01 * seed, "val_auc": 0.7,
         "best_step": 8, "test_auc": 0.8, "test_loss": 0.5, "test_accuracy": 0.7, "test_tpr_at_fpr": 0.3, "tpr_fpr": 0.01,
+        "test_brier": 0.2, "test_one_class": False, "did_not_learn": seed == 1 and variant.family == "full",
+        "did_not_learn_because": "the val loss never fell clearly below a constant predictor's 0.6931 (best 0.6930)" if seed == 1 else "",
+        "val_loss_flat": seed == 1 and variant.family == "full",
         "time_to_best_s": 4.0, "train_time_s": 4.0, "steps": 8, "epochs_run": 2.0, "early_stopped": False,
         "step_time_ms": {"full": 500.0, "frozen": 150.0}.get(variant.family, 450.0), "samples_per_s": 30.0,
         "checkpoint_bytes": params * 4, "latency_ms": latency, "latency_batch": 16, "peak_memory_bytes": 2**30,
@@ -88,14 +101,15 @@ def test_the_deck_renders_for_every_config_shape(tmp_path, shape):
     for variant in expand_variants(config["train"]).values():
         for seed in config["train"]["seeds"]:
             run_dirs.append(tmp_path / "runs" / variant.run / f"seed{seed}")
-            fake_run(run_dirs[-1], variant, seed, labels, rng, audio)
+            fake_run(run_dirs[-1], variant, seed, labels, rng, audio, config["evaluation"]["test_sets"])
     model, data = study_inputs(tmp_path, config)
     tables = tmp_path / "tables"
-    aggregate(run_dirs, tables, model, data)
+    aggregate(run_dirs, tables, model, data, test_sets=list(config["evaluation"]["test_sets"]))
     examples = write_toy_features(tmp_path / "toy", {"test": 8})["test"]
     figures = figure_names(config)
     make_figures(tables / "curves.csv", tmp_path / "figures", tables / "runs.csv", tables / "auc_by_snr.csv", examples,
-                 figures=figures, summary_csv=tables / "summary.csv")
+                 figures=figures, summary_csv=tables / "summary.csv", shift_runs_csv=tables / "shift_runs.csv",
+                 efficiency_csv=tables / "efficiency.csv")
     record = build_deck(tables_dir=tables, figures_dir=tmp_path / "figures", config=config, out_dir=tmp_path / "slides",
                         source_dir=REPO / "report", renderer="pandoc")
     html = (tmp_path / "slides" / "index.html").read_text()
@@ -105,6 +119,12 @@ def test_the_deck_renders_for_every_config_shape(tmp_path, shape):
     assert "seed(s)" not in qmd and not re.search(r"\b1 seeds\b", qmd)
     # comparative words only from intervals, never "above" or "below" from a point estimate
     assert not re.search(r"\((above|below) it\)", qmd)
+    # every shifted test set has its sentence on the slide; a run that did not learn is named on the results slide
+    for name in config["evaluation"]["test_sets"]:
+        assert "## Beyond the training distribution" in qmd and f"**{name}**" in qmd.replace("\\", "")
+    if "full" in expand_variants(config["train"]):
+        assert re.search(r"## Runs that did not learn\s+1 of \d+ runs [^\n]*\n[^\n]*\s+- full lr [0-9.e-]+ seed 1 \(selected lr\): val loss flat\n",
+                         qmd.replace("\\", ""))
     gw_words = ("LIGO", "Hanford", "chirp", "injection SNR", "binary black holes")
     if audio:
         assert not any(word in html for word in gw_words), [w for w in gw_words if w in html]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_config, write_toy_features
+from gwlora.aggregate import EFFICIENCY_COLUMNS, SHIFT_RUN_COLUMNS
 from gwlora.cli import StageError
 from gwlora.config import expand_variants
 from gwlora.constants import INJECTION_SOURCES
@@ -18,14 +19,15 @@ from gwlora.plot import (
 ALWAYS = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "lr_sensitivity", "pareto"]
 AUDIO = {"source": "audiofolder", "audiofolder": {"path": "clips", "positive_class": "tone"}, "splits": {"train": 8, "val": 4, "test": 4}}
 
+NO_TEST_SETS = {"evaluation": {"test_sets": {}}}
 CONFIGS = {
-    "demo": ({}, ALWAYS + ["val_auc_vs_rank", "latency", "auc_vs_snr"]),
-    "no-lora": ({"train__variants": {"full": {"lr": 1e-4}, "frozen": {"lr": 1e-3}}}, ALWAYS + ["auc_vs_snr"]),
-    "frozen-only": ({"train__variants": {"frozen": {"lr": 1e-3}}}, ALWAYS + ["auc_vs_snr"]),
-    "no-latency": ({"train__latency_batches": 0}, ALWAYS + ["val_auc_vs_rank", "auc_vs_snr"]),
-    "audio-folder": ({"data": AUDIO, "train__variants": {"frozen": {"lr": 1e-3}, "lora": {"ranks": [2], "lr": 5e-4}}},
+    "demo": ({}, ALWAYS + ["val_auc_vs_rank", "latency", "auc_vs_snr", "efficiency", "shift_auc"]),
+    "no-lora": ({"train__variants": {"full": {"lr": 1e-4}, "frozen": {"lr": 1e-3}}}, ALWAYS + ["auc_vs_snr", "efficiency", "shift_auc"]),
+    "frozen-only": ({"train__variants": {"frozen": {"lr": 1e-3}}, **NO_TEST_SETS}, ALWAYS + ["auc_vs_snr", "efficiency"]),
+    "no-latency": ({"train__latency_batches": 0}, ALWAYS + ["val_auc_vs_rank", "auc_vs_snr", "efficiency", "shift_auc"]),
+    "audio-folder": ({"data": AUDIO, "train__variants": {"frozen": {"lr": 1e-3}, "lora": {"ranks": [2], "lr": 5e-4}}, **NO_TEST_SETS},
                      ALWAYS + ["val_auc_vs_rank", "latency"]),
-    "audio-no-lora": ({"data": AUDIO, "train__variants": {"frozen": {"lr": 1e-3}}}, ALWAYS),
+    "audio-no-lora": ({"data": AUDIO, "train__variants": {"frozen": {"lr": 1e-3}}, **NO_TEST_SETS}, ALWAYS),
 }
 
 
@@ -50,7 +52,8 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
     variants = expand_variants(config["train"])
     latency = config["train"]["latency_batches"] > 0
     injections = config["data"]["source"] in INJECTION_SOURCES
-    curves, runs, snr = [], [], []
+    test_sets = ["test", *config["evaluation"]["test_sets"]]
+    curves, runs, snr, shift, eff = [], [], [], [], []
     for i, (name, v) in enumerate(variants.items()):
         selected = v.lr * lr_factors[i % len(lr_factors)]  # the grid's best lr differs between variants
         for lr in (v.lr * f for f in lr_factors):
@@ -68,6 +71,14 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
                              "latency_base_ms": 5.0 if latency else np.nan,
                              "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
                              "latency_merged_ms": 5.1 if latency and lora else np.nan})
+                for k, name_of_set in enumerate(test_sets):
+                    shift.append({"test_set": name_of_set, "variant": name, "lr": lr, "seed": seed, "selected": lr == selected,
+                                  "auc": 0.9 - 0.2 * k - 0.01 * i, "tpr_at_fpr": 0.5, "accuracy": 0.8, "brier": 0.2, "one_class": False,
+                                  "did_not_learn": False})
+                    for b in range(3) if injections and lr == selected and seed == 0 else ():
+                        eff.append({"test_set": name_of_set, "variant": name, "snr_bin": b, "snr_low": 4.0 + b, "snr_high": 5.0 + b,
+                                    "snr_median": 4.5 + b, "n_signal": 10, "seeds": 2, "threshold_fpr": 0.01, "efficiency": 0.2 + 0.3 * b,
+                                    "ci_low": 0.1 + 0.3 * b, "ci_high": 0.3 + 0.3 * b})
                 for b in range(4) if injections and lr == selected else ():
                     snr.append({"variant": name, "seed": seed, "snr_bin": b, "snr_low": 5.0 + b, "snr_high": 6.0 + b, "snr_median": 5.5 + b,
                                 "n_signal": 4, "n_noise": 16, "auc": 0.6 + 0.1 * b})
@@ -80,8 +91,9 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
     summary.loc[summary.index[-1], ["test_auc_std", "test_auc_ci95"]] = np.nan  # as with one seed: no interval
     root.mkdir(parents=True, exist_ok=True)
     paths = {}
-    columns = {"auc_by_snr": ["variant", "seed", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "n_noise", "auc"]}
-    for key, rows in (("curves", curves), ("runs", runs), ("summary", summary), ("auc_by_snr", snr)):
+    columns = {"auc_by_snr": ["variant", "seed", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "n_noise", "auc"],
+               "shift_runs": SHIFT_RUN_COLUMNS, "efficiency": EFFICIENCY_COLUMNS}
+    for key, rows in (("curves", curves), ("runs", runs), ("summary", summary), ("auc_by_snr", snr), ("shift_runs", shift), ("efficiency", eff)):
         paths[key] = root / f"{key}.csv"
         pd.DataFrame(rows, columns=columns.get(key)).to_csv(paths[key], index=False)
     paths["examples"] = write_toy_features(root, {"test": 8})["test"]
@@ -90,7 +102,8 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
 
 def draw(paths: dict, out, names) -> list:
     """make_figures on every table of `paths`, drawing `names`."""
-    return make_figures(paths["curves"], out, paths["runs"], paths["auc_by_snr"], paths["examples"], figures=names, summary_csv=paths["summary"])
+    return make_figures(paths["curves"], out, paths["runs"], paths["auc_by_snr"], paths["examples"], figures=names, summary_csv=paths["summary"],
+                        shift_runs_csv=paths["shift_runs"], efficiency_csv=paths["efficiency"])
 
 
 def files_of(names) -> list[str]:

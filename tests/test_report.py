@@ -1,5 +1,6 @@
 """aggregate -> plot -> deck on real (tiny) runs."""
 
+import json
 import os
 import re
 
@@ -14,6 +15,7 @@ from gwlora.config import expand_variants
 from gwlora.constants import SPLITS
 from gwlora.deck import build_deck
 from gwlora.plot import figure_names, make_figures
+from gwlora.evaluate import score_run
 from gwlora.train import train_run
 
 
@@ -35,11 +37,38 @@ def runs(built, tmp_path_factory):
     return dirs
 
 
+TEST_SET = "quiet"  # the demo's shifted test set; scored here on the test split's features (so its numbers are known)
+
+
 @pytest.fixture(scope="module")
 def tables(built, runs, tmp_path_factory):
+    for run_dir in runs:
+        score_run(run_dir, built["root"] / "features" / "test", run_dir / "shift" / TEST_SET)
     out = tmp_path_factory.mktemp("tables")
-    aggregate(list(reversed(runs)), out, built["root"] / "base_model", [built["root"] / "data" / s for s in SPLITS])
+    aggregate(list(reversed(runs)), out, built["root"] / "base_model", [built["root"] / "data" / s for s in SPLITS], test_sets=[TEST_SET])
     return out
+
+
+def test_evaluate_reproduces_each_runs_test_split_to_the_last_digit(runs, tables):
+    """The evaluate stage rebuilds the model from summary.json and scores the best checkpoint as training scored its test split."""
+    for run_dir in runs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        scored = json.loads((run_dir / "shift" / TEST_SET / "metrics.json").read_text())
+        assert scored["auc"] == summary["test_auc"] and scored["brier"] == summary["test_brier"]
+        assert scored["accuracy"] == summary["test_accuracy"] and scored["tpr_at_fpr"] == summary["test_tpr_at_fpr"]
+        assert (run_dir / "shift" / TEST_SET / "predictions.csv").read_bytes() == (run_dir / "predictions.csv").read_bytes()
+    shift = pd.read_csv(tables / "shift.csv").set_index(["test_set", "variant"])
+    for variant in ("full", "frozen", "lora-r2"):
+        assert shift.loc[(TEST_SET, variant), "auc"] == pytest.approx(shift.loc[("test", variant), "auc"], abs=0)
+        assert shift.loc[(TEST_SET, variant), "auc_ci_low"] < shift.loc[(TEST_SET, variant), "auc"] < shift.loc[(TEST_SET, variant), "auc_ci_high"]
+    assert shift.loc[(TEST_SET, "frozen"), "verdict_vs_full"] in ("higher", "lower", "indistinguishable")
+
+
+def test_every_run_says_whether_it_learned(runs):
+    for run_dir in runs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["initial_val_loss"] > 0 and summary["chance_val_loss"] == pytest.approx(np.log(2), abs=0.01)
+        assert isinstance(summary["did_not_learn"], bool) and (summary["did_not_learn_because"] != "") == summary["did_not_learn"]
 
 
 def test_summary_orders_variants_and_averages_seeds(runs, tables):
@@ -66,7 +95,7 @@ def test_latex_and_seed_shaped_tables(tables):
     assert "frozen" in tex and "$\\pm$" in tex and "100.00\\%" in tex
     seed = (tables / "original_study_table.md").read_text().splitlines()
     assert [c.strip() for c in seed[0].strip("|").split("|")] == [
-        "variant", "seeds", "lr", "trainable params", "% of full", "peak memory (MiB)", "val AUC", "val loss",
+        "variant", "seeds", "did not learn", "lr", "trainable params", "% of full", "peak memory (MiB)", "val AUC", "val loss",
     ]
     assert len(seed) == 2 + 3
 
@@ -116,8 +145,9 @@ FIGURES = figure_names(built_config())  # the demo's shape: LoRA, latency, injec
 
 
 def test_figures_are_written(built, tables, tmp_path):
-    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES, summary_csv=tables / "summary.csv")
-    assert len(FIGURES) == 10
+    paths = make_figures(tables / "curves.csv", tmp_path, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES, summary_csv=tables / "summary.csv",
+                         shift_runs_csv=tables / "shift_runs.csv", efficiency_csv=tables / "efficiency.csv")
+    assert len(FIGURES) == 12
     assert sorted(p.name for p in paths) == sorted(f"{stem}.{fmt}" for stem in FIGURES for fmt in ("png", "svg"))
     assert all(p.stat().st_size > 5000 for p in paths)
 
@@ -125,7 +155,8 @@ def test_figures_are_written(built, tables, tmp_path):
 @pytest.fixture(scope="module")
 def figures(built, tables, tmp_path_factory):
     figures = tmp_path_factory.mktemp("figures")
-    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES, summary_csv=tables / "summary.csv")
+    make_figures(tables / "curves.csv", figures, tables / "runs.csv", tables / "auc_by_snr.csv", built["root"] / "features" / "test", figures=FIGURES, summary_csv=tables / "summary.csv",
+                         shift_runs_csv=tables / "shift_runs.csv", efficiency_csv=tables / "efficiency.csv")
     return figures
 
 

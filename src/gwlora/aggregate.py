@@ -12,6 +12,14 @@ Outputs, in one directory:
   memory, val AUC and loss of the tested checkpoint per variant), to read beside the original study's;
 * ``auc_by_snr.csv``: per run, the test AUC of the signals in each injection-SNR
   bin against all noise windows (empty when the data has no injections);
+* ``shift_runs.csv``: every run's AUC, TPR at the FPR, accuracy at logit 0 and
+  Brier score on the in-distribution test split (``test``) and on each shifted
+  test set of ``evaluation.test_sets`` (scored by the evaluate stage);
+* ``shift.csv``: the same per test set and variant at its selected lr (mean and
+  sd over seeds), with the paired test-AUC difference against full fine-tuning
+  on that set and its 95% bootstrap interval;
+* ``efficiency.csv``: detection efficiency (TPR at the FPR) against injected
+  SNR per test set and variant, with binomial intervals (injection data only);
 * ``study.json``: what the study ran, for the deck: the base model's record
   (with its FFN width), each data split's size and labels, each variant's
   configuration, and the software and hardware of the runs. The deck reads
@@ -30,8 +38,8 @@ from sklearn.metrics import roc_auc_score
 
 from .base_model import load_record
 from .cli import StageError, atomic_file, read_json, run_stage, write_json
-from .compare import DIFFERENCE_COLUMNS, differences_table, pooled_differences, select_lr
-from .config import FAMILY_ORDER
+from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
+from .config import FAMILY_ORDER, SHIFT_PREFIX
 from .markdown import escape as escape_markdown
 
 log = logging.getLogger("gwlora.aggregate")
@@ -42,6 +50,8 @@ METRICS = {
     "best_val_loss": ("val loss", 4),
     "test_auc": ("test AUC", 4),
     "test_tpr_at_fpr": ("test TPR at {fpr:g}% FPR", 3),
+    "test_accuracy": ("test accuracy", 3),
+    "test_brier": ("test Brier", 4),
     "train_time_s": ("training time (s)", 1),
     "time_to_best_s": ("time to best (s)", 1),
     "step_time_ms": ("step time (ms)", 1),
@@ -124,6 +134,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         trainable_parameters=("trainable_parameters", "first"),
         trainable_percent=("trainable_percent", "first"),
         tpr_fpr=("tpr_fpr", "first"),
+        did_not_learn=("did_not_learn", "sum"),
     )
     out["lrs_tried"] = lrs_tried
     full = runs.loc[runs.family == "full", "trainable_parameters"]
@@ -149,14 +160,18 @@ def format_parameters(n: float) -> str:
     return f"{int(n):,}"
 
 
-# Column groups that fit one slide each (the deck shows them on two slides)
-QUALITY_METRICS = ("val_auc", "best_val_loss", "test_auc", "test_tpr_at_fpr")
-COST_METRICS = tuple(m for m in METRICS if m not in QUALITY_METRICS)
+# Column groups that fit one slide each (the deck shows them on three slides)
+QUALITY_METRICS = ("val_auc", "best_val_loss", "test_auc")
+CALIBRATION_METRICS = ("test_tpr_at_fpr", "test_accuracy", "test_brier")  # detection and calibration, beside the runs that did not learn
+COST_METRICS = tuple(m for m in METRICS if m not in QUALITY_METRICS + CALIBRATION_METRICS)
 
 
-def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> pd.DataFrame:
-    """Per-variant table (mean ± sd over seeds, as text) of `metrics`, with the parameter counts when `parameters`."""
+def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True, learned: bool = True) -> pd.DataFrame:
+    """Per-variant table (mean ± sd over seeds, as text) of `metrics`, with the parameter counts when `parameters`
+    and the number of runs that did not learn when `learned`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
+    if learned:  # runs flagged by gwlora.train.learning_problems, beside the quality they would otherwise pass for
+        columns["did not learn"] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary["did_not_learn"], summary["seeds"])]
     columns["lr"] = [f"{lr:g}" + (f" (best of {n})" if n > 1 else "") for lr, n in zip(summary["lr"], summary["lrs_tried"])]
     if parameters:
         columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
@@ -174,9 +189,9 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
     return pd.DataFrame(columns)
 
 
-def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True) -> str:
+def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRICS), parameters: bool = True, learned: bool = True) -> str:
     """The display table as a Markdown pipe table; variant names (from the config) are escaped to literal text."""
-    table = display_table(summary, metrics, parameters)
+    table = display_table(summary, metrics, parameters, learned)
     table["variant"] = table["variant"].map(escape_markdown)
     return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True) + "\n"
 
@@ -238,7 +253,8 @@ def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: l
     data = {}
     for d in map(Path, data_dirs):
         build = read_json(d / "build.json")
-        data[build["split"]] = {k: build[k] for k in SPLIT_FACTS if k in build}
+        name = SHIFT_PREFIX + build["test_set"] if "test_set" in build else build["split"]  # a shifted test set, or a split
+        data[name] = {k: build[k] for k in SPLIT_FACTS if k in build}
     first = summaries[0]
     return {
         "base_model": base,
@@ -275,20 +291,135 @@ def with_differences(summary: pd.DataFrame, diffs: pd.DataFrame, baseline: str =
     return out
 
 
+# --------------------------------------------------------------------------- shifted test sets
+
+IN_DISTRIBUTION = "test"  # the in-distribution test split's name among the test sets of shift.csv
+SHIFT_METRICS = ("auc", "tpr_at_fpr", "accuracy", "brier")
+SHIFT_RUN_COLUMNS = ["test_set", "variant", "lr", "seed", "selected", *SHIFT_METRICS, "one_class", "did_not_learn"]
+EFFICIENCY_BINS = 5  # equal-count bins of a test set's injected SNR
+EFFICIENCY_COLUMNS = ["test_set", "variant", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "seeds",
+                      "threshold_fpr", "efficiency", "ci_low", "ci_high"]
+
+
+def shift_predictions(runs: pd.DataFrame, test_sets: list[str]) -> dict[str, dict[tuple[str, int], pd.DataFrame]]:
+    """Per test set (the in-distribution test split first), each selected run's predictions, keyed by (variant, seed)."""
+    selected = runs[runs.selected]
+    out = {IN_DISTRIBUTION: load_predictions(selected)}
+    for name in test_sets:
+        out[name] = {}
+        for variant, seed, run_dir in zip(selected.variant, selected.seed, selected.run_dir):
+            path = Path(run_dir) / "shift" / name / "predictions.csv"
+            if not path.exists():
+                raise StageError(f"{path} is missing: run the evaluate stage for test set {name!r}")
+            out[name][variant, int(seed)] = pd.read_csv(path)
+    return out
+
+
+def shift_runs(runs: pd.DataFrame, test_sets: list[str]) -> pd.DataFrame:
+    """Every run's scores on every test set (in-distribution from its summary, shifted from the evaluate stage's metrics.json)."""
+    rows = []
+    for run in runs.itertuples():
+        rows.append([IN_DISTRIBUTION, run.variant, run.lr, run.seed, run.selected, run.test_auc, run.test_tpr_at_fpr,
+                     run.test_accuracy, run.test_brier, run.test_one_class, run.did_not_learn])
+        for name in test_sets:
+            path = Path(run.run_dir) / "shift" / name / "metrics.json"
+            if not path.exists():
+                raise StageError(f"{path} is missing: run the evaluate stage for test set {name!r}")
+            m = read_json(path)
+            rows.append([name, run.variant, run.lr, run.seed, run.selected, *(m[k] for k in SHIFT_METRICS), m["one_class"], run.did_not_learn])
+    return pd.DataFrame(rows, columns=SHIFT_RUN_COLUMNS)
+
+
+def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], baseline: str = "full") -> pd.DataFrame:
+    """Per test set and variant (at its selected lr): mean and sd over seeds of AUC, TPR, accuracy and Brier score,
+    the AUC's 95% bootstrap interval (``above_chance`` when it excludes 0.5), and the paired test-AUC
+    difference against `baseline` on that set with its 95% bootstrap interval."""
+    chosen = scores[scores.selected]
+    grouped = chosen.groupby(["test_set", "variant"], sort=False)
+    out = grouped.agg(lr=("lr", "first"), seeds=("seed", "nunique"), one_class=("one_class", "sum"), did_not_learn=("did_not_learn", "sum"))
+    for metric in SHIFT_METRICS:
+        out[metric] = grouped[metric].mean()
+        out[f"{metric}_std"] = grouped[metric].std(ddof=1)
+    out = out.reset_index()
+    for column in ("delta", "ci_low", "ci_high", "verdict"):
+        out[f"{column}_vs_{baseline}"] = np.nan if column != "verdict" else None
+    out["auc_ci_low"], out["auc_ci_high"], out["above_chance"] = np.nan, np.nan, None
+    for name, by_run in predictions.items():
+        labels, logits = check_predictions(by_run)
+        for variant in dict.fromkeys(v for v, _ in by_run):
+            ci = auc_interval(labels, [x for (v, _), x in logits.items() if v == variant], n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+            at = (out.test_set == name) & (out.variant == variant)
+            out.loc[at, ["auc_ci_low", "auc_ci_high"]] = ci["ci_low"], ci["ci_high"]
+            out.loc[at, "above_chance"] = ci["above_chance"]
+        variants = list(dict.fromkeys(v for v, _ in by_run))
+        if baseline not in variants:
+            continue
+        pairs = [(v, baseline) for v in variants if v != baseline]
+        pooled = pooled_differences(differences_table(by_run, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), baseline)
+        for variant, row in pooled.iterrows():
+            at = (out.test_set == name) & (out.variant == variant)
+            for column in ("delta", "ci_low", "ci_high", "verdict"):
+                out.loc[at, f"{column}_vs_{baseline}"] = row[column]
+    return out
+
+
+def _binomial_interval(k: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of k successes in n trials (k may be a mean count over seeds)."""
+    alpha = 1 - confidence
+    low = stats.beta.ppf(alpha / 2, k, n - k + 1) if k > 0 else 0.0
+    high = stats.beta.ppf(1 - alpha / 2, k + 1, n - k) if k < n else 1.0
+    return float(low), float(high)
+
+
+def efficiency(predictions: dict[str, dict], fpr: float) -> pd.DataFrame:
+    """Detection efficiency against injected SNR per test set and variant: the fraction of signals above the
+    threshold that lets `fpr` of the set's noise windows through (the (1 - fpr) quantile of their logits), in
+    equal-count SNR bins, with a 95% Clopper-Pearson interval on the mean detected count over seeds.
+    Test sets without injected SNRs (audio) give no rows."""
+    rows = []
+    for name, by_run in predictions.items():
+        first = next(iter(by_run.values()))
+        signal_snr = first.snr[first.label == 1].to_numpy()
+        if not len(signal_snr) or not (signal_snr > 0).any() or (first.label == 0).sum() == 0:
+            continue
+        edges = np.unique(np.quantile(signal_snr, np.linspace(0, 1, EFFICIENCY_BINS + 1)))
+        detected: dict[str, list[np.ndarray]] = {}
+        for (variant, _), pred in by_run.items():
+            noise, signal = pred.logit[pred.label == 0].to_numpy(), pred[pred.label == 1]
+            threshold = np.quantile(noise, 1 - fpr, method="higher")
+            which = np.clip(np.searchsorted(edges, signal.snr, side="right") - 1, 0, len(edges) - 2)
+            detected.setdefault(variant, []).append(np.array([(signal.logit.to_numpy()[which == b] > threshold).sum() for b in range(len(edges) - 1)]))
+        which = np.clip(np.searchsorted(edges, signal_snr, side="right") - 1, 0, len(edges) - 2)
+        for variant, counts in detected.items():
+            mean = np.mean(counts, axis=0)
+            for b in range(len(edges) - 1):
+                n = int((which == b).sum())
+                if n == 0:
+                    continue
+                low, high = _binomial_interval(mean[b], n)
+                rows.append([name, variant, b, edges[b], edges[b + 1], float(np.median(signal_snr[which == b])), n, len(counts), fpr,
+                             mean[b] / n, low, high])
+    return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
+
+
 def aggregate(
-    run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path], lr_selection: str = "val_loss"
+    run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path], lr_selection: str = "val_loss",
+    test_sets: list[str] = (),
 ) -> pd.DataFrame:
     runs, curves = load_runs(run_dirs)
     runs = mark_selected(runs, lr_selection)
-    predictions = load_predictions(runs[runs.selected])  # read once, for the differences and the SNR bins
+    by_test_set = shift_predictions(runs, list(test_sets))  # read once, for the differences, the SNR bins and the shift tables
+    predictions = by_test_set[IN_DISTRIBUTION]
     diffs = differences(predictions)
     summary = with_differences(summarise(runs), diffs)
+    scores = shift_runs(runs, list(test_sets))
     out_dir = Path(out_dir)
     write_json(out_dir / "study.json", study_record(run_dirs, model_dir, data_dirs))
     curves = curves.merge(runs[["variant", "lr", "seed", "selected"]], on=["variant", "lr", "seed"])
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
     tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("differences.csv", diffs),
-              ("auc_by_snr.csv", auc_by_snr(predictions)))
+              ("auc_by_snr.csv", auc_by_snr(predictions)), ("shift_runs.csv", scores), ("shift.csv", shift_table(scores, by_test_set)),
+              ("efficiency.csv", efficiency(by_test_set, float(runs.tpr_fpr.iloc[0]))))
     for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)
@@ -324,13 +455,14 @@ def _parser(p):
     p.add_argument("runs", nargs="+", help="run directories (each with summary.json and curve.csv)")
     p.add_argument("--model", required=True, help="base model directory (its base_model.json and config.json)")
     p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
+    p.add_argument("--test-sets", nargs="*", default=[], help="names of the shifted test sets each run was scored on (its shift/<name>/)")
     p.add_argument("--lr-selection", choices=["val_loss", "val_auc"], default="val_loss", help="train.lr_selection: the validation metric that picks each variant's lr")
     p.add_argument("--out", required=True, help="output directory of the tables")
 
 
 def _run(args):
     """Aggregate run records into summary tables."""
-    summary = aggregate(args.runs, args.out, args.model, args.data, args.lr_selection)
+    summary = aggregate(args.runs, args.out, args.model, args.data, args.lr_selection, args.test_sets)
     log.info("wrote tables of %d variants over %d runs to %s", len(summary), len(args.runs), args.out)
 
 

@@ -266,6 +266,18 @@ def pooled_auc_difference(
     return _bootstrap_delta(labels, list(scores_a_by_seed), list(scores_b_by_seed), n_resamples, seed, confidence)
 
 
+def auc_interval(labels, scores_by_seed: list, *, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Mean AUC over seeds with the same label-stratified bootstrap interval, as the paired difference to chance.
+
+    A constant score has AUC 0.5 on any resample, so the pooled difference of
+    the runs against it, plus 0.5, is their AUC with its interval: "at chance"
+    is then read off an interval that covers 0.5, like every other verdict.
+    """
+    constant = [np.zeros(len(np.asarray(s))) for s in scores_by_seed]
+    d = pooled_auc_difference(labels, scores_by_seed, constant, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return {"auc": 0.5 + d["delta"], "ci_low": 0.5 + d["ci_low"], "ci_high": 0.5 + d["ci_high"], "above_chance": bool(d["ci_low"] > 0)}
+
+
 def verdict(ci_low: float, ci_high: float) -> str:
     """"higher" when the interval lies above 0, "lower" when below, else "indistinguishable"."""
     if ci_low > 0:
@@ -290,7 +302,7 @@ def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.
     return f"{word} ({_signed(delta)}, {level} CI {_signed(ci_low)} to {_signed(ci_high)})"
 
 
-def _check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
+def check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
     """The shared labels (in window order) and each run's logits in that order; StageError naming a run that differs."""
     if not predictions:
         raise StageError("no predictions to compare")
@@ -343,7 +355,7 @@ def differences_table(
     rows seed_sd NaN and n_seeds 1. Pairs of a variant with itself are skipped.
     Every bootstrap uses the resamples fixed by `seed`.
     """
-    labels, logits = _check_predictions(predictions)
+    labels, logits = check_predictions(predictions)
     seeds_of: dict[str, list] = {}
     for variant, run_seed in logits:
         seeds_of.setdefault(variant, []).append(run_seed)

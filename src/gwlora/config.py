@@ -91,8 +91,82 @@ def validate(config: dict, schema: dict) -> dict:
     if errors:
         raise ConfigError("invalid config: " + _describe(errors[0]))
     _check_semantics(config)
+    test_sets = config["evaluation"]["test_sets"]
+    for name in list(test_sets):
+        test_sets[name] = _shifted_data(config, schema, name)
     config["data"] = source_settings(config["data"])
     return config
+
+
+# --------------------------------------------------------------------------- shifted test sets
+
+SHIFT_PREFIX = "shift-"  # a shifted test set's split name: its data and features folders, its wildcard
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override` merged in key by key (mappings merge, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def _channels(data: dict) -> int:
+    return 1 if data["source"] in AUDIO_SOURCES else len(data["detectors"])
+
+
+def _shifted_data(config: dict, schema: dict, name: str) -> dict:
+    """The full, validated `data` section of test set `name`: the training data with its overrides merged in.
+
+    Errors name the test set's key (``evaluation.test_sets.<name>.snr.min``). The
+    result is itself a valid override (merging it again changes nothing), so
+    validating a validated config is a no-op.
+    """
+    where = f"evaluation.test_sets.{name}"
+    merged = deep_merge(config["data"], config["evaluation"]["test_sets"][name])
+    sub = copy.deepcopy({**config, "data": merged, "evaluation": {"test_sets": {}}})
+    try:
+        validate(sub, schema)
+    except ConfigError as exc:
+        raise ConfigError(re.sub(r"\bdata\.", f"{where}.", str(exc))) from None
+    data, train = sub["data"], source_settings(config["data"])
+    if _channels(data) != _channels(train) or data["window_seconds"] != train["window_seconds"]:
+        raise ConfigError(
+            f"invalid config: {where}: its windows ({_channels(data)} channel(s) of {data['window_seconds']} s) must have the "
+            f"shape of the training windows ({_channels(train)} channel(s) of {train['window_seconds']} s) that the runs were trained on"
+        )
+    if data["source"] == "gwosc" and train["source"] == "gwosc":
+        for split in ("train", "val"):
+            for a in data["gwosc"]["segments"]["test"]:
+                for b in train["gwosc"]["segments"][split]:
+                    if a[0] < b[1] and b[0] < a[1]:
+                        raise ConfigError(
+                            f"invalid config: {where}.gwosc.segments.test {list(a)} overlaps data.gwosc.segments.{split} "
+                            f"{list(b)}: the test set would share noise with the training data"
+                        )
+    return data
+
+
+def seed_of_test_set(seed: int, name: str) -> int:
+    """The data seed of test set `name`: a stable function of the config's seed and the name, never the seed itself."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}/test-set/{name}".encode()).digest()[:4], "big")
+
+
+def shifted_splits(config: dict) -> list[str]:
+    """The split names of the configured shifted test sets (``shift-<name>``)."""
+    return [SHIFT_PREFIX + name for name in config["evaluation"]["test_sets"]]
+
+
+def split_source(config: dict, split: str) -> tuple[dict, int, str]:
+    """(data section, data seed, split to build) of one of the experiment's data sets: a split, or ``shift-<name>``."""
+    if split in SPLITS:
+        return config["data"], config["seed"], split
+    name = split.removeprefix(SHIFT_PREFIX)
+    if not split.startswith(SHIFT_PREFIX) or name not in config["evaluation"]["test_sets"]:
+        raise ConfigError(f"unknown data set {split!r} (the splits {', '.join(SPLITS)} and {', '.join(shifted_splits(config)) or 'no test sets'})")
+    return config["evaluation"]["test_sets"][name], seed_of_test_set(config["seed"], name), "test"
 
 
 def _check_range(section: dict, key: str, where: str = "data") -> None:

@@ -263,12 +263,15 @@ def _parser(p):
     p.add_argument("--split", choices=SPLITS, required=True, help="the split to build")
     p.add_argument("--strain-manifest", help="manifest of the downloaded strain files (data.source gwosc)")
     p.add_argument("--cache", default="resources/audio", help="download cache of audiofolder archives")
+    p.add_argument("--test-set", help="the shifted test set this split is (evaluation.test_sets), recorded in build.json")
     p.add_argument("--out", required=True, help="output directory of the split")
 
 
 def _run(args):
     """Simulate one split of labelled strain windows."""
     ds, record = build_split(args.data_config, args.seed, args.split, args.strain_manifest, args.cache)
+    if args.test_set:
+        record["test_set"] = args.test_set
     save_split(ds, record, args.out)
     log.info("wrote %s: %d windows (%d with a signal), detectors %s", args.out, record["n_windows"], record["n_signal"], ",".join(record["detectors"]))
 

@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from . import browser, constants
-from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdown_table
+from .aggregate import CALIBRATION_METRICS, COST_METRICS, IN_DISTRIBUTION, QUALITY_METRICS, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
 from .markdown import Markdown, code_block, code_span, escape, plain_path
@@ -199,6 +199,71 @@ def snr_findings(auc_snr: pd.DataFrame, best_variant: str) -> dict | None:
             "high_range": f"{last.low:.1f} to {last.high:.1f}", "high_auc": _num(last.auc)}
 
 
+def overrides(base, full):
+    """The part of `full` that differs from `base` (a shifted test set's data, as its overrides)."""
+    if isinstance(full, dict) and isinstance(base, dict):
+        return {k: d for k, v in full.items() if (d := overrides(base.get(k), v)) not in (None, {})}
+    return None if full == base else full
+
+
+def _changed(base, full, prefix: str = "") -> list[str]:
+    """The leaves where `full` differs from `base`, as "key.path value" (a test set's shift, in words)."""
+    diff = overrides(base, full)
+    if isinstance(diff, dict):
+        return [c for k, v in diff.items() for c in _changed(base.get(k) if isinstance(base, dict) else None, full[k], f"{prefix}{k}.")]
+    return [] if diff is None else [f"{prefix[:-1]} {full}"]
+
+
+def shift_findings(shift: pd.DataFrame, config: dict) -> dict | None:
+    """The shifted test sets in words and one table: what each changes, which variant scores highest, and which
+    variants differ from full fine-tuning on it by the paired intervals (never by point estimates)."""
+    if set(shift.test_set) <= {IN_DISTRIBUTION}:
+        return None
+    sets = []
+    for name, rows in shift.groupby("test_set", sort=False):
+        if name == IN_DISTRIBUTION:
+            continue
+        best = rows.loc[rows.auc.idxmax()] if rows.auc.notna().any() else rows.iloc[0]
+        in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == best.variant)].auc
+        by_verdict = {word: list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower")}
+        sets.append({
+            "name": name,
+            "changes": _changed(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
+            "best": best.variant, "best_auc": _num(best.auc), "best_in_distribution": _num(in_distribution.iloc[0] if len(in_distribution) else None),
+            "higher": by_verdict["higher"], "lower": by_verdict["lower"],
+            "compared": int(rows.verdict_vs_full.notna().sum()),
+            "at_chance": list(rows.variant[~rows.above_chance.astype(bool)]),  # 95% interval of the AUC covers 0.5
+            "one_class": list(rows.variant[rows.one_class > 0]),
+        })
+    table = {"variant": list(dict.fromkeys(shift.variant))}
+    for name, rows in shift.groupby("test_set", sort=False):
+        rows = rows.set_index("variant")
+        heading = "in distribution" if name == IN_DISTRIBUTION else name
+        table[heading] = [
+            f"{_num(rows.auc.get(v), 3)} ({_num(rows.auc_ci_low.get(v), 3)}–{_num(rows.auc_ci_high.get(v), 3)}) / {_num(rows.brier.get(v), 3)}"
+            for v in table["variant"]
+        ]
+        if name != IN_DISTRIBUTION and rows.verdict_vs_full.notna().any():
+            table[f"{heading} vs full"] = [rows.verdict_vs_full.get(v) if isinstance(rows.verdict_vs_full.get(v), str) else "n/a"
+                                            for v in table["variant"]]
+    frame = pd.DataFrame(table)
+    frame = frame.rename(columns=escape).map(escape)
+    md = frame.to_markdown(index=False, colalign=["left"] + ["right"] * (frame.shape[1] - 1), disable_numparse=True)
+    return {"sets": sets, "table_md": Markdown(md)}
+
+
+def not_learned(runs: pd.DataFrame) -> list[dict]:
+    """The runs flagged by gwlora.train as not having learned, the selected-lr ones first, with the reason."""
+    if "did_not_learn" not in runs:
+        return []
+    flagged = runs[runs.did_not_learn.astype(bool)].sort_values("selected", ascending=False, kind="stable")
+    out = []
+    for r in flagged.itertuples():
+        reasons = [text for flag, text in (("val_loss_flat", "val loss flat"), ("test_one_class", "one class")) if getattr(r, flag, False) == True]  # noqa: E712 - numpy bools, NaN for none
+        out.append({"run": f"{r.variant} lr {r.lr:g} seed {r.seed}", "selected": bool(r.selected), "because": ", ".join(reasons) or r.did_not_learn_because})
+    return out
+
+
 def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: str) -> dict:
     """Everything the template prints, from the aggregate stage's tables and study.json and the plot stage's figures."""
     summary = pd.read_csv(tables_dir / "summary.csv")
@@ -219,9 +284,11 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
     auc_snr = pd.read_csv(snr_path) if snr_path.exists() else pd.DataFrame(columns=["variant"])
     diffs = pd.read_csv(tables_dir / "differences.csv")
     best = _best(summary).variant
-    config_sections = {
-        "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]},
-        "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data")},
+    test_sets = {name: overrides(config["data"], data) for name, data in config["evaluation"]["test_sets"].items()}
+    config_sections = {  # the shifted test sets as the overrides they are, not as the whole data sections validation made of them
+        "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]}
+        | ({"evaluation": {"test_sets": test_sets}} if test_sets else {}),
+        "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data", "evaluation")},
     }
     environment = study["environment"]
     return {
@@ -237,10 +304,13 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "demo_model": bool(base["random_init"]),
         "data": study["data"],
         "variants": summary.to_dict(orient="records"),
-        "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS).rstrip()),
-        "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False).rstrip()),
+        "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS, learned=False).rstrip()),
+        "table_calibration_md": Markdown(markdown_table(summary, CALIBRATION_METRICS, parameters=False).rstrip()),
+        "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False, learned=False).rstrip()),
         "analysis": analysis(summary, diffs),
         "snr": snr_findings(auc_snr, best),
+        "shift": shift_findings(pd.read_csv(tables_dir / "shift.csv"), config),
+        "not_learned": not_learned(runs),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
         "hardware": environment["hardware"],
         "git_commit": ", ".join(environment["git_commits"]),

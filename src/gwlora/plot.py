@@ -15,7 +15,11 @@ to this stage (``--figures``), which draws exactly them:
 * with LoRA variants: ``val_auc_vs_rank`` (full and frozen as reference lines),
   and ``latency`` (base, LoRA unmerged and merged) unless
   ``train.latency_batches`` is 0;
-* with injected signals (``data.source`` in ``INJECTION_SOURCES``): ``auc_vs_snr``.
+* with injected signals (``data.source`` in ``INJECTION_SOURCES``): ``auc_vs_snr``
+  and ``efficiency`` (detection efficiency at the FPR against injected SNR, one
+  panel per test set, binomial intervals);
+* with shifted test sets (``evaluation.test_sets``): ``shift_auc`` (AUC per test
+  set and variant).
 
 A listed figure that the data cannot support (no LoRA run, no latency measured,
 no SNR rows, a table not given) stops the stage with a :class:`StageError`
@@ -255,6 +259,53 @@ def plot_snr(auc_snr: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     return fig
 
 
+def plot_shift_auc(shift_runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
+    """AUC per test set (in-distribution first) and variant at its selected lr: bars the mean over seeds, points the seeds."""
+    require(shift_runs, ("test_set", "variant", "seed", "selected", "auc"), "shift_runs.csv (a row per run and test set)")
+    rows = shift_runs[shift_runs.selected.astype(bool)]
+    palette = canvas.colours(rows.variant)
+    order = list(dict.fromkeys(rows.test_set))
+    fig, ax = canvas.figure(size=(max(10, 2.5 * len(order) + 4), 6))
+    sns.barplot(data=rows, x="test_set", y="auc", hue="variant", order=order, hue_order=list(palette), palette=palette,
+                errorbar=None, alpha=0.6, ax=ax)
+    sns.stripplot(data=rows, x="test_set", y="auc", hue="variant", order=order, hue_order=list(palette), palette=palette,
+                  dodge=True, size=6, edgecolor="black", linewidth=0.5, legend=False, ax=ax)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1.5)
+    ax.set_ylim(max(0.0, min(0.45, rows.auc.min() - 0.05)), 1.0)
+    ax.set_xlabel("test set (test: in distribution)")
+    ax.set_ylabel("AUC of the best checkpoint")
+    ax.set_title("AUC beyond the training distribution (dotted: chance)")
+    ax.legend(title="variant", fontsize="x-small", title_fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def plot_efficiency(eff: pd.DataFrame, canvas: Canvas) -> plt.Figure:
+    """Detection efficiency at the FPR against injected SNR, one panel per test set, with binomial intervals."""
+    require(eff, ("test_set", "variant", "snr_median", "efficiency", "ci_low", "ci_high", "threshold_fpr"),
+            "efficiency.csv (a row per test set, variant and SNR bin of injected signals)")
+    sets = list(dict.fromkeys(eff.test_set))
+    palette = canvas.colours(eff.variant)
+    fig, axes = canvas.figure(1, len(sets), size=(6 * len(sets) + 2, 6), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], sets):
+        rows = eff[eff.test_set == name]
+        # variants side by side around each bin's median, so that equal points stay visible
+        step = 0.15 * float(np.median(np.diff(np.sort(rows.snr_median.unique())))) if rows.snr_median.nunique() > 1 else 0.0
+        for i, (variant, colour) in enumerate(palette.items()):
+            r = rows[rows.variant == variant]
+            if r.empty:
+                continue
+            offset = (i - (len(palette) - 1) / 2) * step / max(1, len(palette) - 1)
+            ax.errorbar(r.snr_median + offset, r.efficiency, yerr=[r.efficiency - r.ci_low, r.ci_high - r.efficiency], color=colour,
+                        marker="o", capsize=3, linewidth=2, label=variant)
+        ax.set_title(f"{name}", fontsize="medium")
+        ax.set_xlabel("injected network SNR (bin median)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel(f"detection efficiency at {100 * eff.threshold_fpr.iloc[0]:g}% FPR")
+    axes[0][-1].legend(title="variant", fontsize="x-small", title_fontsize="x-small")
+    fig.suptitle("Detection efficiency vs SNR per test set (bars: 95% binomial interval)", fontsize="medium")
+    return fig
+
+
 def selected_lrs(runs: pd.DataFrame) -> pd.Series:
     """Each variant's selected lr (display order), from the runs marked `selected`; stop unless exactly one per variant."""
     if runs.selected.dtype != bool:
@@ -379,6 +430,8 @@ INPUTS = {
     "auc_by_snr": "auc_by_snr.csv (auc_by_snr_csv, --auc-by-snr)",
     "examples": "a feature cache (examples, --examples)",
     "summary": "summary.csv (summary_csv, --summary)",
+    "shift_runs": "shift_runs.csv (shift_runs_csv, --shift-runs)",
+    "efficiency": "efficiency.csv (efficiency_csv, --efficiency)",
 }
 
 
@@ -394,6 +447,8 @@ FIGURES = {
     "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank),
     "latency": FigureSpec("selected_runs", plot_latency),
     "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr),
+    "efficiency": FigureSpec("efficiency", plot_efficiency),
+    "shift_auc": FigureSpec("shift_runs", plot_shift_auc),
 }
 
 
@@ -403,7 +458,8 @@ def figure_names(config: dict) -> list[str]:
     Every config: the example inputs, the two training curves, test AUC vs
     parameters, the costs, the lr sensitivity and the Pareto figure. LoRA variants add the rank figure, and the
     latency figure unless ``train.latency_batches`` is 0. Data with injected
-    signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR.
+    signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR and the
+    detection efficiency; shifted test sets (``evaluation.test_sets``) the AUC per test set.
     """
     train = config["train"]
     lora = any(v.family == "lora" for v in expand_variants(train).values())
@@ -411,6 +467,8 @@ def figure_names(config: dict) -> list[str]:
         "val_auc_vs_rank": lora,
         "latency": lora and train["latency_batches"] > 0,
         "auc_vs_snr": config["data"]["source"] in INJECTION_SOURCES,
+        "efficiency": config["data"]["source"] in INJECTION_SOURCES,
+        "shift_auc": bool(config["evaluation"]["test_sets"]),
     }
     return [name for name in FIGURES if produced.get(name, True)]
 
@@ -418,6 +476,7 @@ def figure_names(config: dict) -> list[str]:
 def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
     examples: str | Path | None = None, *, figures: Sequence[str] | None = None, summary_csv: str | Path | None = None,
+    shift_runs_csv: str | Path | None = None, efficiency_csv: str | Path | None = None,
 ) -> list[Path]:
     """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
 
@@ -433,7 +492,7 @@ def make_figures(
     if unknown:
         raise StageError(f"unknown figures {unknown}; the stage draws {list(FIGURES)}")
     inputs = {"curves": curves_csv, "runs": runs_csv, "selected_runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples,
-              "summary": summary_csv}
+              "summary": summary_csv, "shift_runs": shift_runs_csv, "efficiency": efficiency_csv}
     for name in names:
         if inputs[FIGURES[name].source] is None:
             raise StageError(f"figure {name!r} is drawn from {INPUTS[FIGURES[name].source]}, which was not given")
@@ -462,12 +521,15 @@ def _parser(p):
     p.add_argument("--auc-by-snr", help="auc_by_snr.csv written by the aggregate stage (AUC vs injection SNR figure)")
     p.add_argument("--examples", help="a feature cache (the test split) to draw example inputs from")
     p.add_argument("--summary", help="summary.csv written by the aggregate stage (Pareto figure)")
+    p.add_argument("--shift-runs", help="shift_runs.csv written by the aggregate stage (AUC per test set figure)")
+    p.add_argument("--efficiency", help="efficiency.csv written by the aggregate stage (detection efficiency figure)")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
     """Plot the listed figures from the aggregated tables."""
-    paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary)
+    paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary,
+                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from .cli import StageError, run_stage
 from .constants import INJECTION_SOURCES, SPLITS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from .config import encoder_shape as known_encoder_shape
+from .config import shifted_splits, split_source
 
 # --- documented defaults ------------------------------------------------------
 GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU (bf16 autocast; a fraction of peak)
@@ -154,23 +155,30 @@ def _strain_bytes(data: dict, windows: int) -> float:
     return 2 * 4 * windows * channels(data) * seconds * WHISPER_SAMPLE_RATE + extra
 
 
+def _split_windows(config: dict, split: str) -> tuple[dict, int]:
+    """(data section, windows) of a split or a shifted test set (``shift-<name>``)."""
+    data, _, built = split_source(config, split)
+    return data, data["splits"][built]
+
+
 def dataset_runtime(config: dict, split: str, attempt: int = 1) -> int:
-    """Wall time in minutes of building one split."""
-    return _minutes(STAGE_OVERHEAD_S + SAFETY * config["data"]["splits"][split] / DATASET_WINDOWS_PER_S, attempt)
+    """Wall time in minutes of building one split (or shifted test set)."""
+    _, windows = _split_windows(config, split)
+    return _minutes(STAGE_OVERHEAD_S + SAFETY * windows / DATASET_WINDOWS_PER_S, attempt)
 
 
 def dataset_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
-    return _mb(_strain_bytes(config["data"], config["data"]["splits"][split]), attempt)
+    return _mb(_strain_bytes(*_split_windows(config, split)), attempt)
 
 
 def features_runtime(config: dict, split: str, attempt: int = 1) -> int:
-    """Wall time in minutes of the log-mel features of one split."""
-    return _minutes(STAGE_OVERHEAD_S + SAFETY * config["data"]["splits"][split] / FEATURES_WINDOWS_PER_S, attempt)
+    """Wall time in minutes of the log-mel features of one split (or shifted test set)."""
+    _, windows = _split_windows(config, split)
+    return _minutes(STAGE_OVERHEAD_S + SAFETY * windows / FEATURES_WINDOWS_PER_S, attempt)
 
 
 def features_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
-    data = config["data"]
-    windows = data["splits"][split]
+    data, windows = _split_windows(config, split)
     return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data) + _strain_bytes(data, windows) / 2, attempt)
 
 
@@ -180,7 +188,7 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 def estimates(config: dict) -> list[dict]:
     """Wall time (minutes) and memory (mem_mb, in MiB) of every costly job of a validated config, first attempt."""
     rows = [{"job": "train (each variant and seed)", "minutes": train_runtime(config), "mem_mb": train_mem_mb(config)}]
-    for split in SPLITS:
+    for split in [*SPLITS, *shifted_splits(config)]:
         rows.append({"job": f"dataset {split}", "minutes": dataset_runtime(config, split), "mem_mb": dataset_mem_mb(config, split)})
         rows.append({"job": f"features {split}", "minutes": features_runtime(config, split), "mem_mb": features_mem_mb(config, split)})
     return rows

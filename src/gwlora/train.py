@@ -5,12 +5,14 @@ The run record, read by `aggregate`, `plot` and `deck`:
 * ``curve.csv``, one row per evaluation: ``step``, ``epoch``,
   ``samples_seen``, ``train_time_s`` (cumulative wall time spent training,
   evaluation excluded), ``train_loss`` (mean since the previous evaluation),
-  ``val_loss``, ``val_auc``;
+  ``val_loss``, ``val_auc``, ``val_accuracy``, ``val_brier``;
 * ``summary.json``: the variant, seed, parameter counts, best validation AUC
   and loss, training time in total and to the best checkpoint, test metrics of
   the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
   samples/s, peak memory, checkpoint size, inference latency (base, LoRA
-  unmerged and merged), device, precision, versions and git commit;
+  unmerged and merged), device, precision, versions and git commit; whether the
+  run learned (:func:`learning_problems`); and what :mod:`gwlora.evaluate`
+  needs to rebuild the model and score the checkpoint again;
 * ``predictions.csv``: the best checkpoint's logit for every test window, with
   its label and injection SNR (for AUC against SNR);
 * ``best/``: the best checkpoint (lowest val loss): a peft adapter
@@ -59,7 +61,7 @@ from .model import apply_variant, build_classifier, count_parameters
 
 log = logging.getLogger("gwlora.train")
 
-CURVE_COLUMNS = ("step", "epoch", "samples_seen", "train_time_s", "train_loss", "val_loss", "val_auc")
+CURVE_COLUMNS = ("step", "epoch", "samples_seen", "train_time_s", "train_loss", "val_loss", "val_auc", "val_accuracy", "val_brier")
 # Keep a split's features on the GPU when smaller than this; otherwise stream pinned batches.
 DEVICE_RESIDENT_BYTES = 2 * 1024**3
 
@@ -148,7 +150,7 @@ def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor) -> t
 
 @torch.no_grad()
 def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None) -> dict:
-    """Loss, AUC and accuracy of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit."""
+    """Loss, AUC, accuracy at logit 0 and Brier score of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit."""
     model.eval()
     logits = []
     for start in range(0, split.n, batch_size):
@@ -163,7 +165,8 @@ def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | N
     scores = logits.numpy()
     auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
     acc = float(((scores > 0) == (y > 0.5)).mean())
-    out = {"loss": loss, "auc": auc, "accuracy": acc, "scores": scores}
+    brier = float(((torch.sigmoid(logits) - labels) ** 2).mean())
+    out = {"loss": loss, "auc": auc, "accuracy": acc, "brier": brier, "scores": scores}
     if fpr_target is not None:
         out["tpr_at_fpr"] = tpr_at_fpr(y, scores, fpr_target) if 0 < y.sum() < len(y) else float("nan")
     return out
@@ -253,6 +256,49 @@ def load_best(model, variant: Variant, best_dir: Path) -> None:
         model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)
 
 
+# deck: score-checkpoint
+def score_checkpoint(model, variant: Variant, best_dir: Path, split: SplitOnDevice, batch_size: int, fpr_target: float, predictions: Path) -> dict:
+    """Load a run's best checkpoint into `model` and score `split`: the one way the test split and every shifted test set are scored.
+
+    Writes every window's logit to `predictions`; returns loss, AUC, accuracy,
+    Brier score, TPR at `fpr_target`, and ``one_class`` (whether every window
+    got the same side of logit 0).
+    """
+    load_best(model, variant, best_dir)
+    metrics = evaluate(model, split, batch_size, fpr_target)
+    scores = metrics.pop("scores")
+    metrics["one_class"] = bool((scores > 0).all() or (scores <= 0).all())
+    write_predictions(split, scores, predictions)
+    return metrics
+# deck: end
+
+
+LEARNING_MARGIN = 0.01  # nats: how far below its start (and a constant predictor) the best val loss must fall
+
+
+def chance_loss(labels: np.ndarray) -> float:
+    """The loss of the best constant predictor on `labels`: their binary entropy in nats (ln 2 when balanced)."""
+    p = float(np.mean(labels))
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p))) if 0 < p < 1 else 0.0
+
+
+def learning_problems(initial_val_loss: float | None, chance_val_loss: float, best_val_loss: float, one_class: bool | None) -> dict[str, str]:
+    """Why a run did not learn: {flag: the reason in words}, empty when it did.
+
+    Flagged: ``val_loss_flat``, a best val loss not below both its starting value
+    and a constant predictor's by :data:`LEARNING_MARGIN`; ``one_class``, a tested
+    checkpoint that puts every test window on one side of logit 0 (its AUC may still read high).
+    """
+    problems = {}
+    reference = chance_val_loss if initial_val_loss is None else min(initial_val_loss, chance_val_loss)
+    if not best_val_loss < reference - LEARNING_MARGIN:
+        start = "" if initial_val_loss is None else f"its start {initial_val_loss:.4f}, "
+        problems["val_loss_flat"] = f"the val loss never fell clearly below {start}a constant predictor's {chance_val_loss:.4f} (best {best_val_loss:.4f})"
+    if one_class:
+        problems["one_class"] = "the tested checkpoint scores every test window as the same class"
+    return problems
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -318,6 +364,7 @@ class RunState:
     stale: int = 0  # evaluations since the val loss last fell
     stopped: bool = False  # early-stopped
     epoch_order_state: torch.Tensor | None = None  # the data-order generator at this epoch's start
+    initial_val_loss: float | None = None  # of the model before its first step (unknown for a state saved without it)
 
     def advance(self, samples: int, epoch_batches: int, order: torch.Generator) -> None:
         """Count one optimisation step; after an epoch's last batch, move to the next epoch (its data order follows from `order`).
@@ -357,6 +404,11 @@ class Run:
         return self.train_config["batch_size"]
 
     @property
+    def eval_batch_size(self) -> int:
+        """Windows per forward pass when scoring a split (no gradients: twice the training batch)."""
+        return 2 * self.batch_size
+
+    @property
     def steps_per_epoch(self) -> int:
         return -(-self.splits["train"].n // self.batch_size)
 
@@ -366,6 +418,19 @@ class Run:
 
     def evaluates_at(self, step: int) -> bool:
         return step % (self.train_config["eval_every_steps"] or self.steps_per_epoch) == 0 or step == self.last_step
+
+
+def build_model(model_dir, meta: dict, model_config: dict, variant: Variant, seed: int, device: torch.device) -> tuple[torch.nn.Module, int]:
+    """The seeded classifier for features described by `meta` with `variant` applied, on `device`, in training mode.
+
+    Returns it and the parameter count of the model before the variant (peft's wrappers excluded).
+    """
+    torch.manual_seed(seed)
+    base = build_classifier(model_dir, len(meta["channels"]), meta["n_frames"], model_config)
+    _, total = count_parameters(base)
+    model = apply_variant(base, variant).to(device)
+    model.train()
+    return model, total
 
 
 def prepare_run(features, model_dir, model_config: dict, train_config: dict, variant: Variant, seed: int, out_dir) -> Run:
@@ -378,12 +443,7 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
         torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     splits = {name: SplitOnDevice(path, device) for name, path in features.items()}
-    meta = splits["train"].meta
-    torch.manual_seed(seed)
-    base = build_classifier(model_dir, len(meta["channels"]), meta["n_frames"], model_config)
-    _, total = count_parameters(base)
-    model = apply_variant(base, variant).to(device)
-    model.train()
+    model, total = build_model(model_dir, splits["train"].meta, model_config, variant, seed, device)
     trainable, _ = count_parameters(model)
     run = Run(
         variant=variant, seed=seed, out_dir=Path(out_dir), model_dir=Path(model_dir), model_config=model_config, device=device, splits=splits, model=model,
@@ -414,6 +474,8 @@ def train_run(
     run = prepare_run(features, model_dir, model_config, train_config, variant, seed, out_dir)
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
     state = resume_or_start(run, order)
+    if state.step == 0:
+        state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size)["loss"]
     log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", run.label, run.trainable_parameters, run.total_parameters, run.device, run.steps_per_epoch)
     # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
     from torch.utils.tensorboard import SummaryWriter
@@ -484,7 +546,7 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
     if len(bad):
         bad_step = state.step - len(losses_t) + int(bad[0]) + 1
         raise StageError(f"{run.label}: non-finite training loss at step {bad_step} (lr {run.variant.lr})")
-    metrics = evaluate(run.model, run.splits["val"], 2 * run.batch_size)
+    metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size)
     row = {
         "step": state.step,
         "epoch": state.step / run.steps_per_epoch,
@@ -493,6 +555,8 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
         "train_loss": float(losses_t.mean()),
         "val_loss": metrics["loss"],
         "val_auc": metrics["auc"],
+        "val_accuracy": metrics["accuracy"],
+        "val_brier": metrics["brier"],
     }
     state.curve.append(row)
     for key in ("train_loss", "val_loss", "val_auc"):
@@ -514,13 +578,18 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
 
 def summarise(run: Run, state: RunState) -> dict:
     """Score the best checkpoint on the test split, time inference, and write curve.csv, predictions.csv and summary.json."""
-    load_best(run.model, run.variant, run.out_dir / BEST_DIR)
     test = {}
     if "test" in run.splits:
-        test = evaluate(run.model, run.splits["test"], 2 * run.batch_size, run.train_config["tpr_at_fpr"])
-        write_predictions(run.splits["test"], test.pop("scores"), run.out_dir / "predictions.csv")
+        test = score_checkpoint(run.model, run.variant, run.out_dir / BEST_DIR, run.splits["test"], run.eval_batch_size,
+                                run.train_config["tpr_at_fpr"], run.out_dir / "predictions.csv")
+    else:
+        load_best(run.model, run.variant, run.out_dir / BEST_DIR)
     val = run.splits["val"]
-    x_latency, _ = val.batch(torch.arange(min(2 * run.batch_size, val.n)))
+    chance = chance_loss(val.y.cpu().numpy())
+    problems = learning_problems(state.initial_val_loss, chance, state.best["val_loss"], test.get("one_class"))
+    for problem in problems.values():
+        log.warning("%s did not learn: %s", run.label, problem)
+    x_latency, _ = val.batch(torch.arange(min(run.eval_batch_size, val.n)))
     latency = inference_latency(run.model, run.variant, x_latency, run.train_config["latency_batches"])
     curve, best = state.curve, state.best
     summary = {
@@ -541,7 +610,17 @@ def summarise(run: Run, state: RunState) -> dict:
         "test_loss": test.get("loss"),
         "test_accuracy": test.get("accuracy"),
         "test_tpr_at_fpr": test.get("tpr_at_fpr"),
+        "test_brier": test.get("brier"),
+        "test_one_class": test.get("one_class"),
+        "val_accuracy": best["val_accuracy"],
+        "val_brier": best["val_brier"],
         "tpr_fpr": run.train_config["tpr_at_fpr"],
+        # did it learn at all: the val loss before the first step, a constant predictor's, and what went wrong
+        "initial_val_loss": state.initial_val_loss,
+        "chance_val_loss": chance,
+        "did_not_learn": bool(problems),
+        "val_loss_flat": "val_loss_flat" in problems,
+        "did_not_learn_because": "; ".join(problems.values()),
         # costs
         "time_to_best_s": best["train_time_s"],
         "train_time_s": state.train_time,
@@ -564,6 +643,11 @@ def summarise(run: Run, state: RunState) -> dict:
         "base_model": load_record(run.model_dir)["source"],
         "context": run.model_config["context"],
         "pooling": run.model_config["pooling"],
+        # what gwlora.evaluate needs to rebuild the model and score the best checkpoint exactly as the test split was
+        "model_config": run.model_config,
+        "base_model_dir": str(run.model_dir),
+        "input": {"channels": list(run.splits["train"].meta["channels"]), "n_frames": run.splits["train"].meta["n_frames"]},
+        "eval_batch_size": run.eval_batch_size,
         "versions": versions(),
         "hardware": hardware(run.device),
         "git_commit": git_commit(),

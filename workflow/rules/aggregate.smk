@@ -1,10 +1,11 @@
 rule aggregate:
-    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape), one curve table, and study.json for the deck."""
+    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape), one curve table, the shifted test sets' tables, and study.json for the deck."""
     input:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
+        shifted=expand(rules.evaluate.output.metrics, variant=VARIANTS, seed=SEEDS, test_set=TEST_SETS),
         model=rules.base_model.output,
-        data=expand(rules.dataset.output, split=SPLITS),
+        data=expand(rules.dataset.output, split=[*SPLITS, *shifted_splits(config)]),
     output:
         runs=report(f"{RESULTS}/tables/runs.csv", caption="../report/runs.rst", category="Tables", labels={"table": "runs"}),
         curves=f"{RESULTS}/tables/curves.csv",
@@ -15,10 +16,14 @@ rule aggregate:
         study=f"{RESULTS}/tables/study.json",
         differences=report(f"{RESULTS}/tables/differences.csv", caption="../report/differences.rst", category="Tables", labels={"table": "paired differences"}),
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
+        shift=report(f"{RESULTS}/tables/shift.csv", caption="../report/shift.rst", category="Tables", labels={"table": "shifted test sets"}),
+        shift_runs=f"{RESULTS}/tables/shift_runs.csv",
+        efficiency=report(f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="Tables", labels={"table": "detection efficiency"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),
         lr_selection=config["train"]["lr_selection"],
+        test_sets=" ".join(TEST_SETS),
     conda:
         "../../environment.yml"
     log:
@@ -26,4 +31,4 @@ rule aggregate:
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
     shell:
-        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --lr-selection {params.lr_selection} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --lr-selection {params.lr_selection} --test-sets {params.test_sets} --out {params.out_dir:q} --log {log:q}"

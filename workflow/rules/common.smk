@@ -2,6 +2,7 @@ import json
 
 from gwlora import gpus
 from gwlora import resources as estimate
+from gwlora.config import SHIFT_PREFIX, split_source
 from gwlora.plot import figure_names as plot_figure_names
 
 # The `gpu` resource of a training job: 1 where it trains on a GPU, 0 on the CPU
@@ -25,9 +26,33 @@ def parent_of(name, index=0):
     return lambda wildcards, input: str(Path(input[name][index]).parent)
 
 
+# GWOSC downloads are cached across experiments; each experiment lists its files in a manifest of its
+# own, and each shifted test set with GWOSC noise in one more (manifest-<experiment>.shift-<name>.json)
+GWOSC_MANIFEST = "resources/gwosc/manifest-{manifest}.json"
+
+
+def manifest_name(split):
+    """The manifest that lists a split's GWOSC files: the experiment's, or its shifted test set's."""
+    return config["experiment"] + ("" if split in SPLITS else f".{split}")
+
+
+def manifest_data(wildcards):
+    """The `data` section whose GWOSC files the download rule fetches for manifest `wildcards.manifest`."""
+    split = wildcards.manifest.removeprefix(config["experiment"]).removeprefix(".") or SPLITS[0]
+    return split_source(config, split)[0]
+
+
 def strain_manifest(wildcards):
-    """The dataset rule's download input: the GWOSC manifest, or nothing for simulated noise."""
-    return [GWOSC_MANIFEST] if config["data"]["source"] == "gwosc" else []
+    """The dataset rule's download input: the GWOSC manifest of the split's data, or nothing for other sources."""
+    data = split_source(config, wildcards.split)[0]
+    return [GWOSC_MANIFEST.format(manifest=manifest_name(wildcards.split))] if data["source"] == "gwosc" else []
+
+
+def split_data(wildcards):
+    """The dataset rule's params: the split's data section, data seed, the split it builds and its test set option."""
+    data, seed, split = split_source(config, wildcards.split)
+    test_set = "" if wildcards.split in SPLITS else f"--test-set {wildcards.split.removeprefix(SHIFT_PREFIX)}"
+    return {"data": as_json(data), "seed": seed, "split": split, "test_set": test_set}
 
 
 def figure_names():

@@ -1,15 +1,17 @@
 rule dataset:
-    """One split of labelled multi-detector strain windows: simulated or GWOSC noise, with BBH injections."""
+    """One split of labelled windows (strain with injections, or audio), or a shifted test set (split shift-<name>)."""
     input:
         strain=strain_manifest,
     output:
         directory(f"{RESULTS}/data/{{split}}"),
     params:
-        data=as_json(config["data"]),
-        seed=config["seed"],
-        split=lambda wildcards: wildcards.split,  # through params: the between-workflow cache hashes params, not wildcards
+        # through params: the between-workflow cache hashes params, not wildcards
+        data=lambda wildcards: split_data(wildcards)["data"],
+        seed=lambda wildcards: split_data(wildcards)["seed"],
+        split=lambda wildcards: split_data(wildcards)["split"],
+        test_set=lambda wildcards: split_data(wildcards)["test_set"],
         cache="resources/audio",  # shared download cache of audiofolder archives
-        strain_option="--strain-manifest" if config["data"]["source"] == "gwosc" else "",
+        strain_option=lambda wildcards, input: "--strain-manifest" if input.strain else "",
     resources:
         runtime=per_split(estimate.dataset_runtime),
         mem_mb=per_split(estimate.dataset_mem_mb),
@@ -22,4 +24,4 @@ rule dataset:
         f"{RESULTS}/logs/dataset/{{split}}.log",
     shell:
         "python -m gwlora.dataset --data-config {params.data:q} --seed {params.seed}"
-        " --split {params.split} {params.strain_option} {input.strain:q} --cache {params.cache:q} --out {output:q} --log {log:q}"
+        " --split {params.split} {params.test_set} {params.strain_option} {input.strain:q} --cache {params.cache:q} --out {output:q} --log {log:q}"

@@ -6,13 +6,15 @@ rule download:
     output:
         manifest=GWOSC_MANIFEST,
     params:
-        data=as_json(config["data"]),
+        data=lambda wildcards: as_json(manifest_data(wildcards)),
+    wildcard_constraints:
+        manifest="|".join(re.escape(manifest_name(split)) for split in [SPLITS[0], *shifted_splits(config)]),
     localrule: True
     conda:
         "../../environment.yml"
     log:
-        f"{RESULTS}/logs/download.log",
+        f"{RESULTS}/logs/download/{{manifest}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/download.tsv"
+        f"{RESULTS}/benchmarks/download/{{manifest}}.tsv"
     shell:
         "python -m gwlora.gwosc_source --data-config {params.data:q} --manifest {output.manifest:q} --log {log:q}"

@@ -1,0 +1,116 @@
+"""Stage `evaluate`: score a trained run's best checkpoint on a feature cache, without retraining.
+
+The workflow runs it for every run (variant, lr, seed) and every shifted test
+set of ``evaluation.test_sets``; users run it on data of their own::
+
+    gwlora-evaluate --run results/demo/runs/lora-r8/seed0 --features results/demo/features/shift-quiet --out scored/
+
+The model is rebuilt from what the run recorded in ``summary.json`` (model
+config, variant, seed, input shape, evaluation batch) over the base model it
+started from, the best checkpoint is verified against its checksums and
+loaded, and the split is scored by :func:`gwlora.train.score_checkpoint`, the
+function that scored the run's test split: on the same device type and with
+the same batch, the run's own test split gives back its ``test_auc`` to the
+last digit.
+
+Writes ``predictions.csv`` (window, label, snr, logit) and ``metrics.json``
+(AUC, TPR at the run's FPR, accuracy at logit 0, Brier score, loss, whether
+every window got one class, and what was scored) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .cli import StageError, atomic_dir, read_json, run_stage, write_json
+from .config import Variant
+from .train import BEST_DIR, SplitOnDevice, build_model, resolve_device, score_checkpoint
+
+log = logging.getLogger("gwlora.evaluate")
+
+# What summary.json must hold for a run to be rebuilt (written by gwlora.train since shifted test sets exist)
+RUN_KEYS = ("variant_config", "seed", "model_config", "base_model_dir", "input", "eval_batch_size", "tpr_fpr", "device")
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """A finished run's summary.json, checked for what rebuilding its model needs."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise StageError(f"{run_dir}: no summary.json, so not a finished training run")
+    summary = read_json(path)
+    missing = [k for k in RUN_KEYS if k not in summary]
+    if missing:
+        raise StageError(f"{path}: lacks {', '.join(missing)}; the run was trained by an older gwlora: retrain it to score it")
+    if not (run_dir / BEST_DIR).is_dir():
+        raise StageError(f"{run_dir}: no {BEST_DIR}/ checkpoint to score")
+    return summary
+
+
+def score_run(run_dir: str | Path, features_dir: str | Path, out: str | Path, model_dir: str | Path | None = None, device: str | None = None) -> dict:
+    """Score the best checkpoint of `run_dir` on the features in `features_dir`; write predictions.csv and metrics.json into `out`."""
+    run_dir, features_dir = Path(run_dir), Path(features_dir)
+    summary = load_run(run_dir)
+    model_dir = Path(model_dir if model_dir is not None else summary["base_model_dir"])
+    if not model_dir.is_dir():
+        raise StageError(f"{run_dir}: its base model {model_dir} does not exist; give the base model directory with --model")
+    trained_on = torch.device(summary["device"]).type
+    target = resolve_device(device or ("auto" if trained_on == "cuda" else "cpu"))
+    if target.type != trained_on:
+        log.warning("%s was trained and tested on %s; scoring on %s, so its numbers may differ in the last digits", run_dir, trained_on, target)
+    split = SplitOnDevice(features_dir, target)  # its cache checked against its checksums
+    meta, expected = split.meta, summary["input"]
+    if len(meta["channels"]) != len(expected["channels"]) or meta["n_frames"] != expected["n_frames"]:
+        raise StageError(
+            f"{features_dir}: windows of {len(meta['channels'])} channel(s) x {meta['n_frames']} frames, but {run_dir} was trained on "
+            f"{len(expected['channels'])} channel(s) ({', '.join(expected['channels'])}) x {expected['n_frames']} frames"
+        )
+    variant = Variant.from_dict(summary["variant_config"])
+    model, _ = build_model(model_dir, expected, summary["model_config"], variant, summary["seed"], target)
+    with atomic_dir(out) as tmp:
+        metrics = score_checkpoint(model, variant, run_dir / BEST_DIR, split, summary["eval_batch_size"], summary["tpr_fpr"], tmp / "predictions.csv")
+        record = {
+            "variant": summary["variant"],
+            "run": summary.get("run", summary["variant"]),
+            "lr": variant.lr,
+            "seed": summary["seed"],
+            "checkpoint": f"{run_dir / BEST_DIR} (step {summary.get('best_step')}, the lowest val loss)",
+            "features": str(features_dir),
+            "split": meta.get("split"),
+            "n_windows": split.n,
+            "n_signal": int(split.y.sum().item()),
+            "device": str(target),
+            "tpr_fpr": summary["tpr_fpr"],
+            **metrics,
+        }
+        write_json(tmp / "metrics.json", record)
+    return record
+
+
+def _parser(p):
+    p.add_argument("--run", required=True, help="a finished run's directory (its summary.json and best/ checkpoint)")
+    p.add_argument("--features", required=True, help="a feature cache made by the features stage (e.g. results/<experiment>/features/shift-<name>)")
+    p.add_argument("--model", help="the base model directory the run started from (default: the one its summary.json names)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the device type the run was trained on, else the CPU)")
+    p.add_argument("--out", required=True, help="output directory: predictions.csv and metrics.json")
+
+
+def _run(args):
+    """Score a trained run's best checkpoint on a feature cache."""
+    record = score_run(args.run, args.features, args.out, args.model, args.device)
+    log.info(
+        "%s seed %d on %s: AUC %.4f, TPR %.3f at %g FPR, accuracy %.3f, Brier %.4f over %d windows%s",
+        record["run"], record["seed"], args.features, record["auc"], record["tpr_at_fpr"], record["tpr_fpr"], record["accuracy"],
+        record["brier"], record["n_windows"], " (every window one class)" if record["one_class"] else "",
+    )
+
+
+def main(argv=None) -> int:
+    return run_stage("evaluate", _parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
