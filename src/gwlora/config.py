@@ -165,6 +165,8 @@ def _check_semantics(config: dict) -> None:
     if data["window_seconds"] > WHISPER_CHUNK_SECONDS:
         raise ConfigError(f"invalid config: data.window_seconds ({data['window_seconds']}) exceeds Whisper's 30 s")
 
+    if config["train"]["compile"] is False:  # YAML 1.1 reads a bare `off` as false
+        config["train"]["compile"] = "off"
     _check_model_fits(config)
     expand_variants(config["train"])  # learning rates that would name two runs alike
 
