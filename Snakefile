@@ -38,7 +38,7 @@ RESULTS = f"results/{config['experiment']}"
 REPORT = "report"  # the deck's source, relative to the working directory like every path here
 # downloads are cached across experiments; each experiment lists its files in its own manifest
 GWOSC_MANIFEST = f"resources/gwosc/manifest-{config['experiment']}.json"
-VARIANTS = expand_variants(config["train"])
+VARIANTS = expand_variants(config["train"], config["model"])  # model.context may list contexts: a variant axis
 SEEDS = config["train"]["seeds"]
 
 wildcard_constraints:
