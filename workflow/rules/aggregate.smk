@@ -14,6 +14,7 @@ rule aggregate:
         original_study_table=f"{RESULTS}/tables/original_study_table.md",
         study=f"{RESULTS}/tables/study.json",
         differences=report(f"{RESULTS}/tables/differences.csv", caption="../report/differences.rst", category="Tables", labels={"table": "paired differences"}),
+        context=f"{RESULTS}/tables/context.csv",  # the context axis: AUC against 30 s and cost per context (header only without one)
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
