@@ -63,3 +63,22 @@ def test_no_context_axis_gives_only_the_header():
     runs = pd.DataFrame({"variant": ["full"], "context_axis": [None], "base_variant": ["full"]})
     table = context_table(runs, {})
     assert table.empty and list(table.columns) == CONTEXT_COLUMNS
+
+
+def test_the_context_figure_is_listed_for_a_context_axis_and_drawn_from_context_csv(tmp_path):
+    from conftest import tiny_config
+    from gwlora.plot import figure_names, make_figures
+
+    single = tiny_config()
+    axis = tiny_config(model={**single["model"], "context": ["clip", "2s", "30s"]})
+    assert "context_auc_vs_cost" not in figure_names(single) and figure_names(axis)[-1] == "context_auc_vs_cost"
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    reference = [labels + rng.normal(0, 0.8, len(labels)) for _ in SEEDS]
+    runs, predictions = study({"full": {"clip": [r + rng.normal(0, 0.3, len(labels)) for r in reference], "30s": reference}},
+                              {"clip": 10.0, "30s": 400.0}, labels)
+    context_table(runs, predictions).to_csv(tmp_path / "context.csv", index=False)
+    pd.DataFrame({"variant": ["full"], "seed": [0], "step": [1], "train_time_s": [1.0], "val_auc": [0.5], "val_loss": [0.7]}).to_csv(tmp_path / "curves.csv", index=False)
+    paths = make_figures(tmp_path / "curves.csv", tmp_path / "figures", figures=["context_auc_vs_cost"], context_csv=tmp_path / "context.csv")
+    assert [p.name for p in paths] == ["context_auc_vs_cost.png", "context_auc_vs_cost.svg"] and all(p.stat().st_size > 0 for p in paths)

@@ -5,6 +5,7 @@ rule plot:
         runs=rules.aggregate.output.runs,
         auc_by_snr=rules.aggregate.output.auc_by_snr,
         summary=rules.aggregate.output.summary_csv,
+        context=rules.aggregate.output.context,
         examples=expand(rules.features.output, split="test"),
     output:
         # the PNGs go into `snakemake --report`, each under its caption; the SVGs are for papers
@@ -23,4 +24,4 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q} --context {input.context:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
