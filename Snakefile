@@ -40,7 +40,7 @@ report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: figur
 
 RESULTS = f"results/{config['experiment']}"
 REPORT = "report"  # the deck's source, relative to the working directory like every path here
-VARIANTS = expand_variants(config["train"])
+VARIANTS = expand_variants(config["train"], config["model"])  # model.context may list contexts: a variant axis
 SEEDS = config["train"]["seeds"]
 TEST_SETS = list(config["evaluation"]["test_sets"])  # shifted test sets, scored by every run (data folder shift-<name>)
 

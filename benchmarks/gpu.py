@@ -15,7 +15,19 @@ numpy, scikit-learn (no network, LALSuite, datasets or tensorboard). It:
 3. trains the pretrained tiny.en encoder carried in `.gpu-inputs/` on the
    carried simulated-data features (config/tiny-en.yaml's data), LoRA r=8 and
    full fine-tuning, with clip context and with 30 s padding, the same seeds,
-   initial weights and data order, and compares the test AUCs.
+   initial weights and data order, and compares the test AUCs;
+4. measures the targets of issue 14 (``--only targets`` runs this section
+   alone), each side by side in one run, with the train stage's own
+   ``compile_model`` and ``train_step``: (14a) full fine-tuning at batch 8,
+   clip context, eager against compiled (``reduce-overhead``: CUDA graphs),
+   target 3x; (14b) LoRA r=8 against full fine-tuning at the study's settings
+   (config/config.yaml: its context and batch), both as ``train.compile: auto``
+   runs them, and eager, target LoRA/full <= 0.7; (14c) MFU of compiled full
+   fine-tuning at that 30 s context and at clip context batch 256, target 40%.
+   Compile time (the first three steps, which compile and record the graphs)
+   is reported apart from step time. Where a target is missed, a torch.profiler
+   summary of the contender's steps (top kernels by device time) is printed
+   and saved.
 
 MFU counts model FLOPs analytically (see `encoder_flops`): per sequence of F
 log-mel frames (T = F/2 positions) the encoder's forward pass is
@@ -69,6 +81,7 @@ from common import (
     Result,
     Setup,
     alternate,
+    judged,
     markdown_table,
     our_step,
     ours,
@@ -83,11 +96,17 @@ PEAK_BF16 = 989e12  # H200 SXM dense BF16 tensor-core peak (spec); about 790e12 
 SMALL = {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072, "num_mel_bins": WHISPER_N_MELS, "init_std": 0.02}
 TINY = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 256, "num_mel_bins": WHISPER_N_MELS, "init_std": 0.1}
 GAP_TARGET = 0.005
+EAGER_FULL_STEP_MS = 39.0  # docs/benchmarks.md: full fine-tuning at batch 8, clip context, eager, H200 (2026-11-28)
+COMPILE_SPEEDUP_TARGET, LORA_VS_FULL_TARGET, MFU_TARGET = 3.0, 0.7, 0.40  # issue 14
 STUDY = {"batch": 16, "epochs": 8, "patience": 3, "weight_decay": 0.01}  # config/tiny-en.yaml's train section
 
 
 class OutOfTime(Exception):
     pass
+
+
+class Done(Exception):
+    """--only targets: the sections after the targets are not run."""
 
 
 class Clock:
@@ -229,6 +248,144 @@ def auc_gap(inputs: Path, work: Path, device, seeds: list[int], clock: Clock, re
     return runs, results
 
 
+def study_settings() -> dict:
+    """config/config.yaml's context and batch: the study's own settings (14b, 14c)."""
+    import yaml
+
+    config = yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())
+    context = config["model"].get("context", "clip")
+    return {"context": context[-1] if isinstance(context, list) else context, "batch": config["train"].get("batch_size", 8)}
+
+
+def train_step_of(setup: Setup, variant, context: str, batch: int, mode: str):
+    """The train stage's step (gwlora.train.train_step) of `variant` through `mode` (off: eager); (step, compile seconds)."""
+    from gwlora.train import SplitOnDevice, compile_model, make_optimizer, train_step
+
+    s = dataclasses.replace(setup, batch=batch)
+    model = ours(s, variant, context=context)
+    split = SplitOnDevice(s.features_dir(), s.device)
+    optimizer, loss_fn = make_optimizer(model, variant.lr, 0.01), torch.nn.BCEWithLogitsLoss()
+    forward = model if mode == "off" else compile_model(model, mode)
+    order = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        x, y = split.batch(torch.randint(split.n, (batch,), generator=order))
+        train_step(forward, optimizer, loss_fn, x, y)
+
+    seconds = 0.0
+    if mode != "off":  # compilation happens in the first calls; CUDA graphs record on the third
+        s.sync()
+        start = time.perf_counter()
+        for _ in range(3):
+            step()
+        s.sync()
+        seconds = time.perf_counter() - start
+    return step, seconds
+
+
+def profile_summary(step, setup: Setup, steps: int = 5, rows: int = 15) -> str:
+    """torch.profiler's table of `steps` steps: the operators and kernels taking the most device (else CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = setup.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(steps):
+            step()
+        setup.sync()
+    return prof.key_averages().table(sort_by="device_time_total" if cuda else "cpu_time_total", row_limit=rows)
+
+
+def issue14_targets(setup: Setup, cfg: dict, clock: Clock, smoke: bool, record: dict) -> list[Result]:
+    """Issue 14's targets (14a-c), each side by side in one run; profiles of the missed ones go in ``record["profiles"]``."""
+    from gwlora.train import compile_mode
+
+    cuda = setup.device.type == "cuda"
+    small_mode = "reduce-overhead" if cuda else "default"  # CUDA graphs need CUDA
+    study = study_settings()
+    if smoke:
+        study["batch"] = 2
+    results, compile_s = [], {}
+    clip_frames = setup.n_samples // WHISPER_HOP_LENGTH
+
+    def frames_of(context: str) -> int:
+        from gwlora.config import context_frames
+
+        return context_frames(context, clip_frames)
+
+    def mfu(family: str, context: str, batch: int, secs: float) -> float | None:
+        return step_flops(cfg, frames_of(context), batch, family) / secs / PEAK_BF16 if cuda else None
+
+    def missed(number: str, step) -> None:
+        record.setdefault("profiles", {})[number] = table = profile_summary(step, setup, steps=2 if smoke else 5)
+        print(f"    profile of [{number}] (target missed):\n{table}", flush=True)
+
+    def reset() -> None:
+        torch._dynamo.reset()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    batch = 2 if smoke else 8
+    # 14a: eager against compiled, full fine-tuning, clip context, batch 8
+    eager, _ = train_step_of(setup, FULL, "clip", batch, "off")
+    compiled, compile_s["14a"] = train_step_of(setup, FULL, "clip", batch, small_mode)
+    t = alternate({"eager": (eager, setup.steps), "compiled": (compiled, setup.steps)}, setup)
+    ratio = t["eager"] / t["compiled"]
+    target, met = judged(ratio, COMPILE_SPEEDUP_TARGET, True)
+    results.append(Result("14a", f"full fine-tuning step, batch {batch}, clip: compiled ({small_mode}) vs eager", "eager", f"compiled ({small_mode})",
+                          "step time, eager / compiled", 1000 * t["eager"], 1000 * t["compiled"], "ms/step", ratio, target, met,
+                          notes=[f"compile time {compile_s['14a']:.1f} s (first 3 steps), not in the step time; "
+                                 f"the issue's anchor: {EAGER_FULL_STEP_MS:g} ms eager on the H200, so <= {EAGER_FULL_STEP_MS / 3:.0f} ms"],
+                          extra={"compile_s": compile_s["14a"]}))
+    if met is False:
+        missed("14a", compiled)
+    del eager, compiled
+    reset()
+    # 14b: LoRA r=8 against full at the study's context and batch, as train.compile auto runs them, and eager
+    if clock.left() < 60 and not smoke:
+        record["skipped"].append("14b, 14c: time budget")
+        return results
+    context, batch = study["context"], study["batch"]
+    mode = compile_mode("auto", setup.device, batch) if cuda else "default"
+    steps = {}
+    for variant in (FULL, LORA_R8):
+        steps[f"{variant.family} eager"] = (train_step_of(setup, variant, context, batch, "off")[0], setup.heavy_steps)
+        step, compile_s[f"14b {variant.family}"] = train_step_of(setup, variant, context, batch, mode)
+        steps[f"{variant.family} compiled"] = (step, setup.heavy_steps)
+    t = alternate(steps, setup)
+    for kind in ("compiled", "eager"):
+        ratio = t[f"lora {kind}"] / t[f"full {kind}"]
+        target, met = judged(ratio, LORA_VS_FULL_TARGET, False)
+        results.append(Result(f"14b {kind}", f"LoRA r=8 vs full fine-tuning at the study's settings ({context}, batch {batch}), {kind}",
+                              "full fine-tuning", "LoRA r=8 (W_q, W_v)", "step time, LoRA / full", 1000 * t[f"full {kind}"],
+                              1000 * t[f"lora {kind}"], "ms/step", ratio, target, met,
+                              notes=[f"mode {mode}; compile time full {compile_s['14b full']:.1f} s, LoRA {compile_s['14b lora']:.1f} s"]
+                              if kind == "compiled" else [],
+                              extra={"step_ms": {k: 1000 * v for k, v in t.items()}}))
+    if results[-2].met is False:
+        missed("14b compiled", steps["lora compiled"][0])
+    # 14c: MFU of compiled full fine-tuning at the study's context, then at clip context batch 256
+    cases = [(context, batch, t["full compiled"], steps["full compiled"][0])]
+    del steps
+    reset()
+    big = 4 if smoke else 256
+    if clock.left() > 30 or smoke:
+        step, compile_s["14c"] = train_step_of(setup, FULL, "clip", big, compile_mode("auto", setup.device, big) if cuda else "default")
+        cases.append(("clip", big, alternate({"full": (step, setup.steps)}, setup)["full"], step))
+    else:
+        record["skipped"].append(f"14c at clip batch {big}: time budget")
+    for ctx, b, secs, step in cases:
+        value = mfu("full", ctx, b, secs)
+        target, met = judged(value, MFU_TARGET, True)
+        results.append(Result(f"14c {ctx} b{b}", f"MFU of compiled full fine-tuning, {ctx} context, batch {b}", "peak bf16", "ours, compiled",
+                              "MFU", None, 1000 * secs, "ms/step", value, target, met,
+                              notes=[f"{step_flops(cfg, frames_of(ctx), b, 'full') / secs / 1e12:.1f} TFLOP/s"]))
+        if met is False:
+            missed(f"14c {ctx} b{b}", step)
+    reset()
+    record["compile_s"] = compile_s
+    return results
+
+
 def guarded(record: dict, what: str, fn, fallback):
     """Run one section; an error is recorded (and printed) instead of ending the run, so the rest is still measured."""
     try:
@@ -249,6 +406,7 @@ def parse(argv=None):
     p.add_argument("--budget", type=float, default=240.0, help="seconds for everything; sections are skipped past it")
     p.add_argument("--seeds", type=int, default=3, help="seeds of the AUC-gap training runs (0: skip the AUC gap)")
     p.add_argument("--batch", type=int, default=8, help="windows per step of comparisons 1-5 (8: the original study's LoRA batch)")
+    p.add_argument("--only", choices=["all", "targets"], default="all", help="targets: issue 14's targets alone (compiled vs eager, LoRA vs full, MFU)")
     p.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else None)
     return p.parse_args(argv)
 
@@ -282,6 +440,13 @@ def main(argv=None) -> int:
         setup = Setup(device=device, model_dir=build_model_dir(shape, work / "model"), batch=2 if args.smoke else args.batch,
                       reps=2 if args.smoke else 5, steps=1 if args.smoke else 10, heavy_steps=1 if args.smoke else 2,
                       strain=strain, labels=labels, work=work, smoke=args.smoke, label=record["model"])
+        print("issue 14 targets (compiled vs eager, LoRA vs full at the study's settings, MFU):", flush=True)
+        for r in guarded(record, "issue 14 targets", lambda: issue14_targets(setup, shape, clock, args.smoke, record), []):
+            results.append(r)
+            print(f"[{r.number}] {r.title}: {r.contender_value if r.contender_value is None else f'{r.contender_value:.4g}'} {r.unit}, "
+                  f"ratio {r.ratio if r.ratio is None else f'{r.ratio:.3g}'}, target {r.target}: {r.verdict}", flush=True)
+        if args.only == "targets":
+            raise Done()
         for number, module in ((5, "cmp5_features"), (4, "cmp4_lora"), (3, "cmp3_context"), (1, "cmp1_seed"), (2, "cmp2_trainer")):
             if clock.left() < 150 * (not args.smoke):  # keep time for throughput and the AUC gap
                 record["skipped"].append(f"comparison {number}: time budget")
@@ -309,6 +474,8 @@ def main(argv=None) -> int:
             record["skipped"].append(f"AUC gap: no {args.inputs}/features (run benchmarks/prepare_gpu_inputs.py)")
     except OutOfTime:
         record["skipped"].append("hard time limit reached: later sections not run")
+    except Done:
+        record["skipped"].append("--only targets: the other sections not run")
     finally:
         if hasattr(signal, "SIGALRM"):
             signal.alarm(0)
@@ -340,6 +507,8 @@ def snippet(record: dict, results: list[Result]) -> str:
     for r in results:
         lines += [f"- [{r.number}] {note}" for note in r.notes]
     lines += [f"- skipped: {s}" for s in record["skipped"]]
+    for number, table in record.get("profiles", {}).items():
+        lines += ["", f"Profile of [{number}] (target missed), torch.profiler, top operators by device time:", "", "```", table, "```"]
     return "\n".join(lines)
 
 

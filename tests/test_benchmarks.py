@@ -49,3 +49,16 @@ def test_encoder_flop_formula_matches_torch_flop_counter(tmp_path):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         encoder(input_features=torch.randn(1, 80, 3000))
     assert encoder_flops(shape, 3000) == pytest.approx(counter.get_total_flops(), rel=0.02)
+
+
+def test_gpu_script_parses_the_targets_section_and_reads_the_studys_settings():
+    """gpu.py --only targets (issue 14) is what a GPU machine runs; its study settings come from config/config.yaml."""
+    import yaml
+
+    sys.path.insert(0, str(BENCH))
+    from gpu import parse, study_settings
+
+    args = parse(["--only", "targets", "--budget", "420"])
+    assert args.only == "targets" and args.budget == 420 and parse([]).only == "all"
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert study_settings() == {"context": config["model"]["context"], "batch": config["train"]["batch_size"]}

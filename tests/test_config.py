@@ -1,10 +1,11 @@
 import copy
+import re
 
 import pytest
 import yaml
 
 from conftest import REPO, SCHEMA, tiny_config
-from gwlora.config import ConfigError, expand_variants, load_and_validate, validate
+from gwlora.config import ConfigError, Variant, expand_variants, load_and_validate, validate
 
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -253,3 +254,52 @@ def test_an_unreachable_hub_is_named_without_retries(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
     reason = hub_unreachable_reason(timeout=2)
     assert reason and f"127.0.0.1:{port} cannot be reached" in reason
+
+
+# --------------------------------------------------------------------------- encoder context
+
+
+@pytest.mark.parametrize(
+    "context, needles",
+    [
+        ("0.5s", ("model.context", "shorter than the clip")),  # demo windows are 1 s
+        ("31s", ("model.context", "exceeds Whisper's 30 s")),
+        ("2.01s", ("model.context", "multiple of 0.02 s")),
+        ("2 s", ("model.context",)),
+        ("10", ("model.context",)),
+        (["clip", "2s", "2s"], ("model.context",)),  # listed twice
+        (["clip", "45s"], ("model.context.1", "exceeds")),
+        ([], ("model.context",)),
+    ],
+)
+def test_bad_contexts_are_rejected_naming_the_key(context, needles):
+    config = demo()
+    config["model"]["context"] = context
+    check_rejected(config, *needles)
+
+
+def test_one_context_names_no_variant_and_a_list_is_an_axis():
+    from gwlora.config import run_model_config
+
+    single = tiny_config(model={**tiny_config()["model"], "context": "2s"})
+    assert list(expand_variants(single["train"], single["model"])) == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8"]
+    assert "context" not in expand_variants(single["train"], single["model"])["full"].to_dict()  # records made before the axis, unchanged
+    alone = tiny_config(model={**tiny_config()["model"], "context": ["5s"]})
+    assert alone["model"]["context"] == "5s" and "full" in expand_variants(alone["train"], alone["model"])
+
+    config = tiny_config(model={**tiny_config()["model"], "context": ["clip", "2.5s", "30s"]})
+    variants = expand_variants(config["train"], config["model"])
+    assert list(variants)[:3] == ["full-ctxclip", "full-ctx2.5s", "full-ctx30s"] and len(variants) == 15
+    assert "lora-r8-ctx2.5s" in variants and variants["lora-r8-ctx2.5s"].context == "2.5s"
+    for run in variants:  # safe as a folder and a Snakemake wildcard value
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", run), run
+    assert run_model_config(config["model"], variants["full-ctx30s"])["context"] == "30s"
+    assert run_model_config(single["model"], expand_variants(single["train"], single["model"])["full"]) is single["model"]
+    assert Variant.from_dict(variants["full-ctx2.5s"].to_dict()) == variants["full-ctx2.5s"]
+
+
+def test_context_axis_with_an_lr_grid_names_both():
+    config = tiny_config(model={**tiny_config()["model"], "context": ["clip", "2s"]})
+    config["train"]["variants"]["full"]["lr"] = [1e-4, 1e-3]
+    variants = expand_variants(config["train"], config["model"])
+    assert {"full-ctxclip/lr0.0001", "full-ctx2s/lr0.001"} <= set(variants)

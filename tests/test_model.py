@@ -111,3 +111,24 @@ def test_rslora_scales_by_alpha_over_sqrt_r_and_dora_adds_magnitudes(built):
     dora = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "dora": True}))
     # DoRA learns one magnitude per output feature of each adapted matrix, on top of LoRA's A and B
     assert count_parameters(dora)[0] == LAYERS * 2 * (4 * (D + D) + D) + head_params()
+
+
+@pytest.mark.parametrize("context, frames", [("clip", 100), ("1s", 100), ("2s", 200), ("2.5s", 250), ("30s", WHISPER_FULL_FRAMES)])
+def test_a_context_duration_pads_to_its_frames_and_slices_the_positions_to_match(built, context, frames):
+    model = classifier(built, context=context, pooling="last").eval()
+    assert model.input_frames == frames
+    assert model.encoder.embed_positions.num_embeddings == frames // 2 == model.encoder.config.max_source_positions
+    full = classifier(built, context="30s").encoder.embed_positions.weight
+    assert torch.equal(model.encoder.embed_positions.weight, full[: frames // 2])  # Whisper's own first positions
+    x = torch.randn(2, CHANNELS, 80, 100)
+    padded = model.pad_to_context(x.flatten(0, 1))
+    assert padded.shape[-1] == frames and torch.equal(padded[..., :100], x.flatten(0, 1))
+    floor = x.flatten(0, 1).amax(dim=(-2, -1)) - 2.0  # Whisper's silence, as for 30 s
+    assert torch.equal(padded[..., 100:], floor[:, None, None].expand(-1, WHISPER_N_MELS, frames - 100))
+    with torch.no_grad():
+        assert model(x).shape == (2,)
+
+
+def test_a_context_shorter_than_the_clip_is_refused(built):
+    with pytest.raises(StageError, match="model.context '0.5s'"):
+        classifier(built, context="0.5s")

@@ -67,3 +67,16 @@ def test_a_retry_asks_for_more():
     assert r.train_runtime(full, attempt=2) == 2 * r.train_runtime(full)
     assert r.train_mem_mb(full, attempt=3) == 3 * r.train_mem_mb(full)
     assert r.dataset_runtime(full, "train", attempt=2) == 2 * r.dataset_runtime(full, "train")
+
+
+def test_train_estimates_follow_the_runs_context():
+    base = config("tiny-en.yaml")
+    base["train"].update(epochs=200, device="cpu")
+    base["model"]["context"] = ["clip", "5s", "30s"]
+    clip, five, thirty = (r.train_runtime(base, context=c) for c in ("clip", "5s", "30s"))
+    assert clip < five < thirty
+    assert r.positions(base["model"], base["data"], "5s") == 250 and r.positions(base["model"], base["data"], "30s") == 1500
+    assert r.train_runtime(base) == thirty  # no run named: the longest listed, the safe request
+    assert r.train_mem_mb(base, context="clip") < r.train_mem_mb(base, context="30s")
+    jobs = [row["job"] for row in r.estimates(base)]
+    assert [j for j in jobs if j.startswith("train")] == [f"train (each variant and seed, context {c})" for c in ("clip", "5s", "30s")]

@@ -275,3 +275,82 @@ def test_full_fine_tuning_separates_a_separable_toy_set(built, tmp_path):
     features = write_toy_features(tmp_path, {"train": 96, "val": 48})
     summary = run(built, Variant(name="full", family="full", config_key="full", lr=1e-3), tmp_path / "run", features=features, epochs=6)
     assert summary["val_auc"] > 0.95
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+def test_compile_setting_is_validated_and_a_bare_off_reads_as_off():
+    from conftest import tiny_config
+    from gwlora.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.compile"):
+        tiny_config(train__compile="fast")
+    assert tiny_config(train__compile=False)["train"]["compile"] == "off"  # YAML's reading of `compile: off`
+    assert tiny_config()["train"]["compile"] == "auto"
+
+
+def test_compile_auto_is_eager_on_the_cpu_and_graphs_small_cuda_batches():
+    from gwlora.train import AUTO_GRAPH_MAX_BATCH, compile_mode
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compile_mode("auto", cpu, 8) == "off"
+    assert compile_mode("auto", cuda, 8) == "reduce-overhead"
+    assert compile_mode("auto", cuda, AUTO_GRAPH_MAX_BATCH + 1) == "default"
+    assert compile_mode("default", cpu, 8) == "default" and compile_mode("off", cuda, 8) == "off"
+
+
+def test_padded_batches_repeat_real_windows_with_zero_weight():
+    from gwlora.train import padded, real_windows
+
+    assert padded(torch.tensor([3, 4, 5]), 8).tolist() == [3, 4, 5, 3, 4, 5, 3, 4]
+    assert padded(torch.tensor([1, 2]), 2).tolist() == [1, 2]
+    assert real_windows(3, 5, torch.device("cpu")).tolist() == [1, 1, 1, 0, 0]
+
+
+def test_a_failed_compilation_trains_eagerly_and_says_why(built, tmp_path, monkeypatch, caplog):
+    def broken(model, mode):
+        def forward(x):
+            raise RuntimeError("forced compiler failure")
+        return forward
+
+    monkeypatch.setattr(train_module, "compile_model", broken)
+    variant = Variant(name="frozen", family="frozen", lr=1e-3)
+    eager = run(built, variant, tmp_path / "eager", compile="off")
+    with caplog.at_level("WARNING", logger="gwlora.train"):
+        fell_back = run(built, variant, tmp_path / "fallback", compile="default")
+    assert "forced compiler failure" in caplog.text and "training eagerly" in caplog.text
+    assert fell_back["compile"] == {"setting": "default", "mode": "off", "fallback": "RuntimeError: forced compiler failure", "static_shapes": None}
+    assert eager["compile"]["mode"] == "off" and eager["compile"]["fallback"] is None
+    # the failed warm-up changed nothing: the same training as the eager run
+    assert pd.read_csv(tmp_path / "fallback" / "curve.csv").val_loss.tolist() == pytest.approx(pd.read_csv(tmp_path / "eager" / "curve.csv").val_loss.tolist(), rel=1e-6)
+
+
+def test_compiled_training_matches_eager_on_the_cpu(built, tmp_path):
+    """torch.compile (default mode) trains the toy model like eager mode, the padded last batches included (48 = 4 x 10 + 8; 32 = 20 + 12)."""
+    variant = Variant(name="full", family="full", lr=1e-3)
+    eager = run(built, variant, tmp_path / "eager", compile="off", batch_size=10)
+    compiled = run(built, variant, tmp_path / "compiled", compile="default", batch_size=10)
+    assert compiled["compile"] == {"setting": "default", "mode": "default", "fallback": None, "static_shapes": "pad"}
+    assert compiled["compile_time_s"] > 0 and eager["compile_time_s"] == 0
+    a, b = pd.read_csv(tmp_path / "eager" / "curve.csv"), pd.read_csv(tmp_path / "compiled" / "curve.csv")
+    assert list(a.step) == list(b.step) == [5, 10] and list(a.samples_seen) == list(b.samples_seen) == [48, 96]
+    for key in ("train_loss", "val_loss", "val_auc"):
+        assert b[key].tolist() == pytest.approx(a[key].tolist(), rel=1e-3, abs=1e-4), key
+    assert compiled["test_auc"] == pytest.approx(eager["test_auc"], abs=1e-3)
+
+
+def test_a_killed_compiled_run_resumes_compiled_to_the_eager_result(built, tmp_path, caplog):
+    """Resume keeps working with torch.compile: the state holds the eager module's weights; the resumed run compiles again."""
+    variant = Variant(name="full", family="full", config_key="full", lr=1e-3)
+    settings = dict(epochs=2, eval_every_steps=4, batch_size=10)  # 5 steps per epoch, the last one padded
+    whole = run(built, variant, tmp_path / "whole", compile="off", **settings)
+    interrupted(built, variant, tmp_path / "killed", 4, compile="default", **settings)
+    with caplog.at_level("INFO", logger="gwlora.train"):
+        resumed = run(built, variant, tmp_path / "killed", compile="default", **settings)
+    assert "resuming from its saved state at step 4" in caplog.text and resumed["compile"]["mode"] == "default"
+    assert resumed["compile_time_s"] > 0
+    a, b = (pd.read_csv(tmp_path / d / "curve.csv") for d in ("whole", "killed"))
+    assert list(a.step) == list(b.step)
+    assert b.val_loss.tolist() == pytest.approx(a.val_loss.tolist(), rel=1e-3, abs=1e-4)
+    assert resumed["test_auc"] == pytest.approx(whole["test_auc"], abs=1e-3)

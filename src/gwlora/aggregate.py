@@ -20,6 +20,14 @@ Outputs, in one directory:
   on that set and its 95% bootstrap interval;
 * ``efficiency.csv``: detection efficiency (TPR at the FPR) against injected
   SNR per test set and variant, with binomial intervals (injection data only);
+* ``context.csv``: when ``model.context`` lists several contexts (a variant
+  axis), per variant and context: test AUC over seeds, the paired difference to
+  the reference context (30 s, else the longest listed) with its 95% interval,
+  the cost per step against the reference's, whether the context loses no more
+  than :data:`CONTEXT_TOLERANCE` of AUC (``yes`` when the interval's low end is
+  above -0.005, ``no`` when its high end is below, else ``undecided``), and the
+  shortest context that does (``undecided`` when a shorter one's interval cannot
+  tell); only the header otherwise;
 * ``study.json``: what the study ran, for the deck: the base model's record
   (with its FFN width), each data split's size and labels, each variant's
   configuration, and the software and hardware of the runs. The deck reads
@@ -39,7 +47,7 @@ from sklearn.metrics import roc_auc_score
 from .base_model import load_record
 from .cli import StageError, atomic_file, read_json, run_stage, write_json
 from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
-from .config import FAMILY_ORDER, SHIFT_PREFIX
+from .config import FAMILY_ORDER, SHIFT_PREFIX, context_seconds, context_suffix
 from .markdown import escape as escape_markdown
 
 log = logging.getLogger("gwlora.aggregate")
@@ -81,6 +89,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         variant = record["variant_config"]
         row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
         row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"])
+        axis = variant.get("context")  # set for runs on the context axis only
+        row["context_axis"] = axis
+        row["base_variant"] = record["variant"].removesuffix(context_suffix(axis)) if axis else record["variant"]
         row["peak_memory_mb"] = record["peak_memory_bytes"] / 2**20
         row["checkpoint_mb"] = record["checkpoint_bytes"] / 2**20
         for mode in ("base", "unmerged", "merged"):
@@ -268,6 +279,67 @@ def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: l
     }
 
 
+CONTEXT_TOLERANCE = 0.005  # test AUC a shorter context may lose against the reference and still count as lossless
+CONTEXT_COLUMNS = ["variant", "context", "seeds", "test_auc", "test_auc_std", "reference", "delta_vs_reference", "ci_low", "ci_high",
+                   "step_time_ms", "step_cost_vs_reference", "within_tolerance", "shortest_within_tolerance"]
+
+
+def context_order(context: str) -> float:
+    """Shortest first: clip (never longer than a listed duration: the config checks), then the durations."""
+    seconds = context_seconds(context)
+    return 0.0 if seconds is None else seconds
+
+
+def within_tolerance(ci_low: float, ci_high: float, tolerance: float = CONTEXT_TOLERANCE) -> str:
+    """Whether an AUC difference to the reference is no worse than -`tolerance`: yes, no, or undecided by its interval."""
+    if ci_low >= -tolerance:
+        return "yes"
+    if ci_high < -tolerance:
+        return "no"
+    return "undecided"
+
+
+def context_table(runs: pd.DataFrame, predictions: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Per variant on the context axis and context: test AUC, paired Δ to the reference context, cost per step, the shortest lossless one.
+
+    `runs` are the selected runs (with ``context_axis`` and ``base_variant``);
+    the reference is 30 s when listed, else the longest context.
+    """
+    axis = runs[runs.context_axis.notna()] if "context_axis" in runs else runs.iloc[:0]
+    rows = []
+    for base, group in axis.groupby("base_variant", sort=False):
+        listed = sorted(group.context_axis.unique(), key=context_order)
+        reference = "30s" if "30s" in listed else listed[-1]
+        name = {c: base + context_suffix(c) for c in listed}
+        pairs = [(name[c], name[reference]) for c in listed if c != reference]
+        diffs = differences_table({k: v for k, v in predictions.items() if k[0] in name.values()}, pairs,
+                                  n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED) if pairs else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+        pooled = pooled_differences(diffs, name[reference]) if len(diffs) else diffs
+        step = group.groupby("context_axis").step_time_ms.mean()
+        verdicts = {}
+        for c in listed:
+            runs_c = group[group.context_axis == c]
+            row = {"variant": base, "context": c, "seeds": runs_c.seed.nunique(), "test_auc": runs_c.test_auc.mean(),
+                   "test_auc_std": runs_c.test_auc.std(ddof=1), "reference": reference, "step_time_ms": step[c],
+                   "step_cost_vs_reference": step[c] / step[reference]}
+            if c == reference:
+                row.update(delta_vs_reference=0.0, ci_low=0.0, ci_high=0.0, within_tolerance="reference")
+            else:
+                d = pooled.loc[name[c]]
+                verdicts[c] = within_tolerance(d.ci_low, d.ci_high)
+                row.update(delta_vs_reference=d.delta, ci_low=d.ci_low, ci_high=d.ci_high, within_tolerance=verdicts[c])
+            rows.append(row)
+        shortest = reference
+        for c in listed[:-1] if listed[-1] == reference else [c for c in listed if c != reference]:
+            if verdicts[c] == "no":
+                continue
+            shortest = c if verdicts[c] == "yes" else "undecided"
+            break
+        for row in rows[len(rows) - len(listed):]:
+            row["shortest_within_tolerance"] = shortest
+    return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)
+
+
 BOOTSTRAP_RESAMPLES = 2000  # paired bootstrap over test windows, stratified by label
 BOOTSTRAP_SEED = 0
 BASELINES = ("full", "frozen")  # every variant is compared with these, when the study has them
@@ -419,7 +491,7 @@ def aggregate(
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
     tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("differences.csv", diffs),
               ("auc_by_snr.csv", auc_by_snr(predictions)), ("shift_runs.csv", scores), ("shift.csv", shift_table(scores, by_test_set)),
-              ("efficiency.csv", efficiency(by_test_set, float(runs.tpr_fpr.iloc[0]))))
+              ("efficiency.csv", efficiency(by_test_set, float(runs.tpr_fpr.iloc[0]))), ("context.csv", context_table(runs[runs.selected], predictions)))
     for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)

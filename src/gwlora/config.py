@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .constants import AUDIO_SOURCES, SPLITS, WHISPER_CHUNK_SECONDS, WHISPER_FRAMES_PER_SECOND, WHISPER_N_MELS
+from .constants import AUDIO_SOURCES, SPLITS, WHISPER_CHUNK_SECONDS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_FRAMES, WHISPER_N_MELS
 
 
 class ConfigError(ValueError):
@@ -239,8 +239,56 @@ def _check_semantics(config: dict) -> None:
     if data["window_seconds"] > WHISPER_CHUNK_SECONDS:
         raise ConfigError(f"invalid config: data.window_seconds ({data['window_seconds']}) exceeds Whisper's 30 s")
 
+    if config["train"]["compile"] is False:  # YAML 1.1 reads a bare `off` as false
+        config["train"]["compile"] = "off"
+    _check_contexts(config["model"], data["window_seconds"])
     _check_model_fits(config)
-    expand_variants(config["train"])  # learning rates that would name two runs alike
+    expand_variants(config["train"], config["model"])  # learning rates that would name two runs alike
+
+
+# --------------------------------------------------------------------------- encoder context
+
+
+def context_seconds(context: str) -> float | None:
+    """The duration a `model.context` names in seconds ("2s" -> 2.0, "30s" -> 30.0), or None for ``clip``."""
+    return None if context == "clip" else float(context[:-1])
+
+
+def context_frames(context: str, clip_frames: int) -> int:
+    """Log-mel frames the encoder sees under `context`: the clip's own, or the duration's (100 a second)."""
+    seconds = context_seconds(context)
+    return clip_frames if seconds is None else round(seconds * WHISPER_FRAMES_PER_SECOND)
+
+
+def contexts(model: dict) -> list[str]:
+    """The contexts of `model.context`: one, or the listed ones (a variant axis)."""
+    value = model["context"]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _check_contexts(model: dict, window_seconds: float) -> None:
+    """Every context a whole number of encoder positions, no shorter than the clip and no longer than Whisper's 30 s."""
+    listed = isinstance(model["context"], list)
+    if listed and len(model["context"]) == 1:
+        model["context"] = model["context"][0]  # one context: as if written alone (the run ids carry no suffix)
+        listed = False
+    for i, context in enumerate(contexts(model)):
+        key = f"model.context.{i}" if listed else "model.context"
+        seconds = context_seconds(context)
+        if seconds is None:
+            continue
+        frames = seconds * WHISPER_FRAMES_PER_SECOND
+        if abs(frames - round(frames)) > 1e-9 or round(frames) % 2:
+            raise ConfigError(f"invalid config: {key} ({context}) must be a multiple of 0.02 s, a whole number of encoder positions")
+        if seconds < window_seconds:
+            raise ConfigError(f"invalid config: {key} ({context}) is shorter than the clip, data.window_seconds ({window_seconds} s); use clip")
+        if round(frames) > WHISPER_FULL_FRAMES:
+            raise ConfigError(f"invalid config: {key} ({context}) exceeds Whisper's {WHISPER_CHUNK_SECONDS} s of positions")
+
+
+def run_model_config(model: dict, variant: "Variant") -> dict:
+    """The `model` section one run trains with: its variant's context when the config lists several."""
+    return model if variant.context is None else {**model, "context": variant.context}
 
 
 def looks_like_path(name: str) -> bool:
@@ -392,6 +440,7 @@ class Variant:
     dropout: float = 0.0
     rslora: bool = False  # scale by alpha/sqrt(r) instead of alpha/r
     dora: bool = False
+    context: str | None = None  # when model.context lists several: this variant's (its name ends in -ctx<context>)
 
     def __post_init__(self):
         if not self.run:
@@ -400,6 +449,8 @@ class Variant:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
+        if d["context"] is None:
+            del d["context"]  # a single context: the record of runs made before the context axis, unchanged
         return d
 
     @classmethod
@@ -429,8 +480,17 @@ def run_id(name: str, lr: float, grid: bool) -> str:
     return f"{name}/lr{lr:g}" if grid else name
 
 
-def expand_variants(train: dict) -> dict[str, Variant]:
-    """Expand `train.variants` into one Variant per (variant, lr), keyed by run id, in a stable display order."""
+def context_suffix(context: str) -> str:
+    """The variant-name suffix of a context on the context axis: -ctxclip, -ctx2s, -ctx2.5s (safe in paths and wildcards)."""
+    return f"-ctx{context}"
+
+
+def expand_variants(train: dict, model: dict | None = None) -> dict[str, Variant]:
+    """Expand `train.variants` into one Variant per (variant, context, lr), keyed by run id, in a stable display order.
+
+    Contexts multiply the variants only when `model` lists several (``model.context: [clip, 2s, 30s]``):
+    each variant then runs at each, named ``<variant>-ctx<context>``; one context names nothing.
+    """
     families = train["variants"]
     planned: list[tuple[dict, dict]] = []  # (family spec, Variant fields)
     for family in ("full", "frozen"):
@@ -455,6 +515,9 @@ def expand_variants(train: dict) -> dict[str, Variant]:
                 "rslora": spec["scaling"] == "alpha/sqrt(r)",
                 "dora": spec["dora"],
             }))
+    axis = contexts(model) if model is not None and isinstance(model["context"], list) else []
+    if axis:
+        planned = [(spec, {**fields, "name": fields["name"] + context_suffix(c), "context": c}) for spec, fields in planned for c in axis]
     out: dict[str, Variant] = {}
     for spec, fields in planned:
         lrs = learning_rates(spec, train)

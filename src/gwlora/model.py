@@ -21,20 +21,27 @@ from torch import nn
 from transformers import WhisperForAudioClassification
 
 from .cli import StageError
-from .config import Variant
+from .config import Variant, context_frames
 from .constants import WHISPER_FULL_FRAMES
 
 
 
 def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implementation: str = "sdpa"):
-    """The Whisper encoder of `model_dir`, sized for `n_frames` (clip) or 3000 frames (30s)."""
+    """The Whisper encoder of `model_dir`, sized for `n_frames` (clip), a duration (``2s``: 200 frames) or 3000 frames (30s).
+
+    Every context but ``30s`` slices the positional embedding to its positions
+    (half its frames); the classifier pads the clip's log-mels up to them.
+    """
     model = WhisperForAudioClassification.from_pretrained(str(model_dir), attn_implementation=attn_implementation)
     encoder = model.encoder
     # deck: clip-context
-    if context == "clip":
-        positions = n_frames // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
+    if context != "30s":
+        frames = context_frames(context, n_frames)
+        if frames < n_frames:
+            raise StageError(f"model.context {context!r}: {frames} frames are shorter than the clip's {n_frames}")
+        positions = frames // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
         if positions > encoder.embed_positions.num_embeddings:
-            raise StageError(f"clip of {n_frames} frames exceeds the encoder's {encoder.embed_positions.num_embeddings} positions")
+            raise StageError(f"context {context!r} of {frames} frames exceeds the encoder's {encoder.embed_positions.num_embeddings} positions")
         sliced = nn.Embedding(positions, encoder.config.d_model)
         sliced.weight.data.copy_(encoder.embed_positions.weight.data[:positions])
         sliced.requires_grad_(False)

@@ -19,7 +19,10 @@ to this stage (``--figures``), which draws exactly them:
   and ``efficiency`` (detection efficiency at the FPR against injected SNR, one
   panel per test set, binomial intervals);
 * with shifted test sets (``evaluation.test_sets``): ``shift_auc`` (AUC per test
-  set and variant).
+  set and variant);
+* when ``model.context`` lists several contexts: ``context_auc_vs_cost`` (each
+  context's paired test-AUC difference to 30 s, with its interval, against its
+  step time; from ``context.csv``).
 
 A listed figure that the data cannot support (no LoRA run, no latency measured,
 no SNR rows, a table not given) stops the stage with a :class:`StageError`
@@ -306,6 +309,30 @@ def plot_efficiency(eff: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     return fig
 
 
+def plot_context(context: pd.DataFrame, canvas: Canvas) -> plt.Figure:
+    """The context axis: each context's paired Δ test AUC to the reference (30 s) with its 95% interval, against its step time."""
+    require(context, ("variant", "context", "delta_vs_reference", "ci_low", "ci_high", "step_time_ms", "reference"),
+            "context.csv (a row per variant and context: the config lists no contexts?)")
+    from .aggregate import CONTEXT_TOLERANCE
+
+    palette = variant_palette(list(dict.fromkeys(context.variant)))  # the table names variants without their context
+    fig, ax = canvas.figure()
+    for variant, rows in context.groupby("variant", sort=False):
+        rows = rows.sort_values("step_time_ms")
+        err = [rows.delta_vs_reference - rows.ci_low, rows.ci_high - rows.delta_vs_reference]
+        ax.errorbar(rows.step_time_ms, rows.delta_vs_reference, yerr=err, color=palette[variant], marker="o", capsize=4, linewidth=2, label=variant)
+        for row in rows.itertuples():
+            ax.annotate(row.context, (row.step_time_ms, row.delta_vs_reference), textcoords="offset points", xytext=(6, 6), fontsize="x-small")
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.axhline(-CONTEXT_TOLERANCE, color="grey", linestyle="--", linewidth=1, label=f"-{CONTEXT_TOLERANCE:g} (tolerance)")
+    ax.set_xscale("log")
+    ax.set_xlabel("step time (ms, log scale)")
+    ax.set_ylabel(f"Δ test AUC vs {'/'.join(dict.fromkeys(context.reference))} (95% CI)")
+    ax.set_title("Encoder context: accuracy against cost")
+    ax.legend(fontsize="x-small", ncol=2)
+    return fig
+
+
 def selected_lrs(runs: pd.DataFrame) -> pd.Series:
     """Each variant's selected lr (display order), from the runs marked `selected`; stop unless exactly one per variant."""
     if runs.selected.dtype != bool:
@@ -432,6 +459,7 @@ INPUTS = {
     "summary": "summary.csv (summary_csv, --summary)",
     "shift_runs": "shift_runs.csv (shift_runs_csv, --shift-runs)",
     "efficiency": "efficiency.csv (efficiency_csv, --efficiency)",
+    "context": "context.csv (context_csv, --context)",
 }
 
 
@@ -449,6 +477,7 @@ FIGURES = {
     "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr),
     "efficiency": FigureSpec("efficiency", plot_efficiency),
     "shift_auc": FigureSpec("shift_runs", plot_shift_auc),
+    "context_auc_vs_cost": FigureSpec("context", plot_context),
 }
 
 
@@ -459,7 +488,8 @@ def figure_names(config: dict) -> list[str]:
     parameters, the costs, the lr sensitivity and the Pareto figure. LoRA variants add the rank figure, and the
     latency figure unless ``train.latency_batches`` is 0. Data with injected
     signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR and the
-    detection efficiency; shifted test sets (``evaluation.test_sets``) the AUC per test set.
+    detection efficiency; shifted test sets (``evaluation.test_sets``) the AUC per
+    test set; a list of contexts (``model.context``) the context figure.
     """
     train = config["train"]
     lora = any(v.family == "lora" for v in expand_variants(train).values())
@@ -469,6 +499,7 @@ def figure_names(config: dict) -> list[str]:
         "auc_vs_snr": config["data"]["source"] in INJECTION_SOURCES,
         "efficiency": config["data"]["source"] in INJECTION_SOURCES,
         "shift_auc": bool(config["evaluation"]["test_sets"]),
+        "context_auc_vs_cost": isinstance(config["model"]["context"], list),
     }
     return [name for name in FIGURES if produced.get(name, True)]
 
@@ -477,6 +508,7 @@ def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
     examples: str | Path | None = None, *, figures: Sequence[str] | None = None, summary_csv: str | Path | None = None,
     shift_runs_csv: str | Path | None = None, efficiency_csv: str | Path | None = None,
+    context_csv: str | Path | None = None,
 ) -> list[Path]:
     """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
 
@@ -492,7 +524,7 @@ def make_figures(
     if unknown:
         raise StageError(f"unknown figures {unknown}; the stage draws {list(FIGURES)}")
     inputs = {"curves": curves_csv, "runs": runs_csv, "selected_runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples,
-              "summary": summary_csv, "shift_runs": shift_runs_csv, "efficiency": efficiency_csv}
+              "summary": summary_csv, "shift_runs": shift_runs_csv, "efficiency": efficiency_csv, "context": context_csv}
     for name in names:
         if inputs[FIGURES[name].source] is None:
             raise StageError(f"figure {name!r} is drawn from {INPUTS[FIGURES[name].source]}, which was not given")
@@ -523,13 +555,14 @@ def _parser(p):
     p.add_argument("--summary", help="summary.csv written by the aggregate stage (Pareto figure)")
     p.add_argument("--shift-runs", help="shift_runs.csv written by the aggregate stage (AUC per test set figure)")
     p.add_argument("--efficiency", help="efficiency.csv written by the aggregate stage (detection efficiency figure)")
+    p.add_argument("--context", help="context.csv written by the aggregate stage (context figure)")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
     """Plot the listed figures from the aggregated tables."""
     paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary,
-                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency)
+                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

@@ -17,8 +17,9 @@ prints them for a config:
 
 * training compute: forward FLOPs per window
   ``channels * (2 * P * T + 4 * L * T**2 * d)`` for an encoder of ``P``
-  parameters, ``L`` layers of width ``d`` and ``T`` positions (``T`` = 1500
-  for the 30 s context, half the clip's 100 frames per second otherwise); a
+  parameters, ``L`` layers of width ``d`` and ``T`` positions (half the
+  context's 100 frames per second: 1500 for 30 s, 100 for 2 s, the clip's
+  for ``clip``; a run on the context axis gets its own context's); a
   training step costs three forward passes; validation runs at every
   evaluation, test once. Throughput :data:`GPU_FLOPS` on a GPU (any
   ``train.device`` but ``cpu``), :data:`CPU_FLOPS_PER_THREAD` per thread on a
@@ -41,6 +42,7 @@ from pathlib import Path
 
 from .cli import StageError, run_stage
 from .constants import INJECTION_SOURCES, SPLITS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
+from .config import context_frames, contexts
 from .config import encoder_shape as known_encoder_shape
 from .config import shifted_splits, split_source
 
@@ -94,15 +96,16 @@ def clip_frames(data: dict) -> int:
     return math.ceil(data["window_seconds"] * WHISPER_FRAMES_PER_SECOND)
 
 
-def positions(model: dict, data: dict) -> int:
-    """Encoder positions per channel: the full 30 s context, or the clip's frames halved by the strided convolution."""
-    return WHISPER_FULL_POSITIONS if model["context"] == "30s" else math.ceil(clip_frames(data) / 2)
+def positions(model: dict, data: dict, context: str | None = None) -> int:
+    """Encoder positions per channel: the context's frames (`context`, else model.context's longest) halved by the strided convolution."""
+    frames = max(context_frames(c, clip_frames(data)) for c in ([context] if context else contexts(model)))
+    return WHISPER_FULL_POSITIONS if frames >= 2 * WHISPER_FULL_POSITIONS else math.ceil(frames / 2)
 
 
-def forward_flops(model: dict, data: dict) -> float:
-    """FLOPs of one forward pass over one window (all its channels)."""
+def forward_flops(model: dict, data: dict, context: str | None = None) -> float:
+    """FLOPs of one forward pass over one window (all its channels) at `context` (default: model.context's longest)."""
     d, layers, _, _ = encoder_shape(model)
-    t = positions(model, data)
+    t = positions(model, data, context)
     return channels(data) * (2 * encoder_parameters(model) * t + 4 * layers * t * t * d)
 
 
@@ -123,18 +126,18 @@ def _mb(nbytes: float, attempt: int) -> int:
     return math.ceil(mb / MEM_STEP_MB) * MEM_STEP_MB * attempt
 
 
-def train_runtime(config: dict, attempt: int = 1) -> int:
-    """Wall time in minutes of one training job (one variant, one seed)."""
+def train_runtime(config: dict, attempt: int = 1, context: str | None = None) -> int:
+    """Wall time in minutes of one training job (one variant, one seed), at its `context` (default: model.context's longest)."""
     data, model, train = config["data"], config["model"], config["train"]
     splits = data["splits"]
-    fwd = forward_flops(model, data)
+    fwd = forward_flops(model, data, context)
     flops = fwd * (3 * splits["train"] * train["epochs"] + splits["val"] * evaluations(train, splits["train"]) + splits["test"])
     rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
     return _minutes(TRAIN_OVERHEAD_S + SAFETY * flops / rate, attempt)
 
 
-def train_mem_mb(config: dict, attempt: int = 1) -> int:
-    """Host memory of one training job, in Snakemake's mem_mb (counted in MiB, 2**20 bytes, as SLURM's --mem)."""
+def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None) -> int:
+    """Host memory of one training job at its `context`, in Snakemake's mem_mb (counted in MiB, 2**20 bytes, as SLURM's --mem)."""
     data, model, train = config["data"], config["model"], config["train"]
     windows = sum(data["splits"].values())
     features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data)
@@ -142,7 +145,7 @@ def train_mem_mb(config: dict, attempt: int = 1) -> int:
     activations = 0
     if train["device"] == "cpu":
         d, layers, _, _ = encoder_shape(model)
-        activations = 4 * 16 * train["batch_size"] * channels(data) * positions(model, data) * d * layers
+        activations = 4 * 16 * train["batch_size"] * channels(data) * positions(model, data, context) * d * layers
     return _mb(features + weights + activations, attempt)
 
 
@@ -187,7 +190,9 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 
 def estimates(config: dict) -> list[dict]:
     """Wall time (minutes) and memory (mem_mb, in MiB) of every costly job of a validated config, first attempt."""
-    rows = [{"job": "train (each variant and seed)", "minutes": train_runtime(config), "mem_mb": train_mem_mb(config)}]
+    listed = isinstance(config["model"]["context"], list)
+    rows = [{"job": f"train (each variant and seed{f', context {c}' if listed else ''})", "minutes": train_runtime(config, context=c),
+             "mem_mb": train_mem_mb(config, context=c)} for c in contexts(config["model"])]
     for split in [*SPLITS, *shifted_splits(config)]:
         rows.append({"job": f"dataset {split}", "minutes": dataset_runtime(config, split), "mem_mb": dataset_mem_mb(config, split)})
         rows.append({"job": f"features {split}", "minutes": features_runtime(config, split), "mem_mb": features_mem_mb(config, split)})

@@ -10,7 +10,9 @@ The run record, read by `aggregate`, `plot` and `deck`:
   and loss, training time in total and to the best checkpoint, test metrics of
   the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
   samples/s, peak memory, checkpoint size, inference latency (base, LoRA
-  unmerged and merged), device, precision, versions and git commit; whether the
+  unmerged and merged), device, precision, ``torch.compile`` (the mode asked
+  for and the one that ran, why it fell back to eager, ``compile_time_s``,
+  which ``train_time_s`` excludes), versions and git commit; whether the
   run learned (:func:`learning_problems`); and what :mod:`gwlora.evaluate`
   needs to rebuild the model and score the checkpoint again;
 * ``predictions.csv``: the best checkpoint's logit for every test window, with
@@ -26,6 +28,18 @@ The run record, read by `aggregate`, `plot` and `deck`:
 
 Every variant of a seed sees the same batches in the same order: the order
 depends on the seed only.
+
+``train.compile`` runs the model's forward (and so its backward) through
+``torch.compile``: ``auto`` compiles on CUDA (CUDA graphs, ``reduce-overhead``,
+up to :data:`AUTO_GRAPH_MAX_BATCH` windows a step, where the GPU waits on the
+host; ``default`` above) and not on the CPU. Compiled graphs keep static
+shapes: an epoch's last, smaller batch is *padded* to the batch size with
+repeated windows of weight 0 in the loss (so every window still trains once an
+epoch and the loss is the mean over the real windows, as in eager mode), and
+so is the last evaluation batch (its padding's logits dropped). The graphs are
+compiled before the clock starts, by a warm-up step that changes no weight nor
+RNG; if compilation fails, the run logs why and trains eagerly. Latency is
+measured on the eager model.
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ import torch
 from peft.utils import load_peft_weights, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score, roc_curve
+from torch.nn.functional import binary_cross_entropy_with_logits as bce
 from tqdm import tqdm
 
 from .base_model import load_record
@@ -64,6 +79,10 @@ log = logging.getLogger("gwlora.train")
 CURVE_COLUMNS = ("step", "epoch", "samples_seen", "train_time_s", "train_loss", "val_loss", "val_auc", "val_accuracy", "val_brier")
 # Keep a split's features on the GPU when smaller than this; otherwise stream pinned batches.
 DEVICE_RESIDENT_BYTES = 2 * 1024**3
+# train.compile auto on CUDA: CUDA graphs (reduce-overhead) up to this batch, where a step is bound by the host's kernel
+# launches (docs/benchmarks.md: the same ~40 ms at batch 8 and 64); torch.compile's default mode above it
+AUTO_GRAPH_MAX_BATCH = 128
+STATIC_SHAPES = "pad"  # how compiled runs keep one batch shape: the last batch padded (weight 0), none dropped
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,26 +156,47 @@ def warmup_steps(schedule: dict, total_steps: int) -> int:
 
 
 # deck: train-step
-def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One optimisation step on the batch (x, y); returns the loss, detached and not synchronised."""
+def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step on (x, y), the loss returned unsynchronised; `weight` marks a padded batch's real windows."""
+    optimizer.zero_grad(set_to_none=True)  # first: a compiled forward (CUDA graphs) may reuse the old gradients' memory
     with autocast_for(x.device):
-        loss = loss_fn(model(x).float(), y)
-    optimizer.zero_grad(set_to_none=True)
+        logits = model(x).float()
+        loss = loss_fn(logits, y) if weight is None else (bce(logits, y, reduction="none") * weight).sum() / weight.sum()
     loss.backward()
     optimizer.step()
     return loss.detach()
 # deck: end
 
 
+def padded(idx: torch.Tensor, size: int) -> torch.Tensor:
+    """`idx` made `size` long by repeating its own indices (a compiled graph's static batch); the first len(idx) are real."""
+    missing = size - len(idx)
+    return idx if missing <= 0 else torch.cat([idx, idx.repeat(-(-missing // len(idx)))[:missing]])
+
+
+def real_windows(n: int, size: int, device: torch.device) -> torch.Tensor:
+    """Weights of a padded batch: 1 for its first `n` windows, 0 for the padding (made on the device, no copy)."""
+    return (torch.arange(size, device=device) < n).float()
+
+
 @torch.no_grad()
-def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None) -> dict:
-    """Loss, AUC, accuracy at logit 0 and Brier score of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit."""
+def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None, forward=None) -> dict:
+    """Loss, AUC, accuracy at logit 0 and Brier score of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit.
+
+    `forward`: the compiled model, whose static shape pads the last batch (its padding's logits are dropped).
+    """
     model.eval()
     logits = []
     for start in range(0, split.n, batch_size):
-        x, _ = split.batch(torch.arange(start, min(start + batch_size, split.n)))
+        idx = torch.arange(start, min(start + batch_size, split.n))
+        if forward is None:
+            x, _ = split.batch(idx)
+            with autocast_for(split.device):
+                logits.append(model(x).float())
+            continue
+        x, _ = split.batch(padded(idx, batch_size))
         with autocast_for(split.device):
-            logits.append(model(x).float())
+            logits.append(forward(x)[: len(idx)].float().clone())  # a copy: CUDA graphs reuse their output memory
     model.train()
     logits = torch.cat(logits).cpu()
     labels = split.y.cpu()
@@ -262,7 +302,9 @@ def score_checkpoint(model, variant: Variant, best_dir: Path, split: SplitOnDevi
 
     Writes every window's logit to `predictions`; returns loss, AUC, accuracy,
     Brier score, TPR at `fpr_target`, and ``one_class`` (whether every window
-    got the same side of logit 0).
+    got the same side of logit 0). Always eager, never through a compiled
+    graph, so that :mod:`gwlora.evaluate` reproduces the test split's numbers
+    on any machine with the same device type.
     """
     load_best(model, variant, best_dir)
     metrics = evaluate(model, split, batch_size, fpr_target)
@@ -346,7 +388,7 @@ def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> di
 
 def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_config: dict, n_train: int) -> dict:
     """What a saved run state must match to be resumed."""
-    keep = {k: v for k, v in train_config.items() if k not in ("threads", "device", "latency_batches", "lr_selection")}
+    keep = {k: v for k, v in train_config.items() if k not in ("threads", "device", "latency_batches", "lr_selection", "compile")}
     return {"variant": variant.to_dict(), "seed": seed, "model": model_config, "train": keep, "n_train": n_train}
 
 
@@ -358,7 +400,8 @@ class RunState:
     epoch: int = 1  # 1-based; the run is over once it passes train.epochs
     batches_done: int = 0  # of the current epoch
     samples_seen: int = 0
-    train_time: float = 0.0  # seconds spent training, evaluations excluded
+    train_time: float = 0.0  # seconds spent training, evaluations and compilation excluded
+    compile_time: float = 0.0  # seconds spent compiling (the warm-up of each start or resume)
     curve: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"val_loss": float("inf")})
     stale: int = 0  # evaluations since the val loss last fell
@@ -394,6 +437,14 @@ class Run:
     fingerprint: dict
     total_parameters: int
     trainable_parameters: int
+    compile_mode: str = "off"  # what runs: off (eager) | default | reduce-overhead
+    compiled: object = None  # the compiled forward when compile_mode is not off
+    compile_fallback: str | None = None  # why the run trains eagerly although train.compile asked for a mode
+
+    @property
+    def forward(self):
+        """What training and evaluation call: the compiled model, else the model itself."""
+        return self.model if self.compiled is None else self.compiled
 
     @property
     def label(self) -> str:
@@ -455,6 +506,69 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
     return run
 
 
+def compile_mode(setting: str, device: torch.device, batch_size: int) -> str:
+    """The torch.compile mode `train.compile` asks for on `device`: auto is off on the CPU, CUDA graphs for small batches on CUDA."""
+    if setting != "auto":
+        return setting
+    if device.type != "cuda":
+        return "off"
+    return "reduce-overhead" if batch_size <= AUTO_GRAPH_MAX_BATCH else "default"
+
+
+def compile_model(model: torch.nn.Module, mode: str):
+    """The model's forward through torch.compile with static shapes; with CUDA graphs, each call starts a new step."""
+    compiled = torch.compile(model, mode=mode, dynamic=False)
+    if mode != "reduce-overhead":
+        return compiled
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs are consumed: their memory may be reused
+        return compiled(x)
+
+    return forward
+
+
+def compile_run(run: Run, state: RunState) -> None:
+    """Compile the model per train.compile before the clock starts, adding the time to ``state.compile_time``; on failure, train eagerly.
+
+    The warm-up runs the training graph (forward and backward, batch-sized) and
+    the evaluation graph (twice the batch, no gradients) until compiled (three
+    times with CUDA graphs, which record on a later call), then drops the
+    gradients; no weight, optimizer state or RNG changes.
+    """
+    mode = compile_mode(run.train_config["compile"], run.device, run.batch_size)
+    if mode == "off":
+        return
+    start = time.perf_counter()
+    try:
+        forward = compile_model(run.model, mode)
+        train, val, loss_fn = run.splits["train"], run.splits["val"], torch.nn.BCEWithLogitsLoss()
+        x, y = train.batch(torch.arange(run.batch_size) % train.n)
+        x_eval, _ = val.batch(torch.arange(run.eval_batch_size) % val.n)
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            for _ in range(3 if mode == "reduce-overhead" else 1):
+                with autocast_for(run.device):
+                    loss = loss_fn(forward(x).float(), y)
+                loss.backward()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.model.eval()
+            with torch.no_grad(), autocast_for(run.device):
+                for _ in range(3 if mode == "reduce-overhead" else 1):
+                    forward(x_eval).float().clone()
+    except Exception as exc:  # noqa: BLE001 - any compiler failure (no C compiler, an unsupported op, ...) falls back to eager
+        run.optimizer.zero_grad(set_to_none=True)
+        torch._dynamo.reset()
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'}"
+        log.warning("%s: torch.compile (mode %s) failed, training eagerly: %s", run.label, mode, reason)
+        run.compile_mode, run.compiled, run.compile_fallback = "off", None, reason
+        return
+    finally:
+        run.model.train()
+        state.compile_time += seconds_since(start, run.device)
+    run.compile_mode, run.compiled = mode, forward
+    log.info("%s: compiled (torch.compile mode %s, static batch %d, last batch padded) in %.1f s", run.label, mode, run.batch_size, time.perf_counter() - start)
+
+
 def train_run(
     *,
     features: dict[str, str | Path],
@@ -474,8 +588,9 @@ def train_run(
     run = prepare_run(features, model_dir, model_config, train_config, variant, seed, out_dir)
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
     state = resume_or_start(run, order)
+    compile_run(run, state)
     if state.step == 0:
-        state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size)["loss"]
+        state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size, forward=run.compiled)["loss"]
     log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", run.label, run.trainable_parameters, run.total_parameters, run.device, run.steps_per_epoch)
     # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
     from torch.utils.tensorboard import SummaryWriter
@@ -488,8 +603,12 @@ def train_run(
         order.set_state(state.epoch_order_state)
         batches = torch.randperm(train.n, generator=order).split(run.batch_size)
         for idx in batches[state.batches_done :]:
-            x, y = train.batch(idx)
-            losses.append(train_step(run.model, run.optimizer, loss_fn, x, y))
+            if run.compiled is not None and len(idx) < run.batch_size:  # static shapes: pad the epoch's last batch
+                x, y = train.batch(padded(idx, run.batch_size))
+                losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y, real_windows(len(idx), run.batch_size, run.device)))
+            else:
+                x, y = train.batch(idx)
+                losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y))
             run.schedule.step()
             state.advance(len(idx), len(batches), order)
             bar.update()
@@ -546,7 +665,7 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
     if len(bad):
         bad_step = state.step - len(losses_t) + int(bad[0]) + 1
         raise StageError(f"{run.label}: non-finite training loss at step {bad_step} (lr {run.variant.lr})")
-    metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size)
+    metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size, forward=run.compiled)
     row = {
         "step": state.step,
         "epoch": state.step / run.steps_per_epoch,
@@ -624,6 +743,7 @@ def summarise(run: Run, state: RunState) -> dict:
         # costs
         "time_to_best_s": best["train_time_s"],
         "train_time_s": state.train_time,
+        "compile_time_s": state.compile_time,
         "steps": state.step,
         "epochs_run": state.step / run.steps_per_epoch,
         "early_stopped": state.stopped,
@@ -636,6 +756,12 @@ def summarise(run: Run, state: RunState) -> dict:
         # settings and provenance
         "device": str(run.device),
         "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32",
+        "compile": {
+            "setting": run.train_config["compile"],
+            "mode": run.compile_mode,
+            "fallback": run.compile_fallback,
+            "static_shapes": STATIC_SHAPES if run.compile_mode != "off" else None,
+        },
         "batch_size": run.batch_size,
         "lr": run.variant.lr,
         "head_lr": run.optimizer.param_groups[-1]["initial_lr"] if run.optimizer.param_groups[-1]["name"] == "head" else None,

@@ -15,6 +15,7 @@ rule aggregate:
         original_study_table=f"{RESULTS}/tables/original_study_table.md",
         study=f"{RESULTS}/tables/study.json",
         differences=report(f"{RESULTS}/tables/differences.csv", caption="../report/differences.rst", category="Tables", labels={"table": "paired differences"}),
+        context=f"{RESULTS}/tables/context.csv",  # the context axis: AUC against 30 s and cost per context (header only without one)
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
         shift=report(f"{RESULTS}/tables/shift.csv", caption="../report/shift.rst", category="Tables", labels={"table": "shifted test sets"}),
         shift_runs=f"{RESULTS}/tables/shift_runs.csv",

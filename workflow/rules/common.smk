@@ -2,7 +2,7 @@ import json
 
 from gwlora import gpus
 from gwlora import resources as estimate
-from gwlora.config import SHIFT_PREFIX, split_source
+from gwlora.config import SHIFT_PREFIX, run_model_config, split_source
 from gwlora.plot import figure_names as plot_figure_names
 
 # The `gpu` resource of a training job: 1 where it trains on a GPU, 0 on the CPU
@@ -60,9 +60,9 @@ def figure_names():
     return plot_figure_names(config)
 
 
-def per_job(estimate_of):
-    """A resources callable (train): the gwlora.resources estimate for this config, larger on each retry."""
-    return lambda wildcards, attempt: estimate_of(config, attempt=attempt)
+def per_run(estimate_of):
+    """A resources callable (train): the gwlora.resources estimate for the job's run (its context), larger on each retry."""
+    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, context=VARIANTS[wildcards.variant].context)
 
 
 def per_split(estimate_of):

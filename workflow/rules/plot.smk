@@ -7,6 +7,7 @@ rule plot:
         summary=rules.aggregate.output.summary_csv,
         shift_runs=rules.aggregate.output.shift_runs,
         efficiency=rules.aggregate.output.efficiency,
+        context=rules.aggregate.output.context,
         examples=expand(rules.features.output, split="test"),
     output:
         # the PNGs go into `snakemake --report`, each under its caption; the SVGs are for papers
@@ -25,4 +26,5 @@ rule plot:
     benchmark:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
-        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q} --shift-runs {input.shift_runs:q} --efficiency {input.efficiency:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q}"
+        " --shift-runs {input.shift_runs:q} --efficiency {input.efficiency:q} --context {input.context:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"

@@ -10,7 +10,7 @@ rule train:
         summary=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/summary.json",
         predictions=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/predictions.csv",
     params:
-        model=as_json(config["model"]),
+        model=lambda wc: as_json(run_model_config(config["model"], VARIANTS[wc.variant])),  # the run's own context
         train=as_json(train_settings()),
         variant=lambda wc: as_json(VARIANTS[wc.variant].to_dict()),
         run_dir=subpath(output.summary, parent=True),
@@ -18,8 +18,8 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         gpu=TRAIN_GPUS,  # one GPU per job where it trains on one; gwlora.gpus picks a free one (see README)
-        runtime=per_job(estimate.train_runtime),  # minutes, from the model and data sizes (gwlora.resources)
-        mem_mb=per_job(estimate.train_mem_mb),
+        runtime=per_run(estimate.train_runtime),  # minutes, from the model and data sizes and the run's context (gwlora.resources)
+        mem_mb=per_run(estimate.train_mem_mb),
     conda:
         "../../environment.yml"
     log:
