@@ -9,12 +9,16 @@ The run record, read by `aggregate`, `plot` and `deck`:
 * ``summary.json``: the variant, seed, parameter counts, best validation AUC
   and loss, training time in total and to the best checkpoint, test metrics of
   the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
-  samples/s, peak memory, checkpoint size, inference latency (base, LoRA
-  unmerged and merged), device, precision, versions and git commit;
+  samples/s, peak memory, checkpoint size, inference latency at the study's
+  eval batch and at batch 1 (the base model; the method unmerged, for every
+  method that adds modules or changes weights; merged, where peft can merge
+  it), the sequence the encoder layers see (prompt tuning's cost), device,
+  precision, versions and git commit;
 * ``predictions.csv``: the best checkpoint's logit for every test window, with
   its label and injection SNR (for AUC against SNR);
 * ``best/``: the best checkpoint (lowest val loss): a peft adapter
-  (``save_pretrained``, head included) for LoRA, the trained tensors otherwise,
+  (``save_pretrained``, head included) for LoRA and the other peft methods,
+  the trained tensors otherwise (bitfit's biases, adapters, prompts, ...),
   and ``checksums.json`` (every file's SHA-256, verified before it is loaded);
 * ``tensorboard/``: the same curve as TensorBoard event files;
 * ``checkpoint/last.pt`` while running: the state a killed run resumes from,
@@ -53,8 +57,9 @@ from tqdm import tqdm
 from .base_model import load_record
 from .cli import StageError, atomic_dir, atomic_file, json_arg, read_json, run_stage, write_json
 from .download import sha256_of
-from .config import Variant
+from .config import PEFT_FAMILIES, Variant
 from .features import load_features, load_snr
+from .methods import disabled, sequence_cost
 from .model import apply_variant, build_classifier, count_parameters
 
 log = logging.getLogger("gwlora.train")
@@ -223,9 +228,9 @@ CHECKSUMS_FILE = "checksums.json"
 
 
 def save_best(model, variant: Variant, best_dir: Path) -> None:
-    """The best weights so far: a peft adapter (save_pretrained) for LoRA, else the trained tensors; with every file's SHA-256."""
+    """The best weights so far: a peft adapter (save_pretrained) for peft's methods, else the trained tensors; with every file's SHA-256."""
     with atomic_dir(best_dir) as tmp:
-        if variant.family == "lora":
+        if variant.family in PEFT_FAMILIES:
             model.save_pretrained(tmp)
         else:
             trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
@@ -247,7 +252,7 @@ def verify_checkpoint(best_dir: Path) -> None:
 def load_best(model, variant: Variant, best_dir: Path) -> None:
     verify_checkpoint(best_dir)
     device = str(next(model.parameters()).device)
-    if variant.family == "lora":
+    if variant.family in PEFT_FAMILIES:
         set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=device))
     else:
         model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)
@@ -281,21 +286,39 @@ def latency_ms(model, x: torch.Tensor, reps: int) -> float:
     return 1000 * float(np.median(times))
 
 
+# Families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
+BASE_ARCHITECTURE = ("full", "frozen", "partial")
+
+
 def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
-    """Latency of the base model, and for LoRA of the unmerged and the merged (B A folded into W) model."""
+    """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
+
+    The base model is the method switched off (peft's ``disable_adapter``, or
+    :func:`gwlora.methods.disabled`); BitFit changes biases only, so its
+    "unmerged" model is the base architecture with other biases. Full, frozen
+    and partial fine-tuning time the base only.
+    """
     if reps <= 0:
         return {}
-    if variant.family != "lora":
+    if variant.family in BASE_ARCHITECTURE:
         return {"base": latency_ms(model, x, reps)}
+    if variant.family not in PEFT_FAMILIES:
+        with disabled(model):
+            base = latency_ms(model, x, reps)
+        return {"base": base, "unmerged": latency_ms(model, x, reps)}
     with model.disable_adapter():
         base = latency_ms(model, x, reps)
-    unmerged = latency_ms(model, x, reps)
-    model.merge_adapter()
+    out = {"base": base, "unmerged": latency_ms(model, x, reps)}
     try:
-        merged = latency_ms(model, x, reps)
+        model.merge_adapter()
+    except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
+        log.info("%s: not merged for latency (%s)", variant.name, exc)
+        return out
+    try:
+        out["merged"] = latency_ms(model, x, reps)
     finally:
         model.unmerge_adapter()
-    return {"base": base, "unmerged": unmerged, "merged": merged}
+    return out
 
 
 def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_config: dict, n_train: int) -> dict:
@@ -520,8 +543,10 @@ def summarise(run: Run, state: RunState) -> dict:
         test = evaluate(run.model, run.splits["test"], 2 * run.batch_size, run.train_config["tpr_at_fpr"])
         write_predictions(run.splits["test"], test.pop("scores"), run.out_dir / "predictions.csv")
     val = run.splits["val"]
-    x_latency, _ = val.batch(torch.arange(min(2 * run.batch_size, val.n)))
+    x_latency, _ = val.batch(torch.arange(min(2 * run.batch_size, val.n)))  # the eval batch
     latency = inference_latency(run.model, run.variant, x_latency, run.train_config["latency_batches"])
+    latency_1 = inference_latency(run.model, run.variant, x_latency[:1], run.train_config["latency_batches"])
+    classifier = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
     curve, best = state.curve, state.best
     summary = {
         "variant": run.variant.name,
@@ -553,6 +578,9 @@ def summarise(run: Run, state: RunState) -> dict:
         "checkpoint_bytes": dir_bytes(run.out_dir / BEST_DIR),
         "latency_ms": latency,
         "latency_batch": int(x_latency.shape[0]),
+        "latency_ms_batch1": latency_1,
+        "sequence": sequence_cost(run.variant, run.model_config["context"], classifier.clip_positions,
+                                  classifier.encoder.embed_positions.num_embeddings),
         "peak_memory_bytes": peak_memory_bytes(run.device),
         # settings and provenance
         "device": str(run.device),
