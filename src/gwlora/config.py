@@ -418,6 +418,8 @@ class Variant:
 
 
 FAMILY_ORDER = ("full", "frozen", "partial", "lora", "bitfit", "adapter", "prompt", "peft")
+# Families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
+BASE_ARCHITECTURE = ("full", "frozen", "partial")
 # Families whose best checkpoint is a peft adapter (save_pretrained), and whose merged latency peft can measure
 PEFT_FAMILIES = ("lora", "peft")
 # peft config fields that gwlora sets (modules_to_save=["head"]) or that describe a saved adapter, not the method

@@ -188,6 +188,78 @@ def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
     return out
 
 
+# The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
+PAPER_ADAPTER_OVERHEAD = (2, 30)
+# The methods set against LoRA on the comparison slide (besides the full and frozen baselines)
+METHOD_FAMILIES = ("lora", "bitfit", "adapter", "prompt", "peft")
+# Columns of the comparison slide: quality with its paired interval (Δ vs full), then cost
+METHOD_METRICS = ("test_auc", "step_time_ms", "peak_memory_mb", "checkpoint_mb")
+
+
+def methods_table(summary: pd.DataFrame) -> Markdown | None:
+    """LoRA against the other adaptation methods, with the full and frozen baselines: None unless a method besides LoRA ran."""
+    if not summary.family.isin(METHOD_FAMILIES[1:]).any():
+        return None
+    rows = summary[summary.family.isin(("full", "frozen", *METHOD_FAMILIES))]
+    return Markdown(markdown_table(rows, METHOD_METRICS).rstrip())
+
+
+def _overhead(percent: float) -> str:
+    return "n/a" if pd.isna(percent) else f"{percent:+.0f}%"
+
+
+def latency_rows(latency: pd.DataFrame) -> list[dict]:
+    """The latency table's rows in words: every method and batch size, base / unmerged / merged in ms and overhead over the base."""
+    out = []
+    for r in latency.itertuples():
+        out.append({"variant": r.variant, "batch": int(r.batch), "base": _num(r.base_ms, 2),
+                    "unmerged": "—" if pd.isna(r.unmerged_ms) else f"{r.unmerged_ms:.2f} ({_overhead(r.unmerged_overhead_percent)})",
+                    "merged": "—" if pd.isna(r.merged_ms) else f"{r.merged_ms:.2f} ({_overhead(r.merged_overhead_percent)})"})
+    return out
+
+
+def _verdict(seen: bool) -> str:
+    return "confirmed" if seen else "not seen here"
+
+
+def introduction_claims(summary: pd.DataFrame, latency: pd.DataFrame, context: str) -> dict:
+    """The outline's two claims about the other methods, each with this run's number and a verdict from the data.
+
+    Adapters add inference latency: confirmed when an adapter variant's batch-1 overhead over the base exceeds
+    the timing noise (:data:`TIMING_NOISE`). Prompts reduce the available sequence length: confirmed when the
+    prompts took audio positions (30 s context); with clip context they lengthen the sequence instead.
+    """
+    out = {}
+    small = latency[latency.batch == 1]
+    adapters = small[small.family == "adapter"]
+    if len(adapters):
+        worst = adapters.loc[adapters.unmerged_overhead_percent.idxmax()]
+        big = latency[(latency.family == "adapter") & (latency.batch > 1)]
+        out["adapter"] = {
+            "variant": worst.variant, "batch1": _overhead(worst.unmerged_overhead_percent),
+            "study_batch": int(big.batch.iloc[0]) if len(big) else None,
+            "at_study_batch": _overhead(big.set_index("variant").unmerged_overhead_percent.get(worst.variant, float("nan"))) if len(big) else None,
+            "paper": f"+{PAPER_ADAPTER_OVERHEAD[0]}% to +{PAPER_ADAPTER_OVERHEAD[1]}%",
+            "verdict": _verdict(bool(worst.unmerged_overhead_percent > 100 * TIMING_NOISE)),
+        }
+    merged = small[(small.family == "lora") & small.merged_ms.notna()]
+    if len(merged):
+        row = merged.loc[merged.merged_overhead_percent.abs().idxmax()]
+        out["lora_merged"] = {"variant": row.variant, "batch1": _overhead(row.merged_overhead_percent),
+                              "verdict": _verdict(bool(abs(row.merged_overhead_percent) < 100 * TIMING_NOISE))}
+    prompts = summary[summary.family == "prompt"]
+    if len(prompts):
+        longest = prompts.loc[prompts.prompt_length.idxmax()]
+        frozen = summary[summary.family == "frozen"]
+        entry = {"variant": longest.variant, "length": int(longest.prompt_length), "context": context,
+                 "positions": _num(longest.sequence_positions, 0), "audio_positions": _num(longest.sequence_audio_positions, 0),
+                 "seconds_lost": _num(longest.audio_seconds_lost, 2),
+                 "step_vs_frozen": timing(longest.step_time_ms / frozen.step_time_ms.iloc[0]) if len(frozen) else None}
+        entry["verdict"] = _verdict(bool(longest.audio_seconds_lost > 0))
+        out["prompt"] = entry
+    return out
+
+
 def snr_findings(auc_snr: pd.DataFrame, best_variant: str) -> dict | None:
     """The AUC of the lowest and highest injection-SNR bins for the best variant (mean over seeds)."""
     rows = auc_snr[auc_snr.variant == best_variant]
@@ -218,6 +290,7 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
     snr_path = tables_dir / "auc_by_snr.csv"
     auc_snr = pd.read_csv(snr_path) if snr_path.exists() else pd.DataFrame(columns=["variant"])
     diffs = pd.read_csv(tables_dir / "differences.csv")
+    latency = pd.read_csv(tables_dir / "latency.csv")
     best = _best(summary).variant
     config_sections = {
         "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]},
@@ -240,6 +313,9 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS).rstrip()),
         "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False).rstrip()),
         "analysis": analysis(summary, diffs),
+        "methods_md": methods_table(summary),
+        "latency": latency_rows(latency),
+        "claims": introduction_claims(summary, latency, config["model"]["context"]),
         "snr": snr_findings(auc_snr, best),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
         "hardware": environment["hardware"],

@@ -57,7 +57,7 @@ from tqdm import tqdm
 from .base_model import load_record
 from .cli import StageError, atomic_dir, atomic_file, json_arg, read_json, run_stage, write_json
 from .download import sha256_of
-from .config import PEFT_FAMILIES, Variant
+from .config import BASE_ARCHITECTURE, PEFT_FAMILIES, Variant
 from .features import load_features, load_snr
 from .methods import disabled, sequence_cost
 from .model import apply_variant, build_classifier, count_parameters
@@ -284,10 +284,6 @@ def latency_ms(model, x: torch.Tensor, reps: int) -> float:
             times.append(time.perf_counter() - start)
     model.train()
     return 1000 * float(np.median(times))
-
-
-# Families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
-BASE_ARCHITECTURE = ("full", "frozen", "partial")
 
 
 def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:

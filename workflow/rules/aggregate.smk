@@ -15,6 +15,7 @@ rule aggregate:
         study=f"{RESULTS}/tables/study.json",
         differences=report(f"{RESULTS}/tables/differences.csv", caption="../report/differences.rst", category="Tables", labels={"table": "paired differences"}),
         auc_by_snr=report(f"{RESULTS}/tables/auc_by_snr.csv", caption="../report/auc_by_snr.rst", category="Tables", labels={"table": "AUC by SNR"}),
+        latency=report(f"{RESULTS}/tables/latency.csv", caption="../report/latency_table.rst", category="Tables", labels={"table": "latency"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),
