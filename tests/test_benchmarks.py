@@ -49,3 +49,15 @@ def test_encoder_flop_formula_matches_torch_flop_counter(tmp_path):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         encoder(input_features=torch.randn(1, 80, 3000))
     assert encoder_flops(shape, 3000) == pytest.approx(counter.get_total_flops(), rel=0.02)
+
+
+def test_gpu_method_latency_times_every_method_at_batch_1_and_the_study_batch(tmp_path):
+    """gpu.py's latency section, on the CPU with the smoke model: every method, both batch sizes, merged where peft merges."""
+    sys.path.insert(0, str(BENCH))
+    from gpu import TINY, build_model_dir, method_latency
+
+    rows = method_latency(build_model_dir(TINY, tmp_path / "model"), torch.device("cpu"), frames=100, batches=(1, 4), reps=1)
+    assert [(r["variant"], r["batch"]) for r in rows] == [
+        (v, b) for v in ("lora-r8", "bitfit", "adapter-b8", "adapter-b64", "prompt-l4", "prompt-l16", "peft-ia3") for b in (1, 4)]
+    assert all(r["base_ms"] > 0 and r["unmerged_ms"] > 0 for r in rows)
+    assert {r["variant"] for r in rows if "merged_ms" in r} == {"lora-r8", "peft-ia3"}  # adapters and prompts cannot merge
