@@ -268,50 +268,55 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> flo
 
 
 @torch.no_grad()
-def latency_ms(model, x: torch.Tensor, reps: int) -> float:
-    """Median wall time of one forward pass of batch `x`, in milliseconds."""
+def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> dict[str, float]:
+    """Median wall time in milliseconds of one forward pass of batch `x` under each mode (a context-manager factory).
+
+    The modes' passes alternate (A B, then B A, ...) after three untimed
+    warm-up rounds, so that a machine's changing load falls on every mode
+    alike and their ratio survives a shared machine.
+    """
+    modes = modes or {"base": nullcontext}
     model.eval()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in modes}
     for i in range(reps + 3):
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        start = time.perf_counter()
-        with autocast_for(x.device):
-            model(x)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        if i >= 3:  # warm-up passes are not timed
-            times.append(time.perf_counter() - start)
+        for name in list(modes) if i % 2 == 0 else list(reversed(modes)):
+            with modes[name]():
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                start = time.perf_counter()
+                with autocast_for(x.device):
+                    model(x)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+            if i >= 3:  # warm-up passes are not timed
+                times[name].append(time.perf_counter() - start)
     model.train()
-    return 1000 * float(np.median(times))
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
 def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
     """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
 
     The base model is the method switched off (peft's ``disable_adapter``, or
-    :func:`gwlora.methods.disabled`); BitFit changes biases only, so its
-    "unmerged" model is the base architecture with other biases. Full, frozen
-    and partial fine-tuning time the base only.
+    :func:`gwlora.methods.disabled`), timed alternately with the method
+    (:func:`latency_ms`); the merged model is timed after them. BitFit changes
+    biases only, so its "unmerged" model is the base architecture with other
+    biases. Full, frozen and partial fine-tuning time the base only.
     """
     if reps <= 0:
         return {}
     if variant.family in BASE_ARCHITECTURE:
-        return {"base": latency_ms(model, x, reps)}
+        return latency_ms(model, x, reps)
     if variant.family not in PEFT_FAMILIES:
-        with disabled(model):
-            base = latency_ms(model, x, reps)
-        return {"base": base, "unmerged": latency_ms(model, x, reps)}
-    with model.disable_adapter():
-        base = latency_ms(model, x, reps)
-    out = {"base": base, "unmerged": latency_ms(model, x, reps)}
+        return latency_ms(model, x, reps, {"base": lambda: disabled(model), "unmerged": nullcontext})
+    out = latency_ms(model, x, reps, {"base": model.disable_adapter, "unmerged": nullcontext})
     try:
         model.merge_adapter()
     except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
         log.info("%s: not merged for latency (%s)", variant.name, exc)
         return out
     try:
-        out["merged"] = latency_ms(model, x, reps)
+        out.update(merged=latency_ms(model, x, reps)["base"])
     finally:
         model.unmerge_adapter()
     return out
