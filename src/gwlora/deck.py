@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from . import browser, constants
-from .aggregate import COST_METRICS, QUALITY_METRICS, format_parameters, markdown_table
+from .aggregate import COST_METRICS, QUALITY_METRICS, display_table, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
 from .markdown import Markdown, code_block, code_span, escape, plain_path
@@ -161,6 +161,12 @@ def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
     out["comparisons"] = [
         c for v in summary.variant for b in ("full", "frozen") if v != b and (c := comparison(diffs, v, b)) is not None
     ]
+    # one row per variant, a column per baseline: the slide holds every variant of a study with several methods
+    out["comparison_rows"] = [
+        {"variant": v, **{b: next((c["text"] for c in out["comparisons"] if c["variant"] == v and c["baseline"] == b), "—")
+                          for b in ("full", "frozen")}}
+        for v in summary.variant if any(c["variant"] == v for c in out["comparisons"])
+    ]
     lora = summary[summary.family == "lora"]
     if len(lora):
         top = _best(lora)
@@ -193,7 +199,7 @@ PAPER_ADAPTER_OVERHEAD = (2, 30)
 # The methods set against LoRA on the comparison slide (besides the full and frozen baselines)
 METHOD_FAMILIES = ("lora", "bitfit", "adapter", "prompt", "peft")
 # Columns of the comparison slide: quality with its paired interval (Δ vs full), then cost
-METHOD_METRICS = ("test_auc", "step_time_ms", "peak_memory_mb", "checkpoint_mb")
+METHOD_METRICS = ("test_auc", "step_time_ms", "checkpoint_mb")
 
 
 def methods_table(summary: pd.DataFrame) -> Markdown | None:
@@ -201,21 +207,34 @@ def methods_table(summary: pd.DataFrame) -> Markdown | None:
     if not summary.family.isin(METHOD_FAMILIES[1:]).any():
         return None
     rows = summary[summary.family.isin(("full", "frozen", *METHOD_FAMILIES))]
-    return Markdown(markdown_table(rows, METHOD_METRICS).rstrip())
+    table = display_table(rows, METHOD_METRICS).drop(columns=["seeds", "% of full"])  # narrow enough for one slide
+    table["variant"] = table["variant"].map(escape)
+    return Markdown(table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True))
 
 
 def _overhead(percent: float) -> str:
     return "n/a" if pd.isna(percent) else f"{percent:+.0f}%"
 
 
-def latency_rows(latency: pd.DataFrame) -> list[dict]:
-    """The latency table's rows in words: every method and batch size, base / unmerged / merged in ms and overhead over the base."""
-    out = []
-    for r in latency.itertuples():
-        out.append({"variant": r.variant, "batch": int(r.batch), "base": _num(r.base_ms, 2),
-                    "unmerged": "—" if pd.isna(r.unmerged_ms) else f"{r.unmerged_ms:.2f} ({_overhead(r.unmerged_overhead_percent)})",
-                    "merged": "—" if pd.isna(r.merged_ms) else f"{r.merged_ms:.2f} ({_overhead(r.merged_overhead_percent)})"})
-    return out
+def latency_rows(latency: pd.DataFrame) -> dict:
+    """The latency slide: one row per method that adds to the model, base / unmerged / merged ms (overhead) at each batch size.
+
+    Variants that are the base architecture (full, frozen, partial) time the base only; they are named, not tabled.
+    """
+    def cell(ms, percent):
+        return "—" if pd.isna(ms) else f"{ms:.2f} ({_overhead(percent)})"
+
+    added = latency[latency.unmerged_ms.notna()]
+    batches = sorted(int(b) for b in added.batch.unique())
+    rows = []
+    for variant, group in added.groupby("variant", sort=False):
+        by_batch = {int(r.batch): r for r in group.itertuples()}
+        rows.append({"variant": variant, "cells": [
+            part for b in batches for part in (
+                (_num(by_batch[b].base_ms, 2), cell(by_batch[b].unmerged_ms, by_batch[b].unmerged_overhead_percent),
+                 cell(by_batch[b].merged_ms, by_batch[b].merged_overhead_percent)) if b in by_batch else ("n/a", "n/a", "n/a"))]})
+    base_only = [v for v in dict.fromkeys(latency.variant) if v not in set(added.variant)]
+    return {"batches": batches, "rows": rows, "base_only": base_only}
 
 
 def _verdict(seen: bool) -> str:
