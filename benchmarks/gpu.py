@@ -12,7 +12,12 @@ numpy, scikit-learn (no network, LALSuite, datasets or tensorboard). It:
 2. measures our training throughput (samples/s) and model FLOPs utilisation
    for full fine-tuning and LoRA r=8 at batch 8, 64 and 256, clip context, and
    30 s padding at batch 8;
-3. trains the pretrained tiny.en encoder carried in `.gpu-inputs/` on the
+3. times inference of every adaptation method (LoRA r=8, BitFit, Houlsby
+   adapters b=8 and 64, prompts of 4 and 16 vectors, (IA)^3), clip context,
+   at batch 1 and at the study's eval batch (32 windows): the base model, the
+   method unmerged and, where peft merges it, merged, as the train stage
+   times them (`gwlora.train.inference_latency`, bf16 autocast on CUDA);
+4. trains the pretrained tiny.en encoder carried in `.gpu-inputs/` on the
    carried simulated-data features (config/tiny-en.yaml's data), LoRA r=8 and
    full fine-tuning, with clip context and with 30 s padding, the same seeds,
    initial weights and data order, and compares the test AUCs;
@@ -77,6 +82,7 @@ import torch
 from common import (
     FULL,
     LORA_R8,
+    OURS_MODEL,
     SEED_HEAD,
     Result,
     Setup,
@@ -158,6 +164,41 @@ def throughput(setup: Setup, cfg: dict, batches: list[int], clock: Clock) -> lis
                          "mfu": flops / secs / PEAK_BF16 if setup.device.type == "cuda" else None})
         del steps
         if setup.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+# The adaptation methods timed by `method_latency`, as config/tiny-en.yaml configures them (train.variants)
+METHODS = {
+    "lora": {"ranks": [8], "alpha": None, "target_modules": ["q_proj", "v_proj"], "scaling": "alpha/r", "dora": False, "dropout": 0.0},
+    "bitfit": {},
+    "adapter": {"bottleneck": [8, 64], "style": "houlsby"},
+    "prompt": {"length": [4, 16]},
+    "peft-ia3": {"type": "IA3", "target_modules": ["k_proj", "v_proj", "fc2"], "feedforward_modules": ["fc2"]},
+}
+LATENCY_BATCHES = (1, 2 * STUDY["batch"])  # batch 1 and the study's eval batch (the train stage times that one)
+
+
+def method_latency(model_dir: Path, device, frames: int, batches=LATENCY_BATCHES, reps: int = 20, channels: int = 2) -> list[dict]:
+    """Inference latency (ms, median of `reps`) of each method of :data:`METHODS` at each batch: base, unmerged, merged where it merges."""
+    from gwlora.config import expand_variants
+    from gwlora.model import apply_variant, build_classifier
+    from gwlora.train import inference_latency
+
+    rows = []
+    for variant in expand_variants({"variants": METHODS, "lr": 1e-3}).values():
+        torch.manual_seed(0)
+        model = apply_variant(build_classifier(model_dir, channels, frames, OURS_MODEL), variant).to(device)
+        for batch in batches:
+            x = torch.randn(batch, channels, WHISPER_N_MELS, frames, device=device)
+            timed = inference_latency(model, variant, x, reps)
+            row = {"variant": variant.name, "family": variant.family, "batch": batch, **{f"{k}_ms": v for k, v in timed.items()}}
+            for mode in ("unmerged", "merged"):
+                if mode in timed:
+                    row[f"{mode}_overhead_percent"] = 100 * (timed[mode] / timed["base"] - 1)
+            rows.append(row)
+        del model
+        if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
 
@@ -427,7 +468,7 @@ def main(argv=None) -> int:
     results: list[Result] = []
     record = {"machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "model": "whisper-small shape, random init"
               if not args.smoke else "tiny random init (smoke)", "shape": shape, "peak_flops": PEAK_BF16, "results": [],
-              "throughput": [], "auc_runs": [], "skipped": []}
+              "throughput": [], "latency": [], "auc_runs": [], "skipped": []}
 
     def on_alarm(*_):
         raise OutOfTime()
@@ -463,6 +504,14 @@ def main(argv=None) -> int:
         record["throughput"] = guarded(record, "throughput", lambda: throughput(dataclasses.replace(setup, reps=2 if args.smoke else 3), shape, batches, clock), [])
         for row in record["throughput"]:
             print("   ", json.dumps(row), flush=True)
+        print("inference latency per adaptation method:", flush=True)
+        if clock.left() < 90 * (not args.smoke):
+            record["skipped"].append("method latency: time budget")
+        else:
+            record["latency"] = guarded(record, "method latency", lambda: method_latency(
+                setup.model_dir, device, setup.n_samples // WHISPER_HOP_LENGTH, reps=2 if args.smoke else 20), [])
+            for row in record["latency"]:
+                print("   ", json.dumps(row), flush=True)
         if args.seeds == 0:
             record["skipped"].append("AUC gap: --seeds 0")
         elif (args.inputs / "features").is_dir():
@@ -504,6 +553,11 @@ def snippet(record: dict, results: list[Result]) -> str:
         else:
             mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
             lines.append(f"| {r['context']} | {r['batch']} | {r['variant']} | {r['step_ms']:.1f} | {r['samples_per_s']:.0f} | {r['tflops']:.1f} | {mfu} |")
+    if record["latency"]:
+        lines += ["", "| method | batch | base (ms) | unmerged (ms) | merged (ms) |", "|:--|--:|--:|--:|--:|"]
+        for r in record["latency"]:
+            cell = lambda mode: "—" if f"{mode}_ms" not in r else f"{r[f'{mode}_ms']:.2f} ({r[f'{mode}_overhead_percent']:+.0f}%)"  # noqa: E731
+            lines.append(f"| {r['variant']} | {r['batch']} | {r['base_ms']:.2f} | {cell('unmerged')} | {cell('merged')} |")
     for r in results:
         lines += [f"- [{r.number}] {note}" for note in r.notes]
     lines += [f"- skipped: {s}" for s in record["skipped"]]

@@ -62,3 +62,15 @@ def test_gpu_script_parses_the_targets_section_and_reads_the_studys_settings():
     assert args.only == "targets" and args.budget == 420 and parse([]).only == "all"
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert study_settings() == {"context": config["model"]["context"], "batch": config["train"]["batch_size"]}
+
+
+def test_gpu_method_latency_times_every_method_at_batch_1_and_the_study_batch(tmp_path):
+    """gpu.py's latency section, on the CPU with the smoke model: every method, both batch sizes, merged where peft merges."""
+    sys.path.insert(0, str(BENCH))
+    from gpu import TINY, build_model_dir, method_latency
+
+    rows = method_latency(build_model_dir(TINY, tmp_path / "model"), torch.device("cpu"), frames=100, batches=(1, 4), reps=1)
+    assert [(r["variant"], r["batch"]) for r in rows] == [
+        (v, b) for v in ("lora-r8", "bitfit", "adapter-b8", "adapter-b64", "prompt-l4", "prompt-l16", "peft-ia3") for b in (1, 4)]
+    assert all(r["base_ms"] > 0 and r["unmerged_ms"] > 0 for r in rows)
+    assert {r["variant"] for r in rows if "merged_ms" in r} == {"lora-r8", "peft-ia3"}  # adapters and prompts cannot merge

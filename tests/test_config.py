@@ -113,7 +113,7 @@ def test_defaults_are_filled():
 def test_variants_expand_to_wildcards_in_display_order():
     config = tiny_config()
     variants = expand_variants(config["train"])
-    assert list(variants) == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8"]
+    assert list(variants) == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8", "bitfit", "adapter-b8", "prompt-l4", "peft-ia3"]
     lora = variants["lora-r8"]
     assert (lora.rank, lora.alpha, lora.target_modules) == (8, 2.0, ("q_proj", "v_proj"))
     assert variants["full"].lr == config["train"]["variants"]["full"]["lr"]
@@ -159,7 +159,7 @@ def test_further_lora_families_expand_with_their_own_names():
     config["train"]["variants"]["lora-rs"] = {"ranks": [2, 8], "scaling": "alpha/sqrt(r)"}
     config["train"]["variants"]["lora-dora"] = {"ranks": [4], "dora": True}
     variants = expand_variants(validate(config, copy.deepcopy(SCHEMA))["train"])
-    assert list(variants)[-6:] == ["lora-r2", "lora-r8", "lora-all-r4", "lora-rs-r2", "lora-rs-r8", "lora-dora-r4"]
+    assert list(variants)[3:9] == ["lora-r2", "lora-r8", "lora-all-r4", "lora-rs-r2", "lora-rs-r8", "lora-dora-r4"]
     assert variants["lora-all-r4"].target_modules == ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     assert variants["lora-rs-r8"].rslora and variants["lora-rs-r8"].alpha == 2.0 and not variants["lora-r8"].rslora
     assert variants["lora-dora-r4"].dora and {v.family for v in variants.values() if v.config_key.startswith("lora")} == {"lora"}
@@ -282,14 +282,15 @@ def test_one_context_names_no_variant_and_a_list_is_an_axis():
     from gwlora.config import run_model_config
 
     single = tiny_config(model={**tiny_config()["model"], "context": "2s"})
-    assert list(expand_variants(single["train"], single["model"])) == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8"]
+    names = list(expand_variants(single["train"]))
+    assert names[:5] == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8"] and list(expand_variants(single["train"], single["model"])) == names
     assert "context" not in expand_variants(single["train"], single["model"])["full"].to_dict()  # records made before the axis, unchanged
     alone = tiny_config(model={**tiny_config()["model"], "context": ["5s"]})
     assert alone["model"]["context"] == "5s" and "full" in expand_variants(alone["train"], alone["model"])
 
     config = tiny_config(model={**tiny_config()["model"], "context": ["clip", "2.5s", "30s"]})
     variants = expand_variants(config["train"], config["model"])
-    assert list(variants)[:3] == ["full-ctxclip", "full-ctx2.5s", "full-ctx30s"] and len(variants) == 15
+    assert list(variants)[:3] == ["full-ctxclip", "full-ctx2.5s", "full-ctx30s"] and len(variants) == 3 * len(names)
     assert "lora-r8-ctx2.5s" in variants and variants["lora-r8-ctx2.5s"].context == "2.5s"
     for run in variants:  # safe as a folder and a Snakemake wildcard value
         assert re.fullmatch(r"[A-Za-z0-9._-]+", run), run

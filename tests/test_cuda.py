@@ -100,3 +100,32 @@ def test_auto_compiles_with_cuda_graphs_at_small_batches(toy, tmp_path):
     summary = run(toy, LORA, tmp_path, compile="auto", epochs=1)
     assert summary["compile"]["mode"] == "reduce-overhead" and summary["compile"]["fallback"] is None
     assert summary["test_auc"] > 0.9
+
+
+METHODS = [
+    Variant(name="bitfit", family="bitfit", config_key="bitfit", lr=1e-2),
+    Variant(name="adapter-b8", family="adapter", config_key="adapter", lr=3e-3, bottleneck=8, adapter_style="houlsby"),
+    Variant(name="prompt-l4", family="prompt", config_key="prompt", lr=3e-3, prompt_length=4),
+    Variant(name="peft-ia3", family="peft", config_key="peft-ia3", lr=1e-2, peft_type="IA3",
+            peft_config={"target_modules": ["k_proj", "v_proj", "fc2"], "feedforward_modules": ["fc2"]}),
+]
+
+
+@pytest.mark.parametrize("variant", METHODS, ids=lambda v: v.name)
+def test_other_methods_train_on_cuda_and_reload_on_the_cpu(toy, tmp_path, variant):
+    """Adapters, prompts, BitFit and a peft method under bf16 autocast; the best checkpoint scores the same on a CPU."""
+    from gwlora.model import apply_variant
+    from gwlora.train import load_best
+
+    root, config = toy
+    summary = run(toy, variant, tmp_path)
+    assert summary["precision"] == "bf16-autocast" and summary["val_auc"] > 0.9
+    assert {"base", "unmerged"} <= set(summary["latency_ms"]) and {"base", "unmerged"} <= set(summary["latency_ms_batch1"])
+    x = torch.from_numpy(np.load(root / "features" / "test" / "features.npy"))
+    cpu = apply_variant(build_classifier(root / "base_model", 2, 100, config["model"]), variant)
+    load_best(cpu, variant, tmp_path / BEST_DIR)
+    with torch.no_grad():
+        logits = cpu.eval()(x).numpy()
+    saved = pd.read_csv(tmp_path / "predictions.csv").logit.to_numpy()
+    assert np.corrcoef(logits, saved)[0, 1] > 0.99  # bf16 on the GPU, fp32 here: close, not equal
+    print(json.dumps({k: summary[k] for k in ("variant", "step_time_ms", "latency_ms", "latency_ms_batch1")}))

@@ -134,7 +134,7 @@ def test_make_figures_draws_only_a_subset_when_asked(tmp_path):
     "shape, figure, message",
     [
         ("no-lora", "val_auc_vs_rank", "no LoRA run"),
-        ("no-lora", "latency", "no LoRA run"),
+        ("no-lora", "latency", "no run of a method that adds to the model"),
         ("no-latency", "latency", "measured its inference latency"),
         ("audio-folder", "auc_vs_snr", r"auc_by_snr.csv .* has no rows"),
     ],

@@ -105,6 +105,15 @@ def test_curves_table_holds_every_evaluation(runs, tables):
     assert len(curves) == 4 * 2 and set(curves.variant) == {"full", "frozen", "lora-r2"}
 
 
+def test_latency_table_has_every_variant_at_batch_1_and_the_study_batch(tables):
+    latency = pd.read_csv(tables / "latency.csv")
+    assert list(zip(latency.variant, latency.batch)) == [(v, b) for v in ("full", "frozen", "lora-r2") for b in (1, 16)]
+    assert latency.base_ms.gt(0).all() and latency.seeds.tolist() == [1, 1, 2, 2, 1, 1]
+    lora = latency[latency.variant == "lora-r2"]
+    assert lora.unmerged_ms.notna().all() and lora.merged_ms.notna().all() and lora.merged_overhead_percent.notna().all()
+    assert latency[latency.variant != "lora-r2"][["unmerged_ms", "merged_ms"]].isna().all().all()  # nothing added to the base
+
+
 def test_aggregate_rejects_unfinished_run(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(StageError, match="no summary.json"):

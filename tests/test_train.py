@@ -124,8 +124,10 @@ DECAY = {"schedule": {"name": "cosine", "warmup_fraction": 0.2}, "head_lr_multip
 
 @pytest.mark.parametrize(
     "variant, recipe",
-    [(LORA, {}), (Variant(name="full", family="full", config_key="full", lr=1e-3), {}), (LORA, DECAY)],
-    ids=["lora", "full", "lora-warmup-cosine-head-lr"],
+    [(LORA, {}), (Variant(name="full", family="full", config_key="full", lr=1e-3), {}), (LORA, DECAY),
+     (Variant(name="adapter-b4", family="adapter", config_key="adapter", lr=3e-3, bottleneck=4, adapter_style="houlsby"), {}),
+     (Variant(name="prompt-l4", family="prompt", config_key="prompt", lr=3e-3, prompt_length=4), {})],
+    ids=["lora", "full", "lora-warmup-cosine-head-lr", "adapter", "prompt"],
 )
 def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, recipe, caplog):
     """A run interrupted mid-epoch and started again ends exactly like an uninterrupted run (the schedule's position included)."""

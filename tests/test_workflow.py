@@ -43,7 +43,7 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
     return done
 
 
-@pytest.mark.parametrize("configfile, n_train", [(None, 10 * 3), ("config/demo.yaml", 5)])
+@pytest.mark.parametrize("configfile, n_train", [(None, 10 * 3), ("config/demo.yaml", 9)])
 def test_dry_run(tmp_path, configfile, n_train):
     args = ["-n", "--cores", "2"] + (["--configfile", configfile] if configfile else [])
     out = snakemake(workflow_copy(tmp_path), *args).stdout
@@ -133,7 +133,7 @@ def test_demo_end_to_end(tmp_path):
         names = {Path(n).name for n in report.namelist()}
         page = report.read("report/report.html").decode()
     figures = {p.name for p in (results / "figures").glob("*.png")}
-    assert len(figures) == 10 and figures | {"summary.csv", "runs.csv", "differences.csv", "auc_by_snr.csv", "index.html"} <= names
+    assert len(figures) == 10 and figures | {"summary.csv", "runs.csv", "differences.csv", "auc_by_snr.csv", "latency.csv", "index.html"} <= names
     assert "Validation AUC against cumulative training time" in page  # a caption
 
 

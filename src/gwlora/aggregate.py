@@ -28,6 +28,11 @@ Outputs, in one directory:
   above -0.005, ``no`` when its high end is below, else ``undecided``), and the
   shortest context that does (``undecided`` when a shorter one's interval cannot
   tell); only the header otherwise;
+* ``latency.csv``: per variant (at its selected lr) and batch size (1 and the
+  study's eval batch), the inference latency of the base model, of the method
+  unmerged and, where peft merges it, merged, with each one's overhead over
+  the base (the mean over seeds of each run's own ratio, as the LoRA paper's
+  Table 1 reports adapters against the base model);
 * ``study.json``: what the study ran, for the deck: the base model's record
   (with its FFN width), each data split's size and labels, each variant's
   configuration, and the software and hardware of the runs. The deck reads
@@ -71,9 +76,15 @@ METRICS = {
 }
 
 
-def variant_sort_key(family: str, config_key: str, rank: float | None, layers: float | None) -> tuple:
-    """Display order: family, then LoRA family (lora before lora-*), then depth or rank."""
-    return (FAMILY_ORDER.index(family), config_key != family, config_key, 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank)
+def variant_sort_key(family: str, config_key: str, rank: float | None, layers: float | None, size: float | None = None) -> tuple:
+    """Display order: family, then LoRA family (lora before lora-*), then depth, rank or size (bottleneck, prompt length)."""
+    return (FAMILY_ORDER.index(family), config_key != family, config_key, 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank,
+            0 if size is None or pd.isna(size) else size)
+
+
+LATENCY_MODES = ("base", "unmerged", "merged")
+# What each run's summary says about the sequence the encoder layers saw (absent in records older than the prompt family)
+SEQUENCE_COLUMNS = ("positions", "audio_positions", "prompt_positions", "audio_seconds_lost")
 
 
 def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -88,14 +99,19 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         record = read_json(run_dir / "summary.json")
         variant = record["variant_config"]
         row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
-        row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"])
+        row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"],
+                   bottleneck=variant.get("bottleneck"), adapter_style=variant.get("adapter_style"),
+                   prompt_length=variant.get("prompt_length"), peft_type=variant.get("peft_type"))
         axis = variant.get("context")  # set for runs on the context axis only
         row["context_axis"] = axis
         row["base_variant"] = record["variant"].removesuffix(context_suffix(axis)) if axis else record["variant"]
         row["peak_memory_mb"] = record["peak_memory_bytes"] / 2**20
         row["checkpoint_mb"] = record["checkpoint_bytes"] / 2**20
-        for mode in ("base", "unmerged", "merged"):
-            row[f"latency_{mode}_ms"] = record["latency_ms"].get(mode, np.nan)  # base only, unless the variant merges
+        for mode in LATENCY_MODES:
+            row[f"latency_{mode}_ms"] = record["latency_ms"].get(mode, np.nan)  # base only, unless the variant adds or merges
+            row[f"latency_{mode}_b1_ms"] = record.get("latency_ms_batch1", {}).get(mode, np.nan)
+        for key in SEQUENCE_COLUMNS:
+            row[f"sequence_{key}"] = record.get("sequence", {}).get(key, np.nan)
         row["run_dir"] = str(run_dir)
         rows.append(row)
         curve = pd.read_csv(run_dir / "curve.csv")
@@ -108,7 +124,8 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(dupes):
         raise StageError(f"duplicate runs for (variant, lr, seed) {sorted(set(zip(dupes.variant, dupes.lr, dupes.seed)))}")
     runs["_key"] = [
-        variant_sort_key(f, g, r, k) for f, g, r, k in zip(runs.family, runs.config_key, runs["rank"], runs["layers"])
+        variant_sort_key(f, g, r, k, b if not pd.isna(b) else n)
+        for f, g, r, k, b, n in zip(runs.family, runs.config_key, runs["rank"], runs["layers"], runs["bottleneck"], runs["prompt_length"])
     ]
     runs = runs.sort_values(["_key", "lr", "seed"]).drop(columns="_key").reset_index(drop=True)
     order = list(dict.fromkeys(runs.variant))
@@ -141,6 +158,13 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         family=("family", "first"),
         config_key=("config_key", "first"),
         rank=("rank", "first"),
+        bottleneck=("bottleneck", "first"),
+        adapter_style=("adapter_style", "first"),
+        prompt_length=("prompt_length", "first"),
+        peft_type=("peft_type", "first"),
+        sequence_positions=("sequence_positions", "first"),
+        sequence_audio_positions=("sequence_audio_positions", "first"),
+        audio_seconds_lost=("sequence_audio_seconds_lost", "first"),
         seeds=("seed", "nunique"),
         trainable_parameters=("trainable_parameters", "first"),
         trainable_percent=("trainable_percent", "first"),
@@ -157,6 +181,34 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         out[f"{col}_std"] = grouped[col].std(ddof=1) if n.max() > 1 else np.nan
         out[f"{col}_ci95"] = t95 * out[f"{col}_std"] / np.sqrt(n)  # half-width of the 95% t interval
     return out.loc[order].reset_index()
+
+
+LATENCY_COLUMNS = ["variant", "family", "batch", "seeds", "base_ms", "unmerged_ms", "merged_ms",
+                   "unmerged_overhead_percent", "unmerged_overhead_percent_std", "merged_overhead_percent", "merged_overhead_percent_std"]
+
+
+def latency_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Inference latency per variant (selected lr) at batch 1 and at the study's eval batch: mean ms over seeds, overhead over the base.
+
+    A run's overhead is its method's time over its own base time (both timed in
+    the same process, one after the other), averaged over seeds.
+    """
+    runs = runs[runs.selected]
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        for batch, suffix in ((1, "_b1"), (int(group.latency_batch.iloc[0]), "")):
+            base = group[f"latency_base{suffix}_ms"]
+            if base.isna().all():
+                continue  # not timed (train.latency_batches 0, or a record without batch-1 timings)
+            row = {"variant": variant, "family": group.family.iloc[0], "batch": batch, "seeds": int(base.notna().sum()), "base_ms": base.mean()}
+            for mode in ("unmerged", "merged"):
+                ms = group[f"latency_{mode}{suffix}_ms"]
+                overhead = 100 * (ms / base - 1)
+                row[f"{mode}_ms"] = ms.mean()
+                row[f"{mode}_overhead_percent"] = overhead.mean()
+                row[f"{mode}_overhead_percent_std"] = overhead.std(ddof=1) if overhead.notna().sum() > 1 else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows, columns=LATENCY_COLUMNS)
 
 
 def _fmt(mean: float, std: float, decimals: int) -> str:
@@ -491,7 +543,8 @@ def aggregate(
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
     tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("differences.csv", diffs),
               ("auc_by_snr.csv", auc_by_snr(predictions)), ("shift_runs.csv", scores), ("shift.csv", shift_table(scores, by_test_set)),
-              ("efficiency.csv", efficiency(by_test_set, float(runs.tpr_fpr.iloc[0]))), ("context.csv", context_table(runs[runs.selected], predictions)))
+              ("efficiency.csv", efficiency(by_test_set, float(runs.tpr_fpr.iloc[0]))), ("context.csv", context_table(runs[runs.selected], predictions)),
+              ("latency.csv", latency_table(runs)))
     for name, frame in tables:
         with atomic_file(out_dir / name) as tmp:
             frame.to_csv(tmp, index=False)

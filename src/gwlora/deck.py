@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from . import browser, constants
-from .aggregate import CALIBRATION_METRICS, COST_METRICS, IN_DISTRIBUTION, QUALITY_METRICS, format_parameters, markdown_table
+from .aggregate import CALIBRATION_METRICS, COST_METRICS, IN_DISTRIBUTION, QUALITY_METRICS, display_table, format_parameters, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .config import ENCODER_LINEAR_MODULES
 from .markdown import Markdown, code_block, code_span, escape, plain_path
@@ -161,6 +161,12 @@ def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
     out["comparisons"] = [
         c for v in summary.variant for b in ("full", "frozen") if v != b and (c := comparison(diffs, v, b)) is not None
     ]
+    # one row per variant, a column per baseline: the slide holds every variant of a study with several methods
+    out["comparison_rows"] = [
+        {"variant": v, **{b: next((c["text"] for c in out["comparisons"] if c["variant"] == v and c["baseline"] == b), "—")
+                          for b in ("full", "frozen")}}
+        for v in summary.variant if any(c["variant"] == v for c in out["comparisons"])
+    ]
     lora = summary[summary.family == "lora"]
     if len(lora):
         top = _best(lora)
@@ -185,6 +191,91 @@ def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
     sweep = rank_sweep(summary, diffs)
     if sweep:
         out["ranks"] = sweep
+    return out
+
+
+# The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
+PAPER_ADAPTER_OVERHEAD = (2, 30)
+# The methods set against LoRA on the comparison slide (besides the full and frozen baselines)
+METHOD_FAMILIES = ("lora", "bitfit", "adapter", "prompt", "peft")
+# Columns of the comparison slide: quality with its paired interval (Δ vs full), then cost
+METHOD_METRICS = ("test_auc", "step_time_ms", "checkpoint_mb")
+
+
+def methods_table(summary: pd.DataFrame) -> Markdown | None:
+    """LoRA against the other adaptation methods, with the full and frozen baselines: None unless a method besides LoRA ran."""
+    if not summary.family.isin(METHOD_FAMILIES[1:]).any():
+        return None
+    rows = summary[summary.family.isin(("full", "frozen", *METHOD_FAMILIES))]
+    table = display_table(rows, METHOD_METRICS).drop(columns=["seeds", "% of full"])  # narrow enough for one slide
+    table["variant"] = table["variant"].map(escape)
+    return Markdown(table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True))
+
+
+def _overhead(percent: float) -> str:
+    return "n/a" if pd.isna(percent) else f"{percent:+.0f}%"
+
+
+def latency_rows(latency: pd.DataFrame) -> dict:
+    """The latency slide: one row per method that adds to the model, base / unmerged / merged ms (overhead) at each batch size.
+
+    Variants that are the base architecture (full, frozen, partial) time the base only; they are named, not tabled.
+    """
+    def cell(ms, percent):
+        return "—" if pd.isna(ms) else f"{ms:.2f} ({_overhead(percent)})"
+
+    added = latency[latency.unmerged_ms.notna()]
+    batches = sorted(int(b) for b in added.batch.unique())
+    rows = []
+    for variant, group in added.groupby("variant", sort=False):
+        by_batch = {int(r.batch): r for r in group.itertuples()}
+        rows.append({"variant": variant, "cells": [
+            part for b in batches for part in (
+                (_num(by_batch[b].base_ms, 2), cell(by_batch[b].unmerged_ms, by_batch[b].unmerged_overhead_percent),
+                 cell(by_batch[b].merged_ms, by_batch[b].merged_overhead_percent)) if b in by_batch else ("n/a", "n/a", "n/a"))]})
+    base_only = [v for v in dict.fromkeys(latency.variant) if v not in set(added.variant)]
+    return {"batches": batches, "rows": rows, "base_only": base_only}
+
+
+def _verdict(seen: bool) -> str:
+    return "confirmed" if seen else "not seen here"
+
+
+def introduction_claims(summary: pd.DataFrame, latency: pd.DataFrame, context: str) -> dict:
+    """The outline's two claims about the other methods, each with this run's number and a verdict from the data.
+
+    Adapters add inference latency: confirmed when an adapter variant's batch-1 overhead over the base exceeds
+    the timing noise (:data:`TIMING_NOISE`). Prompts reduce the available sequence length: confirmed when the
+    prompts took audio positions (30 s context); with clip context they lengthen the sequence instead.
+    """
+    out = {}
+    small = latency[latency.batch == 1]
+    adapters = small[small.family == "adapter"]
+    if len(adapters):
+        worst = adapters.loc[adapters.unmerged_overhead_percent.idxmax()]
+        big = latency[(latency.family == "adapter") & (latency.batch > 1)]
+        out["adapter"] = {
+            "variant": worst.variant, "batch1": _overhead(worst.unmerged_overhead_percent),
+            "study_batch": int(big.batch.iloc[0]) if len(big) else None,
+            "at_study_batch": _overhead(big.set_index("variant").unmerged_overhead_percent.get(worst.variant, float("nan"))) if len(big) else None,
+            "paper": f"+{PAPER_ADAPTER_OVERHEAD[0]}% to +{PAPER_ADAPTER_OVERHEAD[1]}%",
+            "verdict": _verdict(bool(worst.unmerged_overhead_percent > 100 * TIMING_NOISE)),
+        }
+    merged = small[(small.family == "lora") & small.merged_ms.notna()]
+    if len(merged):
+        row = merged.loc[merged.merged_overhead_percent.abs().idxmax()]
+        out["lora_merged"] = {"variant": row.variant, "batch1": _overhead(row.merged_overhead_percent),
+                              "verdict": _verdict(bool(abs(row.merged_overhead_percent) < 100 * TIMING_NOISE))}
+    prompts = summary[summary.family == "prompt"]
+    if len(prompts):
+        longest = prompts.loc[prompts.prompt_length.idxmax()]
+        frozen = summary[summary.family == "frozen"]
+        entry = {"variant": longest.variant, "length": int(longest.prompt_length), "context": context,
+                 "positions": _num(longest.sequence_positions, 0), "audio_positions": _num(longest.sequence_audio_positions, 0),
+                 "seconds_lost": _num(longest.audio_seconds_lost, 2),
+                 "step_vs_frozen": timing(longest.step_time_ms / frozen.step_time_ms.iloc[0]) if len(frozen) else None}
+        entry["verdict"] = _verdict(bool(longest.audio_seconds_lost > 0))
+        out["prompt"] = entry
     return out
 
 
@@ -283,6 +374,7 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
     snr_path = tables_dir / "auc_by_snr.csv"
     auc_snr = pd.read_csv(snr_path) if snr_path.exists() else pd.DataFrame(columns=["variant"])
     diffs = pd.read_csv(tables_dir / "differences.csv")
+    latency = pd.read_csv(tables_dir / "latency.csv")
     best = _best(summary).variant
     test_sets = {name: overrides(config["data"], data) for name, data in config["evaluation"]["test_sets"].items()}
     config_sections = {  # the shifted test sets as the overrides they are, not as the whole data sections validation made of them
@@ -308,6 +400,9 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "table_calibration_md": Markdown(markdown_table(summary, CALIBRATION_METRICS, parameters=False).rstrip()),
         "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False, learned=False).rstrip()),
         "analysis": analysis(summary, diffs),
+        "methods_md": methods_table(summary),
+        "latency": latency_rows(latency),
+        "claims": introduction_claims(summary, latency, config["model"]["context"]),
         "snr": snr_findings(auc_snr, best),
         "shift": shift_findings(pd.read_csv(tables_dir / "shift.csv"), config),
         "not_learned": not_learned(runs),

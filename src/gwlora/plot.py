@@ -12,8 +12,9 @@ to this stage (``--figures``), which draws exactly them:
   the learning rate, the lr selected on validation marked) and ``pareto`` (test
   AUC at each variant's selected lr against parameters, memory and step time,
   with the Pareto front);
-* with LoRA variants: ``val_auc_vs_rank`` (full and frozen as reference lines),
-  and ``latency`` (base, LoRA unmerged and merged) unless
+* with LoRA variants: ``val_auc_vs_rank`` (full and frozen as reference lines);
+* with a method that adds to the model (LoRA, adapters, prompts, BitFit, peft):
+  ``latency`` (base, the method unmerged, and merged where it merges) unless
   ``train.latency_batches`` is 0;
 * with injected signals (``data.source`` in ``INJECTION_SOURCES``): ``auc_vs_snr``
   and ``efficiency`` (detection efficiency at the FPR against injected SNR, one
@@ -48,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from .cli import StageError, atomic_file, run_stage
-from .config import expand_variants
+from .config import BASE_ARCHITECTURE, expand_variants
 from .constants import INJECTION_SOURCES, WHISPER_FRAMES_PER_SECOND
 
 log = logging.getLogger("gwlora.plot")
@@ -229,18 +230,20 @@ def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
 
 
 def plot_latency(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Inference latency of the base model, LoRA unmerged and LoRA merged, per LoRA variant."""
+    """Inference latency of the base model, the method unmerged and merged (where it merges), per variant that adds to the model."""
     require(runs, ("variant", "family", *LATENCY_MODELS), "runs.csv")
-    lora = lora_runs(runs)
-    if lora.latency_unmerged_ms.isna().all():
-        raise StageError("no LoRA run measured its inference latency (train.latency_batches 0 when they ran?)")
-    timed = lora.melt(id_vars=["variant"], value_vars=list(LATENCY_MODELS), var_name="model", value_name="ms").dropna()
+    methods = runs[~runs.family.isin(BASE_ARCHITECTURE)]
+    if methods.empty:
+        raise StageError("runs.csv has no run of a method that adds to the model (LoRA, adapters, prompts, peft)")
+    if methods.latency_unmerged_ms.isna().all():
+        raise StageError("no run measured its inference latency (train.latency_batches 0 when they ran?)")
+    timed = methods.melt(id_vars=["variant"], value_vars=list(LATENCY_MODELS), var_name="model", value_name="ms").dropna()
     timed["model"] = timed["model"].map(LATENCY_MODELS)
     fig, ax = canvas.figure()
     sns.barplot(data=timed, x="variant", y="ms", hue="model", hue_order=list(LATENCY_MODELS.values()), ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel("forward pass of one batch (ms)")
-    ax.set_title("Inference latency: base, LoRA unmerged, LoRA merged (single timings: differences within ±10% are noise)", fontsize="medium")
+    ax.set_title("Inference latency: base, method unmerged, merged where it can be (single timings: ±10% is noise)", fontsize="medium")
     ax.tick_params(axis="x", rotation=30, labelsize="small")
     ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the bars, never over them
     return fig
@@ -485,17 +488,16 @@ def figure_names(config: dict) -> list[str]:
     """The figures a (validated) config produces, in drawing order: the one place that decides it.
 
     Every config: the example inputs, the two training curves, test AUC vs
-    parameters, the costs, the lr sensitivity and the Pareto figure. LoRA variants add the rank figure, and the
-    latency figure unless ``train.latency_batches`` is 0. Data with injected
-    signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR and the
-    detection efficiency; shifted test sets (``evaluation.test_sets``) the AUC per
-    test set; a list of contexts (``model.context``) the context figure.
+    parameters, the costs, the lr sensitivity and the Pareto figure. LoRA variants add the rank figure; any family
+    beyond full, frozen and partial adds the latency figure unless ``train.latency_batches`` is 0. Data with injected
+    signals (``data.source`` in ``INJECTION_SOURCES``) add AUC vs SNR and the detection efficiency; shifted test
+    sets (``evaluation.test_sets``) the AUC per test set; a list of contexts (``model.context``) the context figure.
     """
     train = config["train"]
-    lora = any(v.family == "lora" for v in expand_variants(train).values())
+    families = {v.family for v in expand_variants(train).values()}
     produced = {
-        "val_auc_vs_rank": lora,
-        "latency": lora and train["latency_batches"] > 0,
+        "val_auc_vs_rank": "lora" in families,
+        "latency": bool(families - set(BASE_ARCHITECTURE)) and train["latency_batches"] > 0,
         "auc_vs_snr": config["data"]["source"] in INJECTION_SOURCES,
         "efficiency": config["data"]["source"] in INJECTION_SOURCES,
         "shift_auc": bool(config["evaluation"]["test_sets"]),

@@ -9,16 +9,20 @@ The run record, read by `aggregate`, `plot` and `deck`:
 * ``summary.json``: the variant, seed, parameter counts, best validation AUC
   and loss, training time in total and to the best checkpoint, test metrics of
   the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
-  samples/s, peak memory, checkpoint size, inference latency (base, LoRA
-  unmerged and merged), device, precision, ``torch.compile`` (the mode asked
-  for and the one that ran, why it fell back to eager, ``compile_time_s``,
-  which ``train_time_s`` excludes), versions and git commit; whether the
-  run learned (:func:`learning_problems`); and what :mod:`gwlora.evaluate`
-  needs to rebuild the model and score the checkpoint again;
+  samples/s, peak memory, checkpoint size, inference latency at the study's
+  eval batch and at batch 1 (the base model; the method unmerged, for every
+  method that adds modules or changes weights; merged, where peft can merge
+  it), the sequence the encoder layers see (prompt tuning's cost), device,
+  precision, ``torch.compile`` (the mode asked for and the one that ran, why it
+  fell back to eager, ``compile_time_s``, which ``train_time_s`` excludes),
+  versions and git commit; whether the run learned (:func:`learning_problems`);
+  and what :mod:`gwlora.evaluate` needs to rebuild the model and score the
+  checkpoint again;
 * ``predictions.csv``: the best checkpoint's logit for every test window, with
   its label and injection SNR (for AUC against SNR);
 * ``best/``: the best checkpoint (lowest val loss): a peft adapter
-  (``save_pretrained``, head included) for LoRA, the trained tensors otherwise,
+  (``save_pretrained``, head included) for LoRA and the other peft methods,
+  the trained tensors otherwise (bitfit's biases, adapters, prompts, ...),
   and ``checksums.json`` (every file's SHA-256, verified before it is loaded);
 * ``tensorboard/``: the same curve as TensorBoard event files;
 * ``checkpoint/last.pt`` while running: the state a killed run resumes from,
@@ -70,8 +74,9 @@ from tqdm import tqdm
 from .base_model import load_record
 from .cli import StageError, atomic_dir, atomic_file, json_arg, read_json, run_stage, write_json
 from .download import sha256_of
-from .config import Variant
+from .config import BASE_ARCHITECTURE, PEFT_FAMILIES, Variant
 from .features import load_features, load_snr
+from .methods import disabled, sequence_cost
 from .model import apply_variant, build_classifier, count_parameters
 
 log = logging.getLogger("gwlora.train")
@@ -266,9 +271,9 @@ CHECKSUMS_FILE = "checksums.json"
 
 
 def save_best(model, variant: Variant, best_dir: Path) -> None:
-    """The best weights so far: a peft adapter (save_pretrained) for LoRA, else the trained tensors; with every file's SHA-256."""
+    """The best weights so far: a peft adapter (save_pretrained) for peft's methods, else the trained tensors; with every file's SHA-256."""
     with atomic_dir(best_dir) as tmp:
-        if variant.family == "lora":
+        if variant.family in PEFT_FAMILIES:
             model.save_pretrained(tmp)
         else:
             trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
@@ -290,7 +295,7 @@ def verify_checkpoint(best_dir: Path) -> None:
 def load_best(model, variant: Variant, best_dir: Path) -> None:
     verify_checkpoint(best_dir)
     device = str(next(model.parameters()).device)
-    if variant.family == "lora":
+    if variant.family in PEFT_FAMILIES:
         set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=device))
     else:
         model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)
@@ -351,39 +356,58 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> flo
 
 
 @torch.no_grad()
-def latency_ms(model, x: torch.Tensor, reps: int) -> float:
-    """Median wall time of one forward pass of batch `x`, in milliseconds."""
+def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> dict[str, float]:
+    """Median wall time in milliseconds of one forward pass of batch `x` under each mode (a context-manager factory).
+
+    The modes' passes alternate (A B, then B A, ...) after three untimed
+    warm-up rounds, so that a machine's changing load falls on every mode
+    alike and their ratio survives a shared machine.
+    """
+    modes = modes or {"base": nullcontext}
     model.eval()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in modes}
     for i in range(reps + 3):
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        start = time.perf_counter()
-        with autocast_for(x.device):
-            model(x)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        if i >= 3:  # warm-up passes are not timed
-            times.append(time.perf_counter() - start)
+        for name in list(modes) if i % 2 == 0 else list(reversed(modes)):
+            with modes[name]():
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                start = time.perf_counter()
+                with autocast_for(x.device):
+                    model(x)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+            if i >= 3:  # warm-up passes are not timed
+                times[name].append(time.perf_counter() - start)
     model.train()
-    return 1000 * float(np.median(times))
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
 def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
-    """Latency of the base model, and for LoRA of the unmerged and the merged (B A folded into W) model."""
+    """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
+
+    The base model is the method switched off (peft's ``disable_adapter``, or
+    :func:`gwlora.methods.disabled`), timed alternately with the method
+    (:func:`latency_ms`); the merged model is timed after them. BitFit changes
+    biases only, so its "unmerged" model is the base architecture with other
+    biases. Full, frozen and partial fine-tuning time the base only.
+    """
     if reps <= 0:
         return {}
-    if variant.family != "lora":
-        return {"base": latency_ms(model, x, reps)}
-    with model.disable_adapter():
-        base = latency_ms(model, x, reps)
-    unmerged = latency_ms(model, x, reps)
-    model.merge_adapter()
+    if variant.family in BASE_ARCHITECTURE:
+        return latency_ms(model, x, reps)
+    if variant.family not in PEFT_FAMILIES:
+        return latency_ms(model, x, reps, {"base": lambda: disabled(model), "unmerged": nullcontext})
+    out = latency_ms(model, x, reps, {"base": model.disable_adapter, "unmerged": nullcontext})
     try:
-        merged = latency_ms(model, x, reps)
+        model.merge_adapter()
+    except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
+        log.info("%s: not merged for latency (%s)", variant.name, exc)
+        return out
+    try:
+        out.update(merged=latency_ms(model, x, reps)["base"])
     finally:
         model.unmerge_adapter()
-    return {"base": base, "unmerged": unmerged, "merged": merged}
+    return out
 
 
 def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_config: dict, n_train: int) -> dict:
@@ -710,6 +734,8 @@ def summarise(run: Run, state: RunState) -> dict:
         log.warning("%s did not learn: %s", run.label, problem)
     x_latency, _ = val.batch(torch.arange(min(run.eval_batch_size, val.n)))
     latency = inference_latency(run.model, run.variant, x_latency, run.train_config["latency_batches"])
+    latency_1 = inference_latency(run.model, run.variant, x_latency[:1], run.train_config["latency_batches"])
+    classifier = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
     curve, best = state.curve, state.best
     summary = {
         "variant": run.variant.name,
@@ -752,6 +778,9 @@ def summarise(run: Run, state: RunState) -> dict:
         "checkpoint_bytes": dir_bytes(run.out_dir / BEST_DIR),
         "latency_ms": latency,
         "latency_batch": int(x_latency.shape[0]),
+        "latency_ms_batch1": latency_1,
+        "sequence": sequence_cost(run.variant, run.model_config["context"], classifier.clip_positions,
+                                  classifier.encoder.embed_positions.num_embeddings),
         "peak_memory_bytes": peak_memory_bytes(run.device),
         # settings and provenance
         "device": str(run.device),

@@ -20,6 +20,7 @@ rule aggregate:
         shift=report(f"{RESULTS}/tables/shift.csv", caption="../report/shift.rst", category="Tables", labels={"table": "shifted test sets"}),
         shift_runs=f"{RESULTS}/tables/shift_runs.csv",
         efficiency=report(f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="Tables", labels={"table": "detection efficiency"}),
+        latency=report(f"{RESULTS}/tables/latency.csv", caption="../report/latency_table.rst", category="Tables", labels={"table": "latency"}),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),
