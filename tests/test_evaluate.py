@@ -112,3 +112,11 @@ def test_features_of_another_shape_are_refused_naming_both(trained, tmp_path):
 def test_a_folder_that_is_not_a_finished_run_is_named(tmp_path, built, capsys):
     assert main(["--run", str(tmp_path), "--features", str(built["root"] / "features" / "test"), "--out", str(tmp_path / "out")]) != 0
     assert "no summary.json, so not a finished training run" in capsys.readouterr().err
+
+
+def test_the_workflow_form_writes_beside_each_run_and_out_takes_one_run(built, trained, tmp_path, capsys):
+    features = str(built["root"] / "features" / "test")
+    assert main(["--run", str(trained), "--features", features, "--name", "again"]) == 0
+    assert json.loads((trained / "shift" / "again" / "metrics.json").read_text())["auc"] == json.loads((trained / "summary.json").read_text())["test_auc"]
+    assert main(["--run", str(trained), str(trained), "--features", features, "--out", str(tmp_path / "one")]) != 0
+    assert "--out holds one run's scores; give --name" in capsys.readouterr().err and not (tmp_path / "one").exists()

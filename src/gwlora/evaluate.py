@@ -1,7 +1,8 @@
 """Stage `evaluate`: score a trained run's best checkpoint on a feature cache, without retraining.
 
-The workflow runs it for every run (variant, lr, seed) and every shifted test
-set of ``evaluation.test_sets``; users run it on data of their own::
+The workflow runs it once per shifted test set of ``evaluation.test_sets``,
+for every run (variant, lr, seed) in one process (``--name``: each run's
+``shift/<name>/``); users run it on data of their own::
 
     gwlora-evaluate --run results/demo/runs/lora-r8/seed0 --features results/demo/features/shift-quiet --out scored/
 
@@ -91,21 +92,26 @@ def score_run(run_dir: str | Path, features_dir: str | Path, out: str | Path, mo
 
 
 def _parser(p):
-    p.add_argument("--run", required=True, help="a finished run's directory (its summary.json and best/ checkpoint)")
+    p.add_argument("--run", required=True, nargs="+", help="finished runs' directories (each with summary.json and a best/ checkpoint)")
     p.add_argument("--features", required=True, help="a feature cache made by the features stage (e.g. results/<experiment>/features/shift-<name>)")
     p.add_argument("--model", help="the base model directory the run started from (default: the one its summary.json names)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the device type the run was trained on, else the CPU)")
-    p.add_argument("--out", required=True, help="output directory: predictions.csv and metrics.json")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="output directory of one run's predictions.csv and metrics.json")
+    where.add_argument("--name", help="a test set's name: each run's scores go to RUN/shift/NAME/ (the workflow's evaluate rule)")
 
 
 def _run(args):
-    """Score a trained run's best checkpoint on a feature cache."""
-    record = score_run(args.run, args.features, args.out, args.model, args.device)
-    log.info(
-        "%s seed %d on %s: AUC %.4f, TPR %.3f at %g FPR, accuracy %.3f, Brier %.4f over %d windows%s",
-        record["run"], record["seed"], args.features, record["auc"], record["tpr_at_fpr"], record["tpr_fpr"], record["accuracy"],
-        record["brier"], record["n_windows"], " (every window one class)" if record["one_class"] else "",
-    )
+    """Score trained runs' best checkpoints on a feature cache."""
+    if args.out and len(args.run) > 1:
+        raise StageError("--out holds one run's scores; give --name to score several runs (each into RUN/shift/NAME/)")
+    for run in args.run:
+        record = score_run(run, args.features, args.out or Path(run) / "shift" / args.name, args.model, args.device)
+        log.info(
+            "%s seed %d on %s: AUC %.4f, TPR %.3f at %g FPR, accuracy %.3f, Brier %.4f over %d windows%s",
+            record["run"], record["seed"], args.features, record["auc"], record["tpr_at_fpr"], record["tpr_fpr"], record["accuracy"],
+            record["brier"], record["n_windows"], " (every window one class)" if record["one_class"] else "",
+        )
 
 
 def main(argv=None) -> int:

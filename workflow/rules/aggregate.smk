@@ -3,7 +3,7 @@ rule aggregate:
     input:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
-        shifted=expand(rules.evaluate.output.metrics, variant=VARIANTS, seed=SEEDS, test_set=TEST_SETS),
+        shifted=expand(rules.evaluate.output.metrics, test_set=TEST_SETS),
         model=rules.base_model.output,
         data=expand(rules.dataset.output, split=[*SPLITS, *shifted_splits(config)]),
     output:
