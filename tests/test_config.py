@@ -15,7 +15,7 @@ def demo() -> dict:
         return yaml.safe_load(fh)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml", "tiny-en.yaml", "gpu.yaml"])
 def test_shipped_configs_validate(name):
     config = load_and_validate(REPO / "config" / name, SCHEMA_PATH)
     assert config["train"]["variants"]

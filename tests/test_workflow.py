@@ -43,11 +43,15 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
     return done
 
 
-@pytest.mark.parametrize("configfile, n_train", [(None, 10 * 3), ("config/demo.yaml", 9)])
-def test_dry_run(tmp_path, configfile, n_train):
+@pytest.mark.parametrize("configfile, n_train, n_test_sets", [(None, 10 * 3, 0), ("config/demo.yaml", 9, 1), ("config/gpu.yaml", 12 * 3, 2)])
+def test_dry_run(tmp_path, configfile, n_train, n_test_sets):
     args = ["-n", "--cores", "2"] + (["--configfile", configfile] if configfile else [])
-    out = snakemake(workflow_copy(tmp_path), *args).stdout
+    root = workflow_copy(tmp_path)
+    if configfile == "config/gpu.yaml":  # its encoder is a local folder, ../shared/models beside the checkout
+        (tmp_path / "shared").symlink_to(REPO.parent / "shared")
+    out = snakemake(root, *args).stdout
     assert re.search(rf"^train\s+{n_train}$", out, re.M), out
+    assert re.search(rf"^evaluate\s+{n_test_sets}$", out, re.M) or (n_test_sets == 0 and not re.search(r"^evaluate\s", out, re.M)), out
     for rule in ("base_model", "dataset", "features", "aggregate", "plot", "deck"):
         assert re.search(rf"^{rule}\s+\d+$", out, re.M), rule
 
