@@ -128,8 +128,9 @@ def test_demo_runs_through_the_slurm_executor_on_a_fake_cluster(tmp_path, monkey
     for argv in calls:
         by_rule.setdefault(re.match(r"rule_([a-z_]+?)(?:_wildcards_.*)?$", option(argv, "--comment")).group(1), []).append(argv)
     # download, base_model and deck are local rules: never submitted
-    assert sorted(by_rule) == ["aggregate", "dataset", "features", "plot", "train"]
-    assert len(by_rule["train"]) == 2 and len(by_rule["dataset"]) == len(by_rule["features"]) == 3
+    assert sorted(by_rule) == ["aggregate", "dataset", "evaluate", "features", "plot", "train"]
+    # three splits and the demo's shifted test set; one evaluate job scores both runs on it
+    assert len(by_rule["train"]) == 2 and len(by_rule["dataset"]) == len(by_rule["features"]) == 4 and len(by_rule["evaluate"]) == 1
     for rule, argvs in by_rule.items():
         for argv in argvs:
             assert option(argv, "-p") == "testpartition" and option(argv, "-A") == "testaccount"

@@ -56,6 +56,16 @@ def test_a_bad_test_set_is_named_before_anything_runs(test_set, message):
         with_test_sets(bad=test_set)
 
 
+def test_an_audio_test_set_keeps_the_experiments_seed_and_an_unread_key_is_named():
+    audio = {"source": "audiofolder", "audiofolder": {"path": "clips", "positive_class": "yes"}, "splits": {"train": 8, "val": 4, "test": 4}}
+    config = tiny_config(data=audio, evaluation={"test_sets": {"other": {"audiofolder": {"path": "other-clips"}}}})
+    data, seed, split = split_source(config, "shift-other")
+    # the audio sources split a folder by the seed: the experiment's keeps a same-folder test set inside its test split
+    assert seed == config["seed"] and split == "test" and data["audiofolder"]["path"] == "other-clips"
+    with pytest.raises(ConfigError, match=r"evaluation\.test_sets\.quiet\.snr: data\.source audiofolder does not read it"):
+        tiny_config(data=audio, evaluation={"test_sets": {"quiet": {"snr": {"min": 3.0, "max": 6.0}}}})
+
+
 def test_a_test_set_name_must_be_a_plain_word():
     with pytest.raises(ConfigError, match="evaluation.test_sets"):
         with_test_sets(**{"Quiet set!": {"snr": {"min": 3.0, "max": 6.0}}})

@@ -126,13 +126,17 @@ def _shifted_data(config: dict, schema: dict, name: str) -> dict:
     validating a validated config is a no-op.
     """
     where = f"evaluation.test_sets.{name}"
-    merged = deep_merge(config["data"], config["evaluation"]["test_sets"][name])
+    override = config["evaluation"]["test_sets"][name]
+    merged = deep_merge(config["data"], override)
     sub = copy.deepcopy({**config, "data": merged, "evaluation": {"test_sets": {}}})
     try:
         validate(sub, schema)
     except ConfigError as exc:
         raise ConfigError(re.sub(r"\bdata\.", f"{where}.", str(exc))) from None
     data, train = sub["data"], source_settings(config["data"])
+    unread = [k for k in override if k not in data]
+    if unread:
+        raise ConfigError(f"invalid config: {where}.{unread[0]}: data.source {data['source']} does not read it, so it would shift nothing")
     if _channels(data) != _channels(train) or data["window_seconds"] != train["window_seconds"]:
         raise ConfigError(
             f"invalid config: {where}: its windows ({_channels(data)} channel(s) of {data['window_seconds']} s) must have the "
@@ -169,7 +173,11 @@ def split_source(config: dict, split: str) -> tuple[dict, int, str]:
     name = split.removeprefix(SHIFT_PREFIX)
     if not split.startswith(SHIFT_PREFIX) or name not in config["evaluation"]["test_sets"]:
         raise ConfigError(f"unknown data set {split!r} (the splits {', '.join(SPLITS)} and {', '.join(shifted_splits(config)) or 'no test sets'})")
-    return config["evaluation"]["test_sets"][name], seed_of_test_set(config["seed"], name), "test"
+    data = config["evaluation"]["test_sets"][name]
+    # Audio sources split a folder by the seed: the experiment's seed keeps a test set drawn from the training
+    # folder inside its test split (windows no run trained on); another folder holds other windows anyway.
+    seed = config["seed"] if data["source"] in AUDIO_SOURCES else seed_of_test_set(config["seed"], name)
+    return data, seed, "test"
 
 
 def _check_range(section: dict, key: str, where: str = "data") -> None:

@@ -29,7 +29,7 @@ from transformers import WhisperForAudioClassification
 from .cli import StageError
 from . import methods
 from .config import Variant, context_frames
-from .constants import WHISPER_FULL_FRAMES
+from .constants import WHISPER_FULL_FRAMES, WHISPER_N_MELS
 
 
 
@@ -186,7 +186,7 @@ def probe_peft(config, shape: tuple[int, int, int, int] | None) -> str | None:
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    d, _, ffn, mels = shape or (64, 1, 256, 80)
+    d, _, ffn, mels = shape or (64, 1, 256, WHISPER_N_MELS)  # a hub encoder: its shape is unknown before download
     encoder = WhisperEncoder(WhisperConfig(d_model=d, encoder_layers=1, encoder_attention_heads=1, encoder_ffn_dim=ffn,
                                            num_mel_bins=mels, max_source_positions=2))
     encoder.requires_grad_(False)
