@@ -135,7 +135,8 @@ def test_demo_runs_through_the_slurm_executor_on_a_fake_cluster(tmp_path, monkey
         for argv in argvs:
             assert option(argv, "-p") == "testpartition" and option(argv, "-A") == "testaccount"
             assert int(option(argv, "-t")) >= 10 and int(option(argv, "--mem")) >= 2048
-            assert option(argv, "--gpus") == ("1" if rule == "train" else None), argv
+            # training, and scoring on the device type the runs trained on (their test numbers are reproduced exactly)
+            assert option(argv, "--gpus") == ("1" if rule in ("train", "evaluate") else None), argv
             assert "--parsable" in argv and option(argv, "--output").startswith(str(root / "logs" / "slurm"))
     # the job saw the GPU SLURM gave it, and gwlora.gpus kept it
     logs = list((root / "logs" / "slurm" / "rule_train").rglob("*.log"))
