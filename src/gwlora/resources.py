@@ -52,6 +52,7 @@ CPU_FLOPS_PER_THREAD = 2e10  # sustained float32 FLOP/s per CPU thread
 SAFETY = 2.0  # every estimate is doubled
 TRAIN_OVERHEAD_S = 600  # start-up, model loading, checkpoints, latency measurement
 STAGE_OVERHEAD_S = 300  # start-up of the dataset and features jobs
+EVALUATE_RUN_OVERHEAD_S = 30  # per run scored by the evaluate job: model rebuilt, checkpoint verified and loaded (about 3 s measured)
 DATASET_WINDOWS_PER_S = 20
 FEATURES_WINDOWS_PER_S = 50
 BASE_MEM_MB = 3072  # Python, PyTorch, transformers, the CUDA libraries
@@ -158,6 +159,24 @@ def _strain_bytes(data: dict, windows: int) -> float:
     return 2 * 4 * windows * channels(data) * seconds * WHISPER_SAMPLE_RATE + extra
 
 
+def evaluate_runtime(config: dict, split: str, attempt: int = 1) -> int:
+    """Wall time in minutes of scoring every run (variants x lrs x seeds) on one shifted test set (``shift-<name>``)."""
+    from .config import expand_variants
+
+    data, model, train = config["data"], config["model"], config["train"]
+    _, windows = _split_windows(config, split)
+    runs = len(expand_variants(train, model)) * len(train["seeds"])
+    rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
+    return _minutes(STAGE_OVERHEAD_S + runs * (EVALUATE_RUN_OVERHEAD_S + SAFETY * forward_flops(model, data) * windows / rate), attempt)
+
+
+def evaluate_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
+    """Host memory of the evaluate job: one run's model and the test set's features at a time."""
+    data, model = config["data"], config["model"]
+    _, windows = _split_windows(config, split)
+    return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data) + 8 * encoder_parameters(model), attempt)
+
+
 def _split_windows(config: dict, split: str) -> tuple[dict, int]:
     """(data section, windows) of a split or a shifted test set (``shift-<name>``)."""
     data, _, built = split_source(config, split)
@@ -196,6 +215,8 @@ def estimates(config: dict) -> list[dict]:
     for split in [*SPLITS, *shifted_splits(config)]:
         rows.append({"job": f"dataset {split}", "minutes": dataset_runtime(config, split), "mem_mb": dataset_mem_mb(config, split)})
         rows.append({"job": f"features {split}", "minutes": features_runtime(config, split), "mem_mb": features_mem_mb(config, split)})
+    for split in shifted_splits(config):
+        rows.append({"job": f"evaluate {split} (every run)", "minutes": evaluate_runtime(config, split), "mem_mb": evaluate_mem_mb(config, split)})
     return rows
 
 

@@ -17,6 +17,8 @@ rule evaluate:
         device=config["train"]["device"],
     resources:
         gpu=TRAIN_GPUS,  # on the device the runs trained on, so that their numbers are the test split's kind
+        runtime=lambda wildcards, attempt: estimate.evaluate_runtime(config, SHIFT_PREFIX + wildcards.test_set, attempt=attempt),
+        mem_mb=lambda wildcards, attempt: estimate.evaluate_mem_mb(config, SHIFT_PREFIX + wildcards.test_set, attempt=attempt),
     conda:
         "../../environment.yml"
     log:
