@@ -51,8 +51,14 @@ def load_run(run_dir: str | Path) -> dict:
     return summary
 
 
-def score_run(run_dir: str | Path, features_dir: str | Path, out: str | Path, model_dir: str | Path | None = None, device: str | None = None) -> dict:
-    """Score the best checkpoint of `run_dir` on the features in `features_dir`; write predictions.csv and metrics.json into `out`."""
+def score_run(
+    run_dir: str | Path, features_dir: str | Path, out: str | Path, model_dir: str | Path | None = None, device: str | None = None,
+    loaded: dict | None = None,
+) -> dict:
+    """Score the best checkpoint of `run_dir` on the features in `features_dir`; write predictions.csv and metrics.json into `out`.
+
+    `loaded`: a dict the caller keeps across runs, so that a feature cache is verified and loaded once per device, not once a run.
+    """
     run_dir, features_dir = Path(run_dir), Path(features_dir)
     summary = load_run(run_dir)
     model_dir = Path(model_dir if model_dir is not None else summary["base_model_dir"])
@@ -62,7 +68,11 @@ def score_run(run_dir: str | Path, features_dir: str | Path, out: str | Path, mo
     target = resolve_device(device or ("auto" if trained_on == "cuda" else "cpu"))
     if target.type != trained_on:
         log.warning("%s was trained and tested on %s; scoring on %s, so its numbers may differ in the last digits", run_dir, trained_on, target)
-    split = SplitOnDevice(features_dir, target)  # its cache checked against its checksums
+    loaded = {} if loaded is None else loaded
+    key = (str(features_dir), str(target))
+    if key not in loaded:
+        loaded[key] = SplitOnDevice(features_dir, target)  # its cache checked against its checksums
+    split = loaded[key]
     meta, expected = split.meta, summary["input"]
     if len(meta["channels"]) != len(expected["channels"]) or meta["n_frames"] != expected["n_frames"]:
         raise StageError(
@@ -105,8 +115,9 @@ def _run(args):
     """Score trained runs' best checkpoints on a feature cache."""
     if args.out and len(args.run) > 1:
         raise StageError("--out holds one run's scores; give --name to score several runs (each into RUN/shift/NAME/)")
+    loaded: dict = {}  # the feature cache, loaded for the first run and reused by the others
     for run in args.run:
-        record = score_run(run, args.features, args.out or Path(run) / "shift" / args.name, args.model, args.device)
+        record = score_run(run, args.features, args.out or Path(run) / "shift" / args.name, args.model, args.device, loaded)
         log.info(
             "%s seed %d on %s: AUC %.4f, TPR %.3f at %g FPR, accuracy %.3f, Brier %.4f over %d windows%s",
             record["run"], record["seed"], args.features, record["auc"], record["tpr_at_fpr"], record["tpr_fpr"], record["accuracy"],
