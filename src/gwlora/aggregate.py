@@ -268,13 +268,14 @@ def snr_edges(snr: np.ndarray, bins: int = SNR_BINS) -> np.ndarray:
     return np.unique(np.quantile(snr, np.linspace(0, 1, bins + 1)))
 
 
-def load_predictions(runs: pd.DataFrame) -> dict[tuple[str, int], pd.DataFrame]:
-    """Every run's predictions.csv, keyed by (variant, seed), in the order of `runs`."""
+def load_predictions(runs: pd.DataFrame, test_set: str | None = None) -> dict[tuple[str, int], pd.DataFrame]:
+    """Every run's predictions.csv (of its test split, or of shifted test set `test_set`), keyed by (variant, seed), in the order of `runs`."""
     predictions = {}
     for variant, seed, run_dir in zip(runs.variant, runs.seed, runs.run_dir):
-        path = Path(run_dir) / "predictions.csv"
+        path = Path(run_dir) / ("predictions.csv" if test_set is None else f"shift/{test_set}/predictions.csv")
         if not path.exists():
-            raise StageError(f"{run_dir} has no predictions.csv: not a finished run")
+            missing = "not a finished run" if test_set is None else f"run the evaluate stage for test set {test_set!r}"
+            raise StageError(f"{path} is missing: {missing}")
         predictions[variant, int(seed)] = pd.read_csv(path)
     return predictions
 
@@ -428,15 +429,7 @@ EFFICIENCY_COLUMNS = ["test_set", "variant", "snr_bin", "snr_low", "snr_high", "
 def shift_predictions(runs: pd.DataFrame, test_sets: list[str]) -> dict[str, dict[tuple[str, int], pd.DataFrame]]:
     """Per test set (the in-distribution test split first), each selected run's predictions, keyed by (variant, seed)."""
     selected = runs[runs.selected]
-    out = {IN_DISTRIBUTION: load_predictions(selected)}
-    for name in test_sets:
-        out[name] = {}
-        for variant, seed, run_dir in zip(selected.variant, selected.seed, selected.run_dir):
-            path = Path(run_dir) / "shift" / name / "predictions.csv"
-            if not path.exists():
-                raise StageError(f"{path} is missing: run the evaluate stage for test set {name!r}")
-            out[name][variant, int(seed)] = pd.read_csv(path)
-    return out
+    return {IN_DISTRIBUTION: load_predictions(selected), **{name: load_predictions(selected, name) for name in test_sets}}
 
 
 def shift_runs(runs: pd.DataFrame, test_sets: list[str]) -> pd.DataFrame:
