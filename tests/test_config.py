@@ -197,6 +197,17 @@ def test_non_finite_numbers_in_a_yaml_file_are_refused(tmp_path):
         load_and_validate(path, SCHEMA_PATH)
 
 
+def test_by_design_an_empty_test_set_and_prompts_longer_than_the_clip_are_accepted():
+    """Both are documented in config/README.md ("accepted on purpose"); a hardening pass must not refuse them."""
+    config = demo()
+    config["evaluation"] = {"test_sets": {"same": {}}}  # a fresh draw of the training distribution: a control
+    validate(config, copy.deepcopy(SCHEMA))
+    assert config["evaluation"]["test_sets"]["same"] == config["data"]
+    long_prompts = demo()
+    long_prompts["train"]["variants"]["prompt"]["length"] = [64]  # more than the 1 s clip's 50 positions
+    validate(long_prompts, copy.deepcopy(SCHEMA))  # at model.context clip they lengthen the sequence
+
+
 def test_further_lora_families_expand_with_their_own_names():
     config = demo()
     config["train"]["variants"]["lora-all"] = {"ranks": [4], "target_modules": "all-linear"}

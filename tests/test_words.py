@@ -16,3 +16,11 @@ def test_the_original_study_is_not_called_the_presentation(path):
     text = " ".join(path.read_text().split())  # across line breaks and comment markers' indentation
     text = re.sub(r"\s*#\s*", " ", text)
     assert not re.search(r"\bthe presentation\b", text, re.I), path
+
+
+def test_the_two_behaviours_kept_by_design_are_documented():
+    """An empty test-set override and prompts longer than the clip at clip context look like slips and are not."""
+    text = " ".join((REPO / "config" / "README.md").read_text().split())
+    assert "Two things are accepted on purpose" in text
+    assert "`evaluation.test_sets: {same: {}}`) is a fresh test set of the training distribution" in text
+    assert "With `model.context: clip`, prompts longer than the clip" in text and "lengthen the encoder's sequence" in text

@@ -33,6 +33,11 @@ prints them for a config:
   the split's windows at 16 kHz (plus :data:`GWOSC_FILES_MB` for GWOSC).
 * features: :data:`FEATURES_WINDOWS_PER_S` windows a second, memory for the
   split's features and strain.
+
+The same estimates size the whole plan (:func:`plan_hours`): the Snakefile's
+``onstart`` prints its training jobs and hours before the first job, and stops
+a plan of more than :data:`LARGE_PLAN_TRAIN_JOBS` training jobs unless run
+with ``--config confirm_large=1`` (:func:`confirm_plan`).
 """
 
 from __future__ import annotations
