@@ -85,11 +85,11 @@ def test_train_estimates_follow_the_runs_context():
 def test_a_plan_counts_its_training_jobs_and_hours():
     demo = config("demo.yaml")
     plan = r.plan_hours(demo)
-    assert (plan["train_jobs"], plan["variants"], plan["seeds"]) == (9, 9, 1) and plan["gpu_hours"] == 0.0  # demo trains on the CPU
+    assert (plan["train_jobs"], plan["configurations"], plan["seeds"]) == (9, 9, 1) and plan["gpu_hours"] == 0.0  # demo trains on the CPU
     assert plan["cpu_hours"] > 9 * r.train_runtime(demo) / 60  # training, scoring, data sets and features
     full = config("config.yaml")
     assert r.plan_hours(full)["train_jobs"] == 30 and r.plan_hours(full)["gpu_hours"] >= 30 * r.train_runtime(full) / 60
-    assert r.confirm_plan(demo, confirmed=False).startswith("demo: 9 training jobs (9 variants x 1 seed), about ")
+    assert r.confirm_plan(demo, confirmed=False).startswith("demo: 9 training jobs (9 training configurations x 1 seed), about ")
 
 
 def test_a_huge_plan_needs_confirming():

@@ -122,7 +122,7 @@ def test_a_huge_plan_says_its_size_and_starts_only_when_confirmed(tmp_path):
     assert not (root / "results").exists()
     # confirmed (the key leaves the config before validation): the plan starts, its size said first
     done = snakemake(root, "--cores", "2", "--configfile", "config/demo.yaml", "--touch", "--config", "confirm_large=1")
-    assert "gwlora: demo: 9 training jobs (9 variants x 1 seed), about " in done.stderr
+    assert "gwlora: demo: 9 training jobs (9 training configurations x 1 seed), about " in done.stderr
 
 
 @pytest.mark.slow

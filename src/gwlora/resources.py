@@ -216,7 +216,8 @@ LARGE_PLAN_TRAIN_JOBS = 500
 def plan_hours(config: dict) -> dict:
     """The training jobs of a validated config and the hours of wall time the first attempts of all its costly jobs ask for.
 
-    ``{"train_jobs", "variants", "seeds", "gpu_hours", "cpu_hours"}``: training and scoring count as GPU hours
+    ``{"train_jobs", "configurations", "seeds", "gpu_hours", "cpu_hours"}`` (configurations: variants x contexts x lrs,
+    config.expand_variants): training and scoring count as GPU hours
     unless ``train.device`` is cpu; data sets and features are always CPU hours.
     """
     from .config import expand_variants
@@ -229,22 +230,23 @@ def plan_hours(config: dict) -> dict:
     data_minutes = sum(dataset_runtime(config, s) + features_runtime(config, s) for s in [*SPLITS, *shifted_splits(config)])
     on_gpu = config["train"]["device"] != "cpu"
     return {
-        "train_jobs": len(variants) * seeds, "variants": len(variants), "seeds": seeds,
+        "train_jobs": len(variants) * seeds, "configurations": len(variants), "seeds": seeds,
         "gpu_hours": model_minutes / 60 if on_gpu else 0.0,
         "cpu_hours": (data_minutes + (0 if on_gpu else model_minutes)) / 60,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def confirm_plan(config: dict, confirmed: bool) -> str:
     """The line the workflow prints before it starts: its training jobs and hours; a StageError above LARGE_PLAN_TRAIN_JOBS unless `confirmed`."""
     plan = plan_hours(config)
     hours = f"{plan['gpu_hours']:,.0f} GPU hours and " if plan["gpu_hours"] else ""
-    def count(n: int, noun: str) -> str:
-        return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
     line = (
-        f"{config['experiment']}: {count(plan['train_jobs'], 'training job')} ({count(plan['variants'], 'variant')} x "
-        f"{count(plan['seeds'], 'seed')}), "
+        f"{config['experiment']}: {_count(plan['train_jobs'], 'training job')} "
+        f"({_count(plan['configurations'], 'training configuration')} x {_count(plan['seeds'], 'seed')}), "
         f"about {hours}{plan['cpu_hours']:,.0f} CPU hours of jobs (first-attempt wall-time requests, as gwlora-resources prints them)"
     )
     if plan["train_jobs"] > LARGE_PLAN_TRAIN_JOBS and not confirmed:
