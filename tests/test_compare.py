@@ -13,12 +13,12 @@ from sklearn.metrics import roc_auc_score
 
 from gwlora import compare
 from gwlora.cli import StageError
+from gwlora.findings import describe
 from gwlora.compare import (
     DIFFERENCE_COLUMNS,
     SELECT_LR_COLUMNS,
     VALIDATION_COLUMNS,
     auc,
-    describe,
     differences_table,
     paired_auc_difference,
     pooled_auc_difference,

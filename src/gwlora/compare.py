@@ -11,8 +11,8 @@
   separately, each to its own count, so every resample has the test split's
   class balance and a defined AUC).
 * :func:`differences_table` runs them for pairs of variants, per seed and
-  pooled over seeds; :func:`verdict` and :func:`describe` turn an interval
-  into the words the slides use.
+  pooled over seeds; :func:`verdict` turns an interval into the word the
+  tables use (:func:`gwlora.findings.describe` into the slides' sentence).
 """
 
 from __future__ import annotations
@@ -285,21 +285,6 @@ def verdict(ci_low: float, ci_high: float) -> str:
     if ci_high < 0:
         return "lower"
     return "indistinguishable"
-
-
-def _signed(value: float) -> str:
-    return f"{value + 0.0:+.4f}"  # + 0.0: no "-0.0000"
-
-
-def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.95) -> str:
-    """The slides' fragment: "higher (+0.0120, 95% CI +0.0040 to +0.0200)" or "indistinguishable (within ±0.0150 at 95%)"."""
-    level = f"{100 * confidence:g}%"
-    word = verdict(ci_low, ci_high)
-    if word == "indistinguishable":
-        if np.isnan(ci_low) or np.isnan(ci_high):
-            return f"indistinguishable (no {level} interval)"
-        return f"indistinguishable (within ±{max(abs(ci_low), abs(ci_high)):.4f} at {level})"
-    return f"{word} ({_signed(delta)}, {level} CI {_signed(ci_low)} to {_signed(ci_high)})"
 
 
 def check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
