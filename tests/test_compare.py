@@ -18,7 +18,6 @@ from gwlora.compare import (
     DIFFERENCE_COLUMNS,
     SELECT_LR_COLUMNS,
     VALIDATION_COLUMNS,
-    auc,
     differences_table,
     paired_auc_difference,
     pooled_auc_difference,
@@ -38,39 +37,11 @@ def labelled(n, rng, separation=1.0):
     return labels, separation * labels + rng.normal(size=n)
 
 
-# --- auc ---------------------------------------------------------------------
+# --- the bootstrap's AUC ---------------------------------------------------------------------
 
 
-def test_auc_equals_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    for n in (5, 40, 333):
-        labels = rng.integers(0, 2, n)
-        labels[:2] = [0, 1]
-        scores = tied_scores(rng, n) + 0.5 * labels
-        assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert isinstance(auc([0, 1, 1], [0.1, 0.4, 0.2]), float)
-
-
-def test_auc_is_vectorised_along_leading_axes():
-    rng = np.random.default_rng(1)
-    labels = np.arange(60) % 2
-    scores = tied_scores(rng, (4, 3, 60)) + 0.7 * labels
-    out = auc(labels, scores)
-    assert out.shape == (4, 3)
-    for i in range(4):
-        for j in range(3):
-            assert out[i, j] == pytest.approx(roc_auc_score(labels, scores[i, j]), abs=1e-12)
-    # labels may vary along the leading axis too; a row with one class has no AUC
-    rows = np.stack([labels, np.zeros(60, int)])
-    both = auc(rows, scores[0, :2])
-    assert both[0] == pytest.approx(roc_auc_score(labels, scores[0, 0]))
-    assert np.isnan(both[1])
-    with pytest.raises(StageError, match="0 or 1"):
-        auc([0, 2], [0.1, 0.2])
-
-
-def test_resampled_auc_equals_auc_of_the_resampled_windows():
-    """The bootstrap's counting AUC is the rank AUC of the resampled scores, ties included."""
+def test_resampled_auc_equals_sklearn_on_the_resampled_windows():
+    """The bootstrap's counting AUC is sklearn's AUC of the resampled scores, ties included."""
     rng = np.random.default_rng(2)
     positives, negatives = tied_scores(rng, (3, 30)) + 0.5, tied_scores(rng, (3, 20))
     counting = compare._ResampledAUC(positives, negatives)
@@ -82,7 +53,7 @@ def test_resampled_auc_equals_auc_of_the_resampled_windows():
         labels = np.r_[np.ones(m_pos, int), np.zeros(m_neg, int)]
         for k in range(3):
             scores = np.concatenate([positives[k][pos], negatives[k][neg]], axis=-1)
-            np.testing.assert_allclose(got[:, k], auc(labels, scores), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(got[:, k], [roc_auc_score(labels, row) for row in scores], rtol=0, atol=1e-12)
 
 
 # --- select_lr -----------------------------------------------------------------
