@@ -1,8 +1,12 @@
 """Stage `deck`: the slide deck, filled entirely from the workflow's results.
 
 ``report/slides.qmd`` is a Quarto document written as a Jinja2 template; this
-stage fills it with numbers read from the tables and records the other rules
-wrote (no number is typed by hand), copies the figures beside it, and renders:
+stage fills it with the tables and records the other rules wrote and with the
+findings the aggregate stage computed (``tables/findings.json``, see
+:mod:`gwlora.findings`: the template prints them, it judges nothing), gives every
+figure the plot stage drew a slide (captioned by its ``workflow/report/<name>.rst``),
+draws the workflow slide from the rule files (:mod:`gwlora.rulegraph`), copies
+the figures beside it, and renders:
 
 * with ``quarto`` on PATH: Quarto's revealjs format, self-contained;
 * without it: pandoc (from ``pypandoc-binary``) renders the same filled source
