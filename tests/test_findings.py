@@ -11,11 +11,11 @@ import pytest
 from conftest import REPO, tiny_config
 from gwlora.cli import StageError
 from gwlora.config import FAMILY_ORDER
-from gwlora.deck import figure_slides
+from gwlora.deck import caption, figure_slides
 from gwlora.findings import (
     PAPER_ADAPTER_OVERHEAD, context_words, introduction_claims, seed_words, setup, shift_findings, what_trains, write_findings,
 )
-from gwlora.plot import FIGURES
+from gwlora.plot import FIGURES, figure_names
 from gwlora.rulegraph import diagram, rule_graph, stages_run
 
 ROW = {"variant": "v", "rank": 4.0, "adapter_style": "houlsby", "bottleneck": 8.0, "prompt_length": 16.0, "peft_type": "VERA"}
@@ -111,13 +111,25 @@ def test_the_workflow_slide_shows_only_the_stages_a_config_runs():
     assert shown["download"] == ["dataset"] and "evaluate" not in shown and "evaluate" not in shown["train"]
 
 
-def test_every_figure_the_plot_stage_can_draw_has_a_slide_and_a_caption(tmp_path):
+def test_every_figure_the_plot_stage_draws_has_a_slide_and_a_caption(tmp_path):
+    every = tiny_config(model={**tiny_config()["model"], "context": ["clip", "30s"]})  # the demo with a context axis: every figure
+    assert figure_names(every) == list(FIGURES)
     for name in FIGURES:
         (tmp_path / f"{name}.png").write_bytes(b"png")
-    slides = figure_slides(tmp_path, list(FIGURES), REPO / "workflow" / "report")
+    slides = figure_slides(tmp_path, every, REPO / "workflow" / "report")
     shown = [s["name"] for section in slides.values() for s in section]
     assert sorted(shown) == sorted(FIGURES)
     assert all(s["caption"].strip() and s["title"] for section in slides.values() for s in section)
-    assert "``" not in next(s["caption"] for s in slides["results"] if s["name"] == "context_auc_vs_cost")  # reST made Markdown
-    with pytest.raises(StageError, match=r"no pareto.png; run the plot stage first"):
-        figure_slides(tmp_path / "empty", ["pareto"], REPO / "workflow" / "report")
+    captions = {s["name"]: s["caption"] for section in slides.values() for s in section}
+    assert "``" not in captions["context_auc_vs_cost"]  # reST made Markdown
+    assert "one training seed" in captions["costs"] and "mean over" not in captions["costs"]  # the demo's one seed
+    with pytest.raises(StageError, match=r"no example_inputs.png, .*; run the plot stage first"):
+        figure_slides(tmp_path / "empty", every, REPO / "workflow" / "report")
+
+
+def test_a_caption_of_several_seeds_says_mean(tmp_path):
+    config = tiny_config(train__seeds=[0, 1])
+    (tmp_path / "costs.png").write_bytes(b"png")
+    assert "mean over training seeds" in caption(REPO / "workflow" / "report" / "costs.rst", config)
+    with pytest.raises(StageError, match=r"nothing.rst: no caption for figure 'nothing'"):
+        caption(tmp_path / "nothing.rst", config)

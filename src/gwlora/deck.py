@@ -161,7 +161,7 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "precision": sorted(runs.precision.unique().tolist()),
         "versions": environment["versions"],
         "renderer": renderer,
-        "figures": figure_slides(figures_dir, figure_names(config), snakefile.parent / CAPTIONS),
+        "figures": figure_slides(figures_dir, config, snakefile.parent / CAPTIONS),
     }
 
 
@@ -169,21 +169,28 @@ CAPTIONS = "workflow/report"  # each figure's caption, <name>.rst, beside the Sn
 INTRODUCTION_FIGURES = ("example_inputs",)  # shown in the introduction; every other figure in the results
 
 
-def caption(path: Path) -> Markdown:
-    """A figure's reStructuredText caption as one paragraph of Markdown (pandoc converts it)."""
+def caption(path: Path, config: dict) -> Markdown:
+    """A figure's caption as one paragraph of Markdown: the reStructuredText Snakemake's report shows, filled as the
+    report fills it (a Jinja2 template of ``snakemake.config``), converted by pandoc."""
     import pypandoc
 
     if not path.is_file():
         raise StageError(f"{path}: no caption for figure {path.stem!r}")
-    return Markdown(" ".join(pypandoc.convert_text(path.read_text(), "markdown", format="rst", extra_args=["--wrap=none"]).split()))
+    try:
+        text = jinja2.Template(path.read_text(), undefined=jinja2.StrictUndefined).render(snakemake={"config": config})
+    except jinja2.UndefinedError as exc:
+        raise StageError(f"{path}: the caption uses a value the config does not provide: {exc}") from exc
+    return Markdown(" ".join(pypandoc.convert_text(text, "markdown", format="rst", extra_args=["--wrap=none"]).split()))
 
 
-def figure_slides(figures_dir: Path, names: list[str], captions: Path) -> dict[str, list[dict]]:
-    """Every figure the plot stage drew for the config, as slides (name, title, caption, path beside the deck), by deck section."""
+def figure_slides(figures_dir: Path, config: dict, captions: Path) -> dict[str, list[dict]]:
+    """Every figure the plot stage draws for `config` (:func:`gwlora.plot.figure_names`), as slides (name, title,
+    caption from `captions`/<name>.rst, path beside the deck), by the deck section that shows it."""
+    names = figure_names(config)
     missing = [name for name in names if not (figures_dir / f"{name}.png").is_file()]
     if missing:
         raise StageError(f"{figures_dir}: no {', '.join(f'{m}.png' for m in missing)}; run the plot stage first")
-    slides = [{"name": name, "title": FIGURES[name].title, "caption": caption(captions / f"{name}.rst"),
+    slides = [{"name": name, "title": FIGURES[name].title, "caption": caption(captions / f"{name}.rst", config),
                "path": plain_path(f"figures/{name}.png")} for name in names]
     return {"introduction": [s for s in slides if s["name"] in INTRODUCTION_FIGURES],
             "results": [s for s in slides if s["name"] not in INTRODUCTION_FIGURES]}
