@@ -13,7 +13,8 @@ from gwlora.cli import StageError
 from gwlora.config import FAMILY_ORDER
 from gwlora.deck import caption, figure_slides
 from gwlora.findings import (
-    PAPER_ADAPTER_OVERHEAD, context_words, introduction_claims, seed_words, setup, shift_findings, what_trains, write_findings,
+    PAPER_ADAPTER_OVERHEAD, context_words, introduction_claims, seed_words, setup, shift_findings, step_time_words, what_trains,
+    write_findings,
 )
 from gwlora.plot import FIGURES, figure_names
 from gwlora.rulegraph import diagram, rule_graph, stages_run
@@ -133,3 +134,8 @@ def test_a_caption_of_several_seeds_says_mean(tmp_path):
     assert "mean over training seeds" in caption(REPO / "workflow" / "report" / "costs.rst", config)
     with pytest.raises(StageError, match=r"nothing.rst: no caption for figure 'nothing'"):
         caption(tmp_path / "nothing.rst", config)
+
+
+@pytest.mark.parametrize("ratio, words", [(0.5, "the gradients and optimiser updates"), (1.05, "no speed-up"), (1.5, "slower")])
+def test_a_lora_step_is_faster_or_slower_only_beyond_the_timing_noise(ratio, words):
+    assert step_time_words(ratio).startswith(words)

@@ -499,3 +499,19 @@ def test_pptx_renders_one_page_per_slide_in_libreoffice(deck, tmp_path):
                    check=True, capture_output=True, timeout=300)
     pages = re.findall(rb"/Type\s*/Page\b", (tmp_path / "slides.pdf").read_bytes())
     assert len(pages) == len(Presentation(out / "slides.pptx").slides)
+
+
+def test_the_deck_prints_the_findings_the_aggregate_stage_wrote(built, tables, figures, tmp_path):
+    """The deck judges nothing itself: what findings.json says is what the slides say."""
+    import shutil
+
+    copy = tmp_path / "tables"
+    shutil.copytree(tables, copy)
+    found = json.loads((copy / "findings.json").read_text())
+    found["analysis"]["best_variant"] = "variant-from-findings"
+    found["setup"]["context"] = "context-from-findings"
+    (copy / "findings.json").write_text(json.dumps(found))
+    build_deck(tables_dir=copy, figures_dir=figures, config=built["config"], out_dir=tmp_path / "slides", source_dir=REPO / "report",
+               snakefile=REPO / "Snakefile", renderer="pandoc")
+    html = (tmp_path / "slides" / "index.html").read_text()
+    assert "<strong>variant-from-findings</strong>" in html and "Context: context-from-findings;" in html
