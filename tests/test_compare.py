@@ -81,7 +81,7 @@ def runs_table():
 
 def test_select_lr_picks_the_best_mean_validation_metric():
     validation = runs_table()[list(VALIDATION_COLUMNS)]
-    by_loss = select_lr(validation)
+    by_loss = select_lr(validation, "val_loss")
     assert list(by_loss.columns) == SELECT_LR_COLUMNS
     assert list(by_loss.variant) == ["full", "lora-r8"]  # order of first appearance
     assert list(by_loss.lr) == [1e-4, 1e-3]
@@ -95,10 +95,10 @@ def test_select_lr_picks_the_best_mean_validation_metric():
 
 def test_select_lr_ties_go_to_the_smaller_lr():
     rows = [["full", lr, seed, loss, 0.9] for lr, loss in ((1e-3, 0.3), (1e-4, 0.3), (3e-4, 0.4)) for seed in (0, 1)]
-    assert select_lr(validation_table(rows)).lr.tolist() == [1e-4]
+    assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-4]
     # equal means from different seeds' values
     rows = [["full", 1e-3, 0, 0.2, 0.9], ["full", 1e-3, 1, 0.4, 0.9], ["full", 1e-4, 0, 0.3, 0.9], ["full", 1e-4, 1, 0.3, 0.9]]
-    assert select_lr(validation_table(rows)).lr.tolist() == [1e-4]
+    assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-4]
 
 
 def test_select_lr_nan_never_wins_unless_all_are_nan(caplog):
@@ -111,21 +111,21 @@ def test_select_lr_nan_never_wins_unless_all_are_nan(caplog):
     assert "frozen" in caplog.text and "NaN" in caplog.text
     # one NaN seed makes its lr's mean NaN: it cannot win on its other seeds
     rows = [["full", 1e-4, 0, 0.1, 0.9], ["full", 1e-4, 1, np.nan, 0.9], ["full", 1e-3, 0, 0.5, 0.9], ["full", 1e-3, 1, 0.5, 0.9]]
-    assert select_lr(validation_table(rows)).lr.tolist() == [1e-3]
+    assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-3]
 
 
 def test_select_lr_refuses_test_columns_and_bad_input():
     runs = runs_table()
     with pytest.raises(StageError, match="validation metrics only.*test_auc"):
-        select_lr(runs)
+        select_lr(runs, "val_loss")
     with pytest.raises(StageError, match="lacks the columns \\['val_auc'\\]"):
-        select_lr(runs[["variant", "lr", "seed", "val_loss"]])
+        select_lr(runs[["variant", "lr", "seed", "val_loss"]], "val_loss")
     with pytest.raises(StageError, match="metric 'test_auc'"):
         select_lr(runs[list(VALIDATION_COLUMNS)], metric="test_auc")
     with pytest.raises(StageError, match="duplicate runs"):
-        select_lr(pd.concat([runs[list(VALIDATION_COLUMNS)]] * 2))
+        select_lr(pd.concat([runs[list(VALIDATION_COLUMNS)]] * 2), "val_loss")
     with pytest.raises(StageError, match="no runs"):
-        select_lr(runs[list(VALIDATION_COLUMNS)].iloc[:0])
+        select_lr(runs[list(VALIDATION_COLUMNS)].iloc[:0], "val_loss")
 
 
 def test_test_metrics_cannot_change_the_selection():
@@ -144,7 +144,7 @@ def test_test_metrics_cannot_change_the_selection():
         for metric, chosen in expected.items():
             pd.testing.assert_frame_equal(select_lr(changed[list(VALIDATION_COLUMNS)], metric), chosen)
         with pytest.raises(StageError, match="test_auc"):
-            select_lr(changed)
+            select_lr(changed, "val_loss")
 
 
 # --- paired bootstrap ----------------------------------------------------------

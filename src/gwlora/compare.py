@@ -43,11 +43,12 @@ _BATCH_ELEMENTS = 2**19
 _RNG_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 
-def select_lr(validation: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
+def select_lr(validation: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each variant's learning rate with the best mean validation `metric` over seeds.
 
     `validation` has exactly the columns :data:`VALIDATION_COLUMNS`, one row per
-    run; any other column (a test metric above all) is refused. ``val_loss``
+    run; any other column (a test metric above all) is refused. `metric` is
+    the config's ``train.lr_selection`` (the schema holds its default): ``val_loss``
     picks the lowest mean, ``val_auc`` the highest. Ties go to the smaller lr. A
     NaN in any of an lr's seeds makes its mean NaN, and a NaN mean never wins,
     unless every lr's mean is NaN: then the smallest lr, with a warning.
