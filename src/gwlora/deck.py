@@ -40,7 +40,7 @@ import yaml
 from . import browser, constants, rulegraph
 from .aggregate import CALIBRATION_METRICS, COST_METRICS, QUALITY_METRICS, display_table, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
-from .findings import FINDINGS_FILE, IN_DISTRIBUTION, METHOD_FAMILIES, num, overrides
+from .findings import BASELINES, FINDINGS_FILE, IN_DISTRIBUTION, METHOD_FAMILIES, num, overrides
 from .markdown import Markdown, code_block, code_span, escape, plain_path
 from .plot import FIGURES, figure_names
 
@@ -86,7 +86,7 @@ METHOD_METRICS = ("test_auc", "step_time_ms", "checkpoint_mb")
 
 def methods_table(summary: pd.DataFrame) -> Markdown:
     """LoRA against the other adaptation methods, with the full and frozen baselines (the slide shows it when a method besides LoRA ran)."""
-    rows = summary[summary.family.isin(("full", "frozen", *METHOD_FAMILIES))]
+    rows = summary[summary.family.isin((*BASELINES, *METHOD_FAMILIES))]
     table = display_table(rows, METHOD_METRICS).drop(columns=["seeds", "% of full"])  # narrow enough for one slide
     return _markdown(table)
 
