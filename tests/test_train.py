@@ -7,7 +7,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from conftest import write_toy_features
+from conftest import SCHEMA, write_toy_features
 from gwlora.cli import StageError
 from gwlora.config import Variant, expand_variants
 from gwlora.model import apply_variant, build_classifier
@@ -304,6 +304,27 @@ def test_compile_auto_is_eager_on_the_cpu_and_graphs_small_cuda_batches():
     assert compile_mode("auto", cuda, 8) == "reduce-overhead"
     assert compile_mode("auto", cuda, AUTO_GRAPH_MAX_BATCH + 1) == "default"
     assert compile_mode("default", cpu, 8) == "default" and compile_mode("off", cuda, 8) == "off"
+
+
+def test_the_schema_states_the_compile_batch_limit_the_code_uses():
+    from gwlora.train import AUTO_GRAPH_MAX_BATCH
+
+    described = SCHEMA["properties"]["train"]["properties"]["compile"]["description"]
+    assert f"up to batch {AUTO_GRAPH_MAX_BATCH};" in described
+
+
+def test_a_run_state_survives_a_change_of_measurement_settings_only(built):
+    """What a saved state must match: the settings that decide the weights; threads, device, latency, compile and the aggregate's keys do not."""
+    from gwlora.run_state import run_fingerprint, train_stage_settings
+
+    train = built["config"]["train"]
+    fingerprint = run_fingerprint(LORA, 0, built["config"]["model"], train, 48)
+    for key, value in {"threads": 7, "device": "cuda", "latency_batches": 0, "compile": "default", "lr_selection": "val_auc", "seeds": [5]}.items():
+        assert run_fingerprint(LORA, 0, built["config"]["model"], {**train, key: value}, 48) == fingerprint, key
+    for key, value in {"epochs": 9, "batch_size": 4, "weight_decay": 0.5}.items():
+        assert run_fingerprint(LORA, 0, built["config"]["model"], {**train, key: value}, 48) != fingerprint, key
+    assert run_fingerprint(LORA, 1, built["config"]["model"], train, 48) != fingerprint
+    assert set(train) - set(train_stage_settings(train)) == {"variants", "seeds", "lr_selection"}  # what the workflow leaves out
 
 
 def test_padded_batches_repeat_real_windows_with_zero_weight():
