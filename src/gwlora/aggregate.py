@@ -233,7 +233,7 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
     """Per-variant table (mean ± sd over seeds, as text) of `metrics`, with the parameter counts when `parameters`
     and the number of runs that did not learn when `learned`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
-    if learned:  # runs flagged by gwlora.train.learning_problems, beside the quality they would otherwise pass for
+    if learned:  # runs flagged by gwlora.scoring.learning_problems, beside the quality they would otherwise pass for
         columns["did not learn"] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary["did_not_learn"], summary["seeds"])]
     columns["lr"] = [f"{lr:g}" + (f" (best of {n})" if n > 1 else "") for lr, n in zip(summary["lr"], summary["lrs_tried"])]
     if parameters:
