@@ -94,9 +94,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise StageError("no runs to aggregate")
     rows, curves = [], []
     for run_dir in map(Path, run_dirs):
+        record = read_summary(run_dir).to_json()
         if not (run_dir / CURVE_FILE).exists():
             raise StageError(f"{run_dir} has no {CURVE_FILE}: not a finished run")
-        record = read_summary(run_dir).to_json()
         variant = record["variant_config"]
         row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
         row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"],
