@@ -22,7 +22,6 @@ the file at fault.
 from __future__ import annotations
 
 import csv
-import json
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cli import StageError, atomic_file, write_json
+from .cli import StageError, atomic_file, read_json, write_json
 
 SUMMARY_FILE = "summary.json"
 CURVE_FILE = "curve.csv"
@@ -176,10 +175,7 @@ def read_summary(run_dir: str | Path) -> Summary:
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         raise StageError(f"{run_dir}: no {SUMMARY_FILE}, so not a finished training run")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StageError(f"{path}: not JSON ({exc})") from exc
+    record = read_json(path, rebuild=f"train the run again (delete {run_dir}, then snakemake reruns it, or --forcerun train)")
     if not isinstance(record, dict):
         raise StageError(f"{path}: not a JSON object")
     return Summary.from_json(record, path)
