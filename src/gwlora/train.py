@@ -355,10 +355,10 @@ def summarise(run: Run, state: RunState) -> Summary:
         identity=Identity(variant=run.variant.name, run=run.variant.run, family=run.variant.family, config_key=run.variant.config_key,
                           variant_config=run.variant.to_dict(), seed=run.seed, trainable_parameters=run.trainable_parameters,
                           total_parameters=run.total_parameters, trainable_percent=100.0 * run.trainable_parameters / run.total_parameters),
-        quality=quality(state.best, test, run.train_config["tpr_at_fpr"]),
-        learning=learning(run, state, test.get("one_class")),
-        costs=costs(run, state),
-        settings=settings(run),
+        quality=quality_of(state.best, test, run.train_config["tpr_at_fpr"]),
+        learning=learning_of(run, state, test.get("one_class")),
+        costs=costs_of(run, state),
+        settings=settings_of(run),
         rebuild=Rebuild(model_config=run.model_config, base_model_dir=str(run.model_dir), eval_batch_size=run.eval_batch_size,
                         input={"channels": list(run.splits["train"].meta["channels"]), "n_frames": run.splits["train"].meta["n_frames"]}),
         provenance=Provenance(versions=versions(), hardware=hardware(run.device), git_commit=git_commit()),
@@ -368,14 +368,14 @@ def summarise(run: Run, state: RunState) -> Summary:
     return summary
 
 
-def quality(best: dict, test: dict, tpr_fpr: float) -> Quality:
+def quality_of(best: dict, test: dict, tpr_fpr: float) -> Quality:
     """The best checkpoint's validation row (`best`, a curve row) and its test scores (empty without a test split)."""
     return Quality(best_val_loss=best["val_loss"], val_auc=best["val_auc"], best_step=best["step"], val_accuracy=best["val_accuracy"],
                    val_brier=best["val_brier"], test_auc=test.get("auc"), test_loss=test.get("loss"), test_accuracy=test.get("accuracy"),
                    test_tpr_at_fpr=test.get("tpr_at_fpr"), test_brier=test.get("brier"), test_one_class=test.get("one_class"), tpr_fpr=tpr_fpr)
 
 
-def learning(run: Run, state: RunState, one_class: bool | None) -> Learning:
+def learning_of(run: Run, state: RunState, one_class: bool | None) -> Learning:
     """Whether the run learned (:func:`gwlora.scoring.learning_problems`), each problem logged."""
     chance = chance_loss(run.splits["val"].y.cpu().numpy())
     problems = learning_problems(state.initial_val_loss, chance, state.best["val_loss"], one_class)
@@ -385,7 +385,7 @@ def learning(run: Run, state: RunState, one_class: bool | None) -> Learning:
                     val_loss_flat="val_loss_flat" in problems, did_not_learn_because="; ".join(problems.values()))
 
 
-def costs(run: Run, state: RunState) -> Costs:
+def costs_of(run: Run, state: RunState) -> Costs:
     """Training time and throughput, memory, checkpoint size, and inference latency at the eval batch and at batch 1."""
     val = run.splits["val"]
     x, _ = val.batch(torch.arange(min(run.eval_batch_size, val.n)))
@@ -402,7 +402,7 @@ def costs(run: Run, state: RunState) -> Costs:
     )
 
 
-def settings(run: Run) -> Settings:
+def settings_of(run: Run) -> Settings:
     """The device, precision, compilation, batch, learning rates, schedule and model the run trained with."""
     head = run.optimizer.param_groups[-1]
     schedule = run.train_config["schedule"]
