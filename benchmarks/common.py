@@ -169,7 +169,8 @@ def scratch() -> Path:
 
 def our_step(setup: Setup, model: torch.nn.Module, lr: float) -> tuple[Callable[[], None], torch.optim.Optimizer]:
     """One step of the train stage's loop: a batch from the device-resident cache, then `gwlora.train.train_step`."""
-    from gwlora.train import SplitOnDevice, make_optimizer, train_step
+    from gwlora.scoring import SplitOnDevice
+    from gwlora.train import make_optimizer, train_step
 
     split = SplitOnDevice(setup.features_dir(), setup.device)
     optimizer = make_optimizer(model, lr, 0.01)

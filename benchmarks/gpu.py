@@ -16,7 +16,7 @@ numpy, scikit-learn (no network, LALSuite, datasets or tensorboard). It:
    adapters b=8 and 64, prompts of 4 and 16 vectors, (IA)^3), clip context,
    at batch 1 and at the study's eval batch (32 windows): the base model, the
    method unmerged and, where peft merges it, merged, as the train stage
-   times them (`gwlora.train.inference_latency`, bf16 autocast on CUDA);
+   times them (`gwlora.measure.inference_latency`, bf16 autocast on CUDA);
 4. trains the pretrained tiny.en encoder carried in `.gpu-inputs/` on the
    carried simulated-data features (config/tiny-en.yaml's data), LoRA r=8 and
    full fine-tuning, with clip context and with 30 s padding, the same seeds,
@@ -183,7 +183,7 @@ def method_latency(model_dir: Path, device, frames: int, batches=LATENCY_BATCHES
     """Inference latency (ms, median of `reps`) of each method of :data:`METHODS` at each batch: base, unmerged, merged where it merges."""
     from gwlora.config import expand_variants
     from gwlora.model import apply_variant, build_classifier
-    from gwlora.train import inference_latency
+    from gwlora.measure import inference_latency
 
     rows = []
     for variant in expand_variants({"variants": METHODS, "lr": 1e-3}).values():
@@ -216,7 +216,8 @@ def float32_cache(src: Path, out: Path, limit: int | None = None) -> Path:
 def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: int, device, deadline: float, epochs: int) -> dict:
     """Train like the train stage (same step, optimizer, evaluation; early stopping on val loss), return test metrics."""
     from gwlora.model import apply_variant, build_classifier
-    from gwlora.train import evaluate, make_optimizer, train_step
+    from gwlora.scoring import evaluate
+    from gwlora.train import make_optimizer, train_step
 
     train, val, test = splits["train"], splits["val"], splits["test"]
     torch.manual_seed(seed)
@@ -254,7 +255,7 @@ def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: 
 
 
 def auc_gap(inputs: Path, work: Path, device, seeds: list[int], clock: Clock, reserve: float, smoke: bool) -> tuple[list[dict], list[Result]]:
-    from gwlora.train import SplitOnDevice
+    from gwlora.scoring import SplitOnDevice
 
     limit, epochs = (12, 1) if smoke else (None, STUDY["epochs"])
     splits = {name: SplitOnDevice(float32_cache(inputs / "features" / name, work / "auc" / name, limit), device)
@@ -300,7 +301,8 @@ def study_settings() -> dict:
 
 def train_step_of(setup: Setup, variant, context: str, batch: int, mode: str):
     """The train stage's step (gwlora.train.train_step) of `variant` through `mode` (off: eager); (step, compile seconds)."""
-    from gwlora.train import SplitOnDevice, compile_model, make_optimizer, train_step
+    from gwlora.scoring import SplitOnDevice
+    from gwlora.train import compile_model, make_optimizer, train_step
 
     s = dataclasses.replace(setup, batch=batch)
     model = ours(s, variant, context=context)

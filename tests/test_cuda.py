@@ -14,11 +14,12 @@ import torch
 from peft import PeftModel
 
 from conftest import tiny_config, write_toy_features
-from gwlora import train as train_module
+from gwlora import scoring
 from gwlora.base_model import prepare
 from gwlora.config import Variant
 from gwlora.model import build_classifier
-from gwlora.train import BEST_DIR, train_run
+from gwlora.scoring import BEST_DIR
+from gwlora.train import train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -63,7 +64,7 @@ def test_trains_on_cuda_in_bf16(toy, tmp_path, variant):
 def test_pinned_host_features_train_like_resident_ones(toy, tmp_path, monkeypatch):
     """Splits too large for the GPU stay in pinned host memory; training reaches the same quality."""
     resident = run(toy, LORA, tmp_path / "resident")
-    monkeypatch.setattr(train_module, "DEVICE_RESIDENT_BYTES", 0)
+    monkeypatch.setattr(scoring, "DEVICE_RESIDENT_BYTES", 0)
     pinned = run(toy, LORA, tmp_path / "pinned")
     assert pinned["val_auc"] == pytest.approx(resident["val_auc"], abs=0.02)
     assert pinned["test_auc"] > 0.95
@@ -115,7 +116,7 @@ METHODS = [
 def test_other_methods_train_on_cuda_and_reload_on_the_cpu(toy, tmp_path, variant):
     """Adapters, prompts, BitFit and a peft method under bf16 autocast; the best checkpoint scores the same on a CPU."""
     from gwlora.model import apply_variant
-    from gwlora.train import load_best
+    from gwlora.scoring import load_best
 
     root, config = toy
     summary = run(toy, variant, tmp_path)

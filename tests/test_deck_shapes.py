@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import OUTLINE, REPO, tiny_config, write_toy_features
+from run_fixtures import fake_run
 from gwlora.aggregate import aggregate
 from gwlora.config import expand_variants
 from gwlora.constants import SPLITS
@@ -29,50 +30,6 @@ SHAPES = {
                                         "prompt": {"length": [4, 16]}, "peft-vera": {"type": "VERA", "r": 8}},
                     "model": "30s"},
 }
-
-
-def fake_predictions(path, labels, rng, audio, quality):
-    """A predictions.csv as the train and evaluate stages write it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logits = labels * quality + rng.normal(0, 1, len(labels))
-    snr = np.where(labels == 1, 0.0 if audio else rng.uniform(8, 20, len(labels)), 0.0)
-    with open(path, "w") as fh:
-        fh.write("window,label,snr,logit\n" + "".join(f"{i},{y},{s:.4g},{g:.6g}\n" for i, (y, s, g) in enumerate(zip(labels, snr, logits))))
-
-
-def fake_run(run_dir, variant, seed, labels, rng, audio, test_sets=()):
-    """A finished run's record: summary.json, curve.csv and predictions.csv, as train writes them, and its scores on `test_sets`."""
-    run_dir.mkdir(parents=True)
-    quality = {"full": 1.5, "frozen": 0.6}.get(variant.family, 1.2)
-    fake_predictions(run_dir / "predictions.csv", labels, rng, audio, quality)
-    for name in test_sets:
-        fake_predictions(run_dir / "shift" / name / "predictions.csv", labels, rng, audio, quality / 2)
-        (run_dir / "shift" / name / "metrics.json").write_text(json.dumps(
-            {"auc": 0.7, "tpr_at_fpr": 0.2, "accuracy": 0.6, "brier": 0.23, "one_class": False}))
-    (run_dir / "curve.csv").write_text("step,epoch,samples_seen,train_time_s,train_loss,val_loss,val_auc\n"
-                                       "4,1.0,64,2.0,0.69,0.68,0.6\n8,2.0,128,4.0,0.6,0.62,0.7\n")
-    params = {"full": 100_000, "frozen": 10_000}.get(variant.family, 12_000)
-    latency = {"base": 3.0} if variant.family in ("full", "frozen", "partial") else {"base": 3.0, "unmerged": 3.6}
-    if variant.family in ("lora", "peft"):
-        latency["merged"] = 3.05
-    length = variant.prompt_length or 0
-    sequence = {"positions": 1500, "audio_positions": 1500 - length, "prompt_positions": length, "audio_seconds_lost": 0.02 * length}
-    summary = {
-        "variant": variant.name, "run": variant.run, "family": variant.family, "config_key": variant.config_key,
-        "variant_config": variant.to_dict(), "seed": seed, "lr": variant.lr, "trainable_parameters": params,
-        "total_parameters": 100_000, "trainable_percent": params / 1000, "best_val_loss": 0.62 - 0.01 * seed, "val_auc": 0.7,
-        "best_step": 8, "test_auc": 0.8, "test_loss": 0.5, "test_accuracy": 0.7, "test_tpr_at_fpr": 0.3, "tpr_fpr": 0.01,
-        "test_brier": 0.2, "test_one_class": False, "did_not_learn": seed == 1 and variant.family == "full",
-        "did_not_learn_because": "the val loss never fell clearly below a constant predictor's 0.6931 (best 0.6930)" if seed == 1 else "",
-        "val_loss_flat": seed == 1 and variant.family == "full",
-        "time_to_best_s": 4.0, "train_time_s": 4.0, "steps": 8, "epochs_run": 2.0, "early_stopped": False,
-        "step_time_ms": {"full": 500.0, "frozen": 150.0}.get(variant.family, 450.0), "samples_per_s": 30.0,
-        "checkpoint_bytes": params * 4, "latency_ms": latency, "latency_batch": 16, "latency_ms_batch1": latency, "sequence": sequence, "peak_memory_bytes": 2**30,
-        "device": "cpu", "precision": "fp32", "batch_size": 16,
-        "versions": {"python": "3.11", "torch": "2", "transformers": "5", "peft": "0.15"},
-        "hardware": {"cpu": "test CPU", "cpu_count": 2, "torch_threads": 1}, "git_commit": "abc",
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
 def study_inputs(root, config):

@@ -10,7 +10,8 @@ from conftest import tiny_config, write_toy_features
 from gwlora.config import ConfigError, Variant, expand_variants
 from gwlora.methods import SECONDS_PER_POSITION, disabled, sequence_cost
 from gwlora.model import apply_variant, build_classifier, count_parameters
-from gwlora.train import BEST_DIR, load_best, train_run
+from gwlora.scoring import BEST_DIR, load_best
+from gwlora.train import train_run
 
 MODEL_CONFIG = {"context": "clip", "pooling": "mean", "head_hidden": [16]}
 D, FFN, LAYERS, CHANNELS = 32, 64, 2, 2

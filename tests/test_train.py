@@ -7,12 +7,16 @@ import pytest
 import torch
 from peft import PeftModel
 
-from conftest import write_toy_features
+from conftest import SCHEMA, write_toy_features
 from gwlora.cli import StageError
 from gwlora.config import Variant, expand_variants
 from gwlora.model import apply_variant, build_classifier
+from gwlora import scoring
 from gwlora import train as train_module
-from gwlora.train import BEST_DIR, CHECKSUMS_FILE, CURVE_COLUMNS, RUN_STATE, main, train_run
+from gwlora.records import CURVE_COLUMNS
+from gwlora.run_state import RUN_STATE
+from gwlora.scoring import BEST_DIR, CHECKSUMS_FILE
+from gwlora.train import main, train_run
 
 
 def run(built, variant, out, features=None, **train_overrides):
@@ -33,8 +37,8 @@ def interrupted(built, variant, out, step, **train_overrides):
     """Run until the state saved at `step` (or later), then kill the run as Ctrl-C would: patched, not a production hook."""
     save = train_module.save_run_state
 
-    def save_then_interrupt(run, state):
-        save(run, state)
+    def save_then_interrupt(saved, state):
+        save(saved, state)
         if state.step >= step:
             raise KeyboardInterrupt(f"test interruption after step {state.step}")
 
@@ -135,7 +139,7 @@ def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, recipe,
     whole = run(built, variant, tmp_path / "whole", **settings)
     interrupted(built, variant, tmp_path / "killed", 8, **settings)
     assert (tmp_path / "killed" / RUN_STATE).exists() and not (tmp_path / "killed" / "summary.json").exists()
-    with caplog.at_level("INFO", logger="gwlora.train"):
+    with caplog.at_level("INFO", logger="gwlora"):
         resumed = run(built, variant, tmp_path / "killed", **settings)
     assert "resuming from its saved state at step 8" in caplog.text
     a = pd.read_csv(tmp_path / "whole" / "curve.csv").drop(columns="train_time_s")
@@ -148,7 +152,7 @@ def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, recipe,
 def test_state_saved_with_other_settings_is_not_resumed(built, tmp_path, caplog):
     interrupted(built, LORA, tmp_path, 4, eval_every_steps=4)
     other = Variant(**{**LORA.to_dict(), "lr": 1e-3, "target_modules": ("q_proj", "v_proj")})
-    with caplog.at_level("INFO", logger="gwlora.train"):
+    with caplog.at_level("INFO", logger="gwlora"):
         summary = run(built, other, tmp_path, eval_every_steps=4)
     assert "saved with other settings; starting afresh" in caplog.text and "resuming" not in caplog.text
     assert summary["steps"] == 12 and pd.read_csv(tmp_path / "curve.csv").step.tolist() == [4, 8, 12]
@@ -172,7 +176,7 @@ def test_a_planted_run_state_runs_no_code_and_the_run_starts_afresh(built, tmp_p
     state = tmp_path / "run" / RUN_STATE
     state.parent.mkdir(parents=True)
     torch.save({"fingerprint": Planted()}, state)  # as an older gwlora (no checksum header) or an attacker would
-    with caplog.at_level("WARNING", logger="gwlora.train"):
+    with caplog.at_level("WARNING", logger="gwlora"):
         summary = run(built, LORA, tmp_path / "run")
     assert not marker.exists()
     assert f"{state}: not a gwlora run state" in caplog.text and "starting afresh" in caplog.text
@@ -191,7 +195,7 @@ def test_a_planted_payload_under_a_valid_checksum_is_refused_without_running(bui
     state = tmp_path / "run" / RUN_STATE
     state.parent.mkdir(parents=True)
     state.write_bytes(b"gwlora-run-state sha256=" + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
-    with caplog.at_level("WARNING", logger="gwlora.train"):
+    with caplog.at_level("WARNING", logger="gwlora"):
         run(built, LORA, tmp_path / "run")
     assert not marker.exists() and "cannot be loaded as a run state" in caplog.text
 
@@ -203,7 +207,7 @@ def test_a_corrupt_run_state_is_named_and_the_run_starts_afresh(built, tmp_path,
     blob = bytearray(state.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     state.write_bytes(bytes(blob))
-    with caplog.at_level("INFO", logger="gwlora.train"):
+    with caplog.at_level("INFO", logger="gwlora"):
         summary = run(built, LORA, tmp_path, eval_every_steps=4)
     assert f"{state}: checksum mismatch" in caplog.text and "resuming" not in caplog.text
     assert summary["steps"] == 12 and pd.read_csv(tmp_path / "curve.csv").step.tolist() == [4, 8, 12]
@@ -211,7 +215,7 @@ def test_a_corrupt_run_state_is_named_and_the_run_starts_afresh(built, tmp_path,
 
 @pytest.mark.parametrize("variant", [LORA, Variant(name="frozen", family="frozen", config_key="frozen", lr=1e-3)], ids=["lora", "frozen"])
 def test_a_corrupt_best_checkpoint_fails_naming_the_file(built, tmp_path, monkeypatch, variant):
-    load_best = train_module.load_best
+    load_best = scoring.load_best
 
     def corrupt_then_load(model, variant, best_dir):
         weights = next(p for p in best_dir.iterdir() if p.suffix == ".safetensors")
@@ -220,7 +224,7 @@ def test_a_corrupt_best_checkpoint_fails_naming_the_file(built, tmp_path, monkey
         weights.write_bytes(bytes(blob))
         load_best(model, variant, best_dir)
 
-    monkeypatch.setattr(train_module, "load_best", corrupt_then_load)
+    monkeypatch.setattr(scoring, "load_best", corrupt_then_load)
     with pytest.raises(StageError, match=rf"{BEST_DIR}/\w+\.safetensors: missing or corrupt"):
         run(built, variant, tmp_path)
     assert not (tmp_path / "summary.json").exists()
@@ -302,6 +306,27 @@ def test_compile_auto_is_eager_on_the_cpu_and_graphs_small_cuda_batches():
     assert compile_mode("default", cpu, 8) == "default" and compile_mode("off", cuda, 8) == "off"
 
 
+def test_the_schema_states_the_compile_batch_limit_the_code_uses():
+    from gwlora.train import AUTO_GRAPH_MAX_BATCH
+
+    described = SCHEMA["properties"]["train"]["properties"]["compile"]["description"]
+    assert f"up to batch {AUTO_GRAPH_MAX_BATCH};" in described
+
+
+def test_a_run_state_survives_a_change_of_measurement_settings_only(built):
+    """What a saved state must match: the settings that decide the weights; threads, device, latency, compile and the aggregate's keys do not."""
+    from gwlora.run_state import run_fingerprint, train_stage_settings
+
+    train = built["config"]["train"]
+    fingerprint = run_fingerprint(LORA, 0, built["config"]["model"], train, 48)
+    for key, value in {"threads": 7, "device": "cuda", "latency_batches": 0, "compile": "default", "lr_selection": "val_auc", "seeds": [5]}.items():
+        assert run_fingerprint(LORA, 0, built["config"]["model"], {**train, key: value}, 48) == fingerprint, key
+    for key, value in {"epochs": 9, "batch_size": 4, "weight_decay": 0.5}.items():
+        assert run_fingerprint(LORA, 0, built["config"]["model"], {**train, key: value}, 48) != fingerprint, key
+    assert run_fingerprint(LORA, 1, built["config"]["model"], train, 48) != fingerprint
+    assert set(train) - set(train_stage_settings(train)) == {"variants", "seeds", "lr_selection"}  # what the workflow leaves out
+
+
 def test_padded_batches_repeat_real_windows_with_zero_weight():
     from gwlora.train import padded, real_windows
 
@@ -348,7 +373,7 @@ def test_a_killed_compiled_run_resumes_compiled_to_the_eager_result(built, tmp_p
     settings = dict(epochs=2, eval_every_steps=4, batch_size=10)  # 5 steps per epoch, the last one padded
     whole = run(built, variant, tmp_path / "whole", compile="off", **settings)
     interrupted(built, variant, tmp_path / "killed", 4, compile="default", **settings)
-    with caplog.at_level("INFO", logger="gwlora.train"):
+    with caplog.at_level("INFO", logger="gwlora"):
         resumed = run(built, variant, tmp_path / "killed", compile="default", **settings)
     assert "resuming from its saved state at step 4" in caplog.text and resumed["compile"]["mode"] == "default"
     assert resumed["compile_time_s"] > 0

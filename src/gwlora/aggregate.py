@@ -57,6 +57,7 @@ from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differ
 from .config import FAMILY_ORDER, SHIFT_PREFIX, context_seconds, context_suffix
 from .findings import BASELINES, IN_DISTRIBUTION, FINDINGS_FILE, findings, write_findings
 from .markdown import escape as escape_markdown
+from .records import CURVE_FILE, PREDICTIONS_FILE, read_curve, read_predictions, read_summary
 
 log = logging.getLogger("gwlora.aggregate")
 
@@ -86,7 +87,7 @@ def variant_sort_key(family: str, config_key: str, rank: float | None, layers: f
 
 
 LATENCY_MODES = ("base", "unmerged", "merged")
-# What each run's summary says about the sequence the encoder layers saw (absent in records older than the prompt family)
+# What each run's summary says about the sequence the encoder layers saw
 SEQUENCE_COLUMNS = ("positions", "audio_positions", "prompt_positions", "audio_seconds_lost")
 
 
@@ -96,10 +97,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise StageError("no runs to aggregate")
     rows, curves = [], []
     for run_dir in map(Path, run_dirs):
-        for name in ("summary.json", "curve.csv"):
-            if not (run_dir / name).exists():
-                raise StageError(f"{run_dir} has no {name}: not a finished run")
-        record = read_json(run_dir / "summary.json")
+        record = read_summary(run_dir).to_json()
+        if not (run_dir / CURVE_FILE).exists():
+            raise StageError(f"{run_dir} has no {CURVE_FILE}: not a finished run")
         variant = record["variant_config"]
         row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
         row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"],
@@ -112,12 +112,12 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row["checkpoint_mb"] = record["checkpoint_bytes"] / 2**20
         for mode in LATENCY_MODES:
             row[f"latency_{mode}_ms"] = record["latency_ms"].get(mode, np.nan)  # base only, unless the variant adds or merges
-            row[f"latency_{mode}_b1_ms"] = record.get("latency_ms_batch1", {}).get(mode, np.nan)
+            row[f"latency_{mode}_b1_ms"] = record["latency_ms_batch1"].get(mode, np.nan)
         for key in SEQUENCE_COLUMNS:
-            row[f"sequence_{key}"] = record.get("sequence", {}).get(key, np.nan)
+            row[f"sequence_{key}"] = record["sequence"][key]
         row["run_dir"] = str(run_dir)
         rows.append(row)
-        curve = pd.read_csv(run_dir / "curve.csv")
+        curve = read_curve(run_dir / CURVE_FILE)
         curve.insert(0, "seed", record["seed"])
         curve.insert(0, "lr", record["lr"])
         curve.insert(0, "variant", record["variant"])
@@ -236,7 +236,7 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
     """Per-variant table (mean ± sd over seeds, as text) of `metrics`, with the parameter counts when `parameters`
     and the number of runs that did not learn when `learned`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
-    if learned:  # runs flagged by gwlora.train.learning_problems, beside the quality they would otherwise pass for
+    if learned:  # runs flagged by gwlora.scoring.learning_problems, beside the quality they would otherwise pass for
         columns["did not learn"] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary["did_not_learn"], summary["seeds"])]
     columns["lr"] = [f"{lr:g}" + (f" (best of {n})" if n > 1 else "") for lr, n in zip(summary["lr"], summary["lrs_tried"])]
     if parameters:
@@ -283,11 +283,11 @@ def load_predictions(runs: pd.DataFrame, test_set: str | None = None) -> dict[tu
     """Every run's predictions.csv (of its test split, or of shifted test set `test_set`), keyed by (variant, seed), in the order of `runs`."""
     predictions = {}
     for variant, seed, run_dir in zip(runs.variant, runs.seed, runs.run_dir):
-        path = Path(run_dir) / ("predictions.csv" if test_set is None else f"shift/{test_set}/predictions.csv")
+        path = Path(run_dir) / (PREDICTIONS_FILE if test_set is None else f"shift/{test_set}/{PREDICTIONS_FILE}")
         if not path.exists():
             missing = "not a finished run" if test_set is None else f"run the evaluate stage for test set {test_set!r}"
             raise StageError(f"{path} is missing: {missing}")
-        predictions[variant, int(seed)] = pd.read_csv(path)
+        predictions[variant, int(seed)] = read_predictions(path)
     return predictions
 
 
@@ -322,7 +322,7 @@ SPLIT_FACTS = ("split", "source", "detectors", "n_windows", "n_signal", "label_n
 
 def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: list[str | Path]) -> dict:
     """The facts of the study the deck states besides the tables: base model, data splits, variant configs, environment."""
-    summaries = [read_json(Path(d) / "summary.json") for d in run_dirs]
+    summaries = [read_summary(d) for d in run_dirs]
     model_dir = Path(model_dir)
     base = {**load_record(model_dir), "encoder_ffn_dim": read_json(model_dir / "config.json")["encoder_ffn_dim"]}
     data = {}
@@ -334,11 +334,11 @@ def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: l
     return {
         "base_model": base,
         "data": data,
-        "variants": {s["variant"]: s["variant_config"] for s in summaries},
+        "variants": {s.identity.variant: s.identity.variant_config for s in summaries},
         "environment": {
-            "versions": first["versions"],
-            "hardware": first["hardware"],
-            "git_commits": sorted({str(s["git_commit"]) for s in summaries}),
+            "versions": first.provenance.versions,
+            "hardware": first.provenance.hardware,
+            "git_commits": sorted({str(s.provenance.git_commit) for s in summaries}),
         },
     }
 

@@ -9,7 +9,7 @@ for every run (variant, lr, seed) in one process (``--name``: each run's
 The model is rebuilt from what the run recorded in ``summary.json`` (model
 config, variant, seed, input shape, evaluation batch) over the base model it
 started from, the best checkpoint is verified against its checksums and
-loaded, and the split is scored by :func:`gwlora.train.score_checkpoint`, the
+loaded, and the split is scored by :func:`gwlora.scoring.score_checkpoint`, the
 function that scored the run's test split: on the same device type and with
 the same batch, the run's own test split gives back its ``test_auc`` to the
 last digit.
@@ -26,27 +26,18 @@ from pathlib import Path
 
 import torch
 
-from .cli import StageError, atomic_dir, read_json, run_stage, write_json
+from .cli import StageError, atomic_dir, run_stage, write_json
 from .config import Variant
-from .train import BEST_DIR, SplitOnDevice, build_model, resolve_device, score_checkpoint
+from .records import PREDICTIONS_FILE, Summary, read_summary
+from .scoring import BEST_DIR, SplitOnDevice, build_model, resolve_device, score_checkpoint
 
 log = logging.getLogger("gwlora.evaluate")
 
-# What summary.json must hold for a run to be rebuilt (written by gwlora.train since shifted test sets exist)
-RUN_KEYS = ("variant_config", "seed", "model_config", "base_model_dir", "input", "eval_batch_size", "tpr_fpr", "device")
 
-
-def load_run(run_dir: str | Path) -> dict:
-    """A finished run's summary.json, checked for what rebuilding its model needs."""
-    run_dir = Path(run_dir)
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        raise StageError(f"{run_dir}: no summary.json, so not a finished training run")
-    summary = read_json(path, rebuild=f"train the run again (delete {run_dir}, then snakemake reruns it, or --forcerun train)")
-    missing = [k for k in RUN_KEYS if k not in summary]
-    if missing:
-        raise StageError(f"{path}: lacks {', '.join(missing)}; the run was trained by an older gwlora: retrain it to score it")
-    if not (run_dir / BEST_DIR).is_dir():
+def load_run(run_dir: str | Path) -> Summary:
+    """A finished run's checked summary.json, with the best checkpoint it scores."""
+    summary = read_summary(run_dir)
+    if not (Path(run_dir) / BEST_DIR).is_dir():
         raise StageError(f"{run_dir}: no {BEST_DIR}/ checkpoint to score")
     return summary
 
@@ -61,10 +52,11 @@ def score_run(
     """
     run_dir, features_dir = Path(run_dir), Path(features_dir)
     summary = load_run(run_dir)
-    model_dir = Path(model_dir if model_dir is not None else summary["base_model_dir"])
+    identity, rebuild = summary.identity, summary.rebuild
+    model_dir = Path(model_dir if model_dir is not None else rebuild.base_model_dir)
     if not model_dir.is_dir():
         raise StageError(f"{run_dir}: its base model {model_dir} does not exist; give the base model directory with --model")
-    trained_on = torch.device(summary["device"]).type
+    trained_on = torch.device(summary.settings.device).type
     target = resolve_device(device or ("auto" if trained_on == "cuda" else "cpu"))
     if target.type != trained_on:
         log.warning("%s was trained and tested on %s; scoring on %s, so its numbers may differ in the last digits", run_dir, trained_on, target)
@@ -73,28 +65,29 @@ def score_run(
     if key not in loaded:
         loaded[key] = SplitOnDevice(features_dir, target)  # its cache checked against its checksums
     split = loaded[key]
-    meta, expected = split.meta, summary["input"]
+    meta, expected = split.meta, rebuild.input
     if len(meta["channels"]) != len(expected["channels"]) or meta["n_frames"] != expected["n_frames"]:
         raise StageError(
             f"{features_dir}: windows of {len(meta['channels'])} channel(s) x {meta['n_frames']} frames, but {run_dir} was trained on "
             f"{len(expected['channels'])} channel(s) ({', '.join(expected['channels'])}) x {expected['n_frames']} frames"
         )
-    variant = Variant.from_dict(summary["variant_config"])
-    model, _ = build_model(model_dir, expected, summary["model_config"], variant, summary["seed"], target)
+    variant = Variant.from_dict(identity.variant_config)
+    tpr_fpr = summary.quality.tpr_fpr
+    model, _ = build_model(model_dir, expected, rebuild.model_config, variant, identity.seed, target)
     with atomic_dir(out) as tmp:
-        metrics = score_checkpoint(model, variant, run_dir / BEST_DIR, split, summary["eval_batch_size"], summary["tpr_fpr"], tmp / "predictions.csv")
+        metrics = score_checkpoint(model, variant, run_dir / BEST_DIR, split, rebuild.eval_batch_size, tpr_fpr, tmp / PREDICTIONS_FILE)
         record = {
-            "variant": summary["variant"],
-            "run": summary.get("run", summary["variant"]),
+            "variant": identity.variant,
+            "run": identity.run,
             "lr": variant.lr,
-            "seed": summary["seed"],
-            "checkpoint": f"{run_dir / BEST_DIR} (step {summary.get('best_step')}, the lowest val loss)",
+            "seed": identity.seed,
+            "checkpoint": f"{run_dir / BEST_DIR} (step {summary.quality.best_step}, the lowest val loss)",
             "features": str(features_dir),
             "split": meta.get("split"),
             "n_windows": split.n,
             "n_signal": int(split.y.sum().item()),
             "device": str(target),
-            "tpr_fpr": summary["tpr_fpr"],
+            "tpr_fpr": tpr_fpr,
             **metrics,
         }
         write_json(tmp / "metrics.json", record)

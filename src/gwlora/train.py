@@ -1,34 +1,20 @@
-"""Stage `train`: one (variant, seed) run over the cached features.
+"""Stage `train`: one (variant, seed) run over the cached features, read top to bottom as its loop runs.
 
-The run record, read by `aggregate`, `plot` and `deck`:
+:func:`train_run` prepares the run (:func:`prepare_run`: device, features,
+seeded model with the variant applied, optimizer and schedule), resumes it from
+its saved state if there is a sound one (:mod:`gwlora.run_state`), compiles it
+(:func:`compile_run`), and loops over epochs and batches (:func:`train_step`),
+evaluating, keeping the best checkpoint and saving the run state every
+``train.eval_every_steps`` (:func:`evaluate_and_checkpoint`); at the end
+:func:`summarise` scores the best checkpoint on the test split
+(:func:`gwlora.scoring.score_checkpoint`), times inference
+(:mod:`gwlora.measure`) and writes the run record (:mod:`gwlora.records`).
 
-* ``curve.csv``, one row per evaluation: ``step``, ``epoch``,
-  ``samples_seen``, ``train_time_s`` (cumulative wall time spent training,
-  evaluation excluded), ``train_loss`` (mean since the previous evaluation),
-  ``val_loss``, ``val_auc``, ``val_accuracy``, ``val_brier``;
-* ``summary.json``: the variant, seed, parameter counts, best validation AUC
-  and loss, training time in total and to the best checkpoint, test metrics of
-  the best checkpoint (AUC, loss, accuracy, TPR at a low FPR), step time,
-  samples/s, peak memory, checkpoint size, inference latency at the study's
-  eval batch and at batch 1 (the base model; the method unmerged, for every
-  method that adds modules or changes weights; merged, where peft can merge
-  it), the sequence the encoder layers see (prompt tuning's cost), device,
-  precision, ``torch.compile`` (the mode asked for and the one that ran, why it
-  fell back to eager, ``compile_time_s``, which ``train_time_s`` excludes),
-  versions and git commit; whether the run learned (:func:`learning_problems`);
-  and what :mod:`gwlora.evaluate` needs to rebuild the model and score the
-  checkpoint again;
-* ``predictions.csv``: the best checkpoint's logit for every test window, with
-  its label and injection SNR (for AUC against SNR);
-* ``best/``: the best checkpoint (lowest val loss): a peft adapter
-  (``save_pretrained``, head included) for LoRA and the other peft methods,
-  the trained tensors otherwise (bitfit's biases, adapters, prompts, ...),
-  and ``checksums.json`` (every file's SHA-256, verified before it is loaded);
-* ``tensorboard/``: the same curve as TensorBoard event files;
-* ``checkpoint/last.pt`` while running: the state a killed run resumes from,
-  a checksum line then a ``torch.save`` payload of tensors and plain
-  containers only, loaded with ``weights_only=True`` (a corrupt or foreign
-  file is named in the log and the run starts afresh).
+The run folder: ``curve.csv``, ``summary.json`` and ``predictions.csv``
+(:mod:`gwlora.records`); ``best/``, the best checkpoint (lowest val loss) with
+its checksums (:mod:`gwlora.scoring`); ``tensorboard/``, the same curve as
+TensorBoard event files; ``checkpoint/last.pt`` while running, the state a
+killed run resumes from (:mod:`gwlora.run_state`).
 
 Every variant of a seed sees the same batches in the same order: the order
 depends on the seed only.
@@ -48,83 +34,35 @@ measured on the eager model.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import logging
-import os
-import platform
-import resource
 import shutil
-import subprocess
-import sys
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from peft.utils import load_peft_weights, set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 from tqdm import tqdm
 
 from .base_model import load_record
-from .cli import StageError, atomic_dir, atomic_file, json_arg, read_json, run_stage, write_json
-from .download import sha256_of
-from .config import BASE_ARCHITECTURE, PEFT_FAMILIES, Variant
-from .features import load_features, load_snr
-from .methods import disabled, sequence_cost
-from .model import apply_variant, build_classifier, count_parameters
+from .cli import StageError, json_arg, run_stage
+from .config import Variant
+from .measure import dir_bytes, git_commit, hardware, inference_latency, peak_memory_bytes, seconds_since, versions
+from .methods import sequence_cost
+from .model import count_parameters
+from .records import CURVE_FILE, PREDICTIONS_FILE, Costs, CurveRow, Identity, Learning, Provenance, Quality, Rebuild, Settings, Summary, write_curve
+from .run_state import RUN_STATE, Checkpointed, RunState, resume_or_start, run_fingerprint, save_run_state
+from .scoring import (BEST_DIR, SplitOnDevice, autocast_for, build_model, chance_loss, evaluate, learning_problems, load_best, padded,
+                      resolve_device, save_best, score_checkpoint)
 
 log = logging.getLogger("gwlora.train")
 
-CURVE_COLUMNS = ("step", "epoch", "samples_seen", "train_time_s", "train_loss", "val_loss", "val_auc", "val_accuracy", "val_brier")
-# Keep a split's features on the GPU when smaller than this; otherwise stream pinned batches.
-DEVICE_RESIDENT_BYTES = 2 * 1024**3
 # train.compile auto on CUDA: CUDA graphs (reduce-overhead) up to this batch, where a step is bound by the host's kernel
-# launches (docs/benchmarks.md: the same ~40 ms at batch 8 and 64); torch.compile's default mode above it
+# launches (docs/benchmarks.md: the same ~40 ms at batch 8 and 64); torch.compile's default mode above it.
+# The config schema's description of train.compile states it too (tests/test_train.py holds them together).
 AUTO_GRAPH_MAX_BATCH = 128
 STATIC_SHAPES = "pad"  # how compiled runs keep one batch shape: the last batch padded (weight 0), none dropped
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise StageError(f"train.device {name!r}: CUDA is not available on this machine")
-    return device
-
-
-class SplitOnDevice:
-    """A split's features and labels, resident on the device or pinned for fast async copies."""
-
-    def __init__(self, features_dir: str | Path, device: torch.device):
-        x, y, self.meta = load_features(features_dir)
-        self.snr = load_snr(features_dir)
-        self.device = device
-        self.n = len(y)
-        x_t, y_t = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).float()
-        self.resident = device.type == "cpu" or x_t.numel() * x_t.element_size() <= DEVICE_RESIDENT_BYTES
-        if self.resident:
-            self.x, self.y = x_t.to(device), y_t.to(device)
-        else:
-            self.x, self.y = x_t.pin_memory(), y_t.pin_memory()
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.resident:
-            idx = idx.to(self.device, non_blocking=True)
-            return self.x[idx], self.y[idx]
-        return self.x[idx].to(self.device, non_blocking=True), self.y[idx].to(self.device, non_blocking=True)
-
-
-def autocast_for(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def is_head(name: str) -> bool:
@@ -173,274 +111,9 @@ def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, weig
 # deck: end
 
 
-def padded(idx: torch.Tensor, size: int) -> torch.Tensor:
-    """`idx` made `size` long by repeating its own indices (a compiled graph's static batch); the first len(idx) are real."""
-    missing = size - len(idx)
-    return idx if missing <= 0 else torch.cat([idx, idx.repeat(-(-missing // len(idx)))[:missing]])
-
-
 def real_windows(n: int, size: int, device: torch.device) -> torch.Tensor:
     """Weights of a padded batch: 1 for its first `n` windows, 0 for the padding (made on the device, no copy)."""
     return (torch.arange(size, device=device) < n).float()
-
-
-@torch.no_grad()
-def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None, forward=None) -> dict:
-    """Loss, AUC, accuracy at logit 0 and Brier score of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit.
-
-    `forward`: the compiled model, whose static shape pads the last batch (its padding's logits are dropped).
-    """
-    model.eval()
-    logits = []
-    for start in range(0, split.n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, split.n))
-        if forward is None:
-            x, _ = split.batch(idx)
-            with autocast_for(split.device):
-                logits.append(model(x).float())
-            continue
-        x, _ = split.batch(padded(idx, batch_size))
-        with autocast_for(split.device):
-            logits.append(forward(x)[: len(idx)].float().clone())  # a copy: CUDA graphs reuse their output memory
-    model.train()
-    logits = torch.cat(logits).cpu()
-    labels = split.y.cpu()
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
-    y = labels.numpy()
-    scores = logits.numpy()
-    auc = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
-    acc = float(((scores > 0) == (y > 0.5)).mean())
-    brier = float(((torch.sigmoid(logits) - labels) ** 2).mean())
-    out = {"loss": loss, "auc": auc, "accuracy": acc, "brier": brier, "scores": scores}
-    if fpr_target is not None:
-        out["tpr_at_fpr"] = tpr_at_fpr(y, scores, fpr_target) if 0 < y.sum() < len(y) else float("nan")
-    return out
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-def versions() -> dict:
-    import peft
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-    }
-
-
-RUN_STATE = "checkpoint/last.pt"
-BEST_DIR = "best"
-TRAINABLE_FILE = "trainable.safetensors"
-
-
-def hardware(device: torch.device) -> dict:
-    """What the run ran on: the processor, its cores, and the GPU when there is one."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        out.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1))
-    return out
-
-
-def git_commit() -> str | None:
-    """The workflow checkout's commit (with '+dirty' for local changes), or None outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-CHECKSUMS_FILE = "checksums.json"
-
-
-def save_best(model, variant: Variant, best_dir: Path) -> None:
-    """The best weights so far: a peft adapter (save_pretrained) for peft's methods, else the trained tensors; with every file's SHA-256."""
-    with atomic_dir(best_dir) as tmp:
-        if variant.family in PEFT_FAMILIES:
-            model.save_pretrained(tmp)
-        else:
-            trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-            save_file(trainable, tmp / TRAINABLE_FILE)
-        write_json(tmp / CHECKSUMS_FILE, {p.relative_to(tmp).as_posix(): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()})
-
-
-def verify_checkpoint(best_dir: Path) -> None:
-    """Check every file of a saved checkpoint against its recorded SHA-256; raise naming the first that differs."""
-    listing = best_dir / CHECKSUMS_FILE
-    if not listing.is_file():
-        raise StageError(f"{listing}: missing, so the checkpoint in {best_dir} cannot be verified; delete the run folder to retrain it")
-    for name, digest in read_json(listing).items():
-        path = best_dir / name
-        if not path.is_file() or sha256_of(path) != digest:
-            raise StageError(f"{path}: missing or corrupt (its SHA-256 differs from {CHECKSUMS_FILE}); delete the run folder to retrain it")
-
-
-def load_best(model, variant: Variant, best_dir: Path) -> None:
-    verify_checkpoint(best_dir)
-    device = str(next(model.parameters()).device)
-    if variant.family in PEFT_FAMILIES:
-        set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=device))
-    else:
-        model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)
-
-
-# deck: score-checkpoint
-def score_checkpoint(model, variant: Variant, best_dir: Path, split: SplitOnDevice, batch_size: int, fpr_target: float, predictions: Path) -> dict:
-    """Load a run's best checkpoint into `model` and score `split`: the one way the test split and every shifted test set are scored.
-
-    Writes every window's logit to `predictions`; returns loss, AUC, accuracy,
-    Brier score, TPR at `fpr_target`, and ``one_class`` (whether every window
-    got the same side of logit 0). Always eager, never through a compiled
-    graph, so that :mod:`gwlora.evaluate` reproduces the test split's numbers
-    on any machine with the same device type.
-    """
-    load_best(model, variant, best_dir)
-    metrics = evaluate(model, split, batch_size, fpr_target)
-    scores = metrics.pop("scores")
-    metrics["one_class"] = bool((scores > 0).all() or (scores <= 0).all())
-    write_predictions(split, scores, predictions)
-    return metrics
-# deck: end
-
-
-LEARNING_MARGIN = 0.01  # nats: how far below its start (and a constant predictor) the best val loss must fall
-
-
-def chance_loss(labels: np.ndarray) -> float:
-    """The loss of the best constant predictor on `labels`: their binary entropy in nats (ln 2 when balanced)."""
-    p = float(np.mean(labels))
-    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p))) if 0 < p < 1 else 0.0
-
-
-def learning_problems(initial_val_loss: float | None, chance_val_loss: float, best_val_loss: float, one_class: bool | None) -> dict[str, str]:
-    """Why a run did not learn: {flag: the reason in words}, empty when it did.
-
-    Flagged: ``val_loss_flat``, a best val loss not below both its starting value
-    and a constant predictor's by :data:`LEARNING_MARGIN`; ``one_class``, a tested
-    checkpoint that puts every test window on one side of logit 0 (its AUC may still read high).
-    """
-    problems = {}
-    reference = chance_val_loss if initial_val_loss is None else min(initial_val_loss, chance_val_loss)
-    if not best_val_loss < reference - LEARNING_MARGIN:
-        start = "" if initial_val_loss is None else f"its start {initial_val_loss:.4f}, "
-        problems["val_loss_flat"] = f"the val loss never fell clearly below {start}a constant predictor's {chance_val_loss:.4f} (best {best_val_loss:.4f})"
-    if one_class:
-        problems["one_class"] = "the tested checkpoint scores every test window as the same class"
-    return problems
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> float:
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.interp(fpr_target, fpr, tpr))
-
-
-@torch.no_grad()
-def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> dict[str, float]:
-    """Median wall time in milliseconds of one forward pass of batch `x` under each mode (a context-manager factory).
-
-    The modes' passes alternate (A B, then B A, ...) after three untimed
-    warm-up rounds, so that a machine's changing load falls on every mode
-    alike and their ratio survives a shared machine.
-    """
-    modes = modes or {"base": nullcontext}
-    model.eval()
-    times: dict[str, list[float]] = {name: [] for name in modes}
-    for i in range(reps + 3):
-        for name in list(modes) if i % 2 == 0 else list(reversed(modes)):
-            with modes[name]():
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize(x.device)
-                start = time.perf_counter()
-                with autocast_for(x.device):
-                    model(x)
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize(x.device)
-            if i >= 3:  # warm-up passes are not timed
-                times[name].append(time.perf_counter() - start)
-    model.train()
-    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
-
-
-def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
-    """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
-
-    The base model is the method switched off (peft's ``disable_adapter``, or
-    :func:`gwlora.methods.disabled`), timed alternately with the method
-    (:func:`latency_ms`); the merged model is timed after them. BitFit changes
-    biases only, so its "unmerged" model is the base architecture with other
-    biases. Full, frozen and partial fine-tuning time the base only.
-    """
-    if reps <= 0:
-        return {}
-    if variant.family in BASE_ARCHITECTURE:
-        return latency_ms(model, x, reps)
-    if variant.family not in PEFT_FAMILIES:
-        return latency_ms(model, x, reps, {"base": lambda: disabled(model), "unmerged": nullcontext})
-    out = latency_ms(model, x, reps, {"base": model.disable_adapter, "unmerged": nullcontext})
-    try:
-        model.merge_adapter()
-    except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
-        log.info("%s: not merged for latency (%s)", variant.name, exc)
-        return out
-    try:
-        out.update(merged=latency_ms(model, x, reps)["base"])
-    finally:
-        model.unmerge_adapter()
-    return out
-
-
-def run_fingerprint(variant: Variant, seed: int, model_config: dict, train_config: dict, n_train: int) -> dict:
-    """What a saved run state must match to be resumed."""
-    keep = {k: v for k, v in train_config.items() if k not in ("threads", "device", "latency_batches", "lr_selection", "compile")}
-    return {"variant": variant.to_dict(), "seed": seed, "model": model_config, "train": keep, "n_train": n_train}
-
-
-@dataclass
-class RunState:
-    """Everything a resumed run needs besides the model, the optimizer and the RNGs."""
-
-    step: int = 0
-    epoch: int = 1  # 1-based; the run is over once it passes train.epochs
-    batches_done: int = 0  # of the current epoch
-    samples_seen: int = 0
-    train_time: float = 0.0  # seconds spent training, evaluations and compilation excluded
-    compile_time: float = 0.0  # seconds spent compiling (the warm-up of each start or resume)
-    curve: list[dict] = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"val_loss": float("inf")})
-    stale: int = 0  # evaluations since the val loss last fell
-    stopped: bool = False  # early-stopped
-    epoch_order_state: torch.Tensor | None = None  # the data-order generator at this epoch's start
-    initial_val_loss: float | None = None  # of the model before its first step (unknown for a state saved without it)
-
-    def advance(self, samples: int, epoch_batches: int, order: torch.Generator) -> None:
-        """Count one optimisation step; after an epoch's last batch, move to the next epoch (its data order follows from `order`).
-
-        A state saved at an epoch's end so resumes at the start of the next one.
-        """
-        self.step, self.batches_done, self.samples_seen = self.step + 1, self.batches_done + 1, self.samples_seen + samples
-        if self.batches_done == epoch_batches:
-            self.epoch, self.batches_done, self.epoch_order_state = self.epoch + 1, 0, order.get_state()
 
 
 @dataclass
@@ -471,6 +144,12 @@ class Run:
         return self.model if self.compiled is None else self.compiled
 
     @property
+    def checkpointed(self) -> Checkpointed:
+        """What the run state saves and restores; a method with state of its own (a rank allocator) adds it to ``parts``."""
+        return Checkpointed(path=self.out_dir / RUN_STATE, fingerprint=self.fingerprint, model=self.model,
+                            parts={"optimizer": self.optimizer, "schedule": self.schedule}, device=self.device)
+
+    @property
     def label(self) -> str:
         return f"{self.variant.run} seed {self.seed}"
 
@@ -493,19 +172,6 @@ class Run:
 
     def evaluates_at(self, step: int) -> bool:
         return step % (self.train_config["eval_every_steps"] or self.steps_per_epoch) == 0 or step == self.last_step
-
-
-def build_model(model_dir, meta: dict, model_config: dict, variant: Variant, seed: int, device: torch.device) -> tuple[torch.nn.Module, int]:
-    """The seeded classifier for features described by `meta` with `variant` applied, on `device`, in training mode.
-
-    Returns it and the parameter count of the model before the variant (peft's wrappers excluded).
-    """
-    torch.manual_seed(seed)
-    base = build_classifier(model_dir, len(meta["channels"]), meta["n_frames"], model_config)
-    _, total = count_parameters(base)
-    model = apply_variant(base, variant).to(device)
-    model.train()
-    return model, total
 
 
 def prepare_run(features, model_dir, model_config: dict, train_config: dict, variant: Variant, seed: int, out_dir) -> Run:
@@ -550,8 +216,6 @@ def compile_model(model: torch.nn.Module, mode: str):
         return compiled(x)
 
     return forward
-
-
 def compile_run(run: Run, state: RunState) -> None:
     """Compile the model per train.compile before the clock starts, adding the time to ``state.compile_time``; on failure, train eagerly.
 
@@ -607,11 +271,11 @@ def train_run(
 
     The run state is saved at every evaluation; a run that was killed resumes
     from it when started again with the same settings, and ends exactly as an
-    uninterrupted run would.
+    uninterrupted run would. Returns summary.json's record.
     """
     run = prepare_run(features, model_dir, model_config, train_config, variant, seed, out_dir)
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
-    state = resume_or_start(run, order)
+    state = resume_or_start(run.checkpointed, order, run.label)
     compile_run(run, state)
     if state.step == 0:
         state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size, forward=run.compiled)["loss"]
@@ -647,39 +311,7 @@ def train_run(
     writer.close()
     summary = summarise(run, state)
     shutil.rmtree(run.out_dir / Path(RUN_STATE).parent, ignore_errors=True)  # finished: the run state is not needed
-    return summary
-
-
-def seconds_since(start: float, device: torch.device) -> float:
-    """Wall time since `start`, after the device has finished the work queued on it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def resume_or_start(run: Run, order: torch.Generator) -> RunState:
-    """The saved run state when there is a sound one saved with the same settings (model, optimizer and RNGs restored), else a fresh one."""
-    fresh = RunState(epoch_order_state=order.get_state())
-    path = run.out_dir / RUN_STATE
-    if not path.exists():
-        return fresh
-    try:
-        saved = load_run_state(path)
-    except StageError as exc:
-        log.warning("%s: %s; starting afresh", run.label, exc)
-        return fresh
-    if saved["fingerprint"] != run.fingerprint:
-        log.warning("%s: %s was saved with other settings; starting afresh", run.label, path)
-        return fresh
-    run.model.load_state_dict(saved["trainable"], strict=False)
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.schedule.load_state_dict(saved["schedule"])
-    torch.set_rng_state(saved["torch_rng"])
-    if run.device.type == "cuda" and saved["cuda_rng"] is not None:
-        torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
-    state = RunState(**saved["state"])
-    log.info("%s: resuming from its saved state at step %d (%.1f s of training)", run.label, state.step, state.train_time)
-    return state
+    return summary.to_json()
 
 
 def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor], writer, bar) -> None:
@@ -690,25 +322,17 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
         bad_step = state.step - len(losses_t) + int(bad[0]) + 1
         raise StageError(f"{run.label}: non-finite training loss at step {bad_step} (lr {run.variant.lr})")
     metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size, forward=run.compiled)
-    row = {
-        "step": state.step,
-        "epoch": state.step / run.steps_per_epoch,
-        "samples_seen": state.samples_seen,
-        "train_time_s": state.train_time,
-        "train_loss": float(losses_t.mean()),
-        "val_loss": metrics["loss"],
-        "val_auc": metrics["auc"],
-        "val_accuracy": metrics["accuracy"],
-        "val_brier": metrics["brier"],
-    }
-    state.curve.append(row)
+    row = CurveRow(step=state.step, epoch=state.step / run.steps_per_epoch, samples_seen=state.samples_seen, train_time_s=state.train_time,
+                   train_loss=float(losses_t.mean()), val_loss=metrics["loss"], val_auc=metrics["auc"], val_accuracy=metrics["accuracy"],
+                   val_brier=metrics["brier"])
+    state.curve.append(asdict(row))
     for key in ("train_loss", "val_loss", "val_auc"):
-        writer.add_scalar(key.replace("_", "/", 1), row[key], state.step)
-    writer.add_scalar("time/train_s", row["train_time_s"], state.step)
-    bar.set_postfix(val_loss=f"{row['val_loss']:.3f}", val_auc=f"{row['val_auc']:.3f}")
-    log.info("%s step %d epoch %.2f: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s", run.label, state.step, row["epoch"], row["train_loss"], row["val_loss"], row["val_auc"], state.train_time)
-    if row["val_loss"] < state.best["val_loss"]:
-        state.best, state.stale = dict(row), 0
+        writer.add_scalar(key.replace("_", "/", 1), getattr(row, key), state.step)
+    writer.add_scalar("time/train_s", row.train_time_s, state.step)
+    bar.set_postfix(val_loss=f"{row.val_loss:.3f}", val_auc=f"{row.val_auc:.3f}")
+    log.info("%s step %d epoch %.2f: train loss %.4f, val loss %.4f, val AUC %.4f, %.1f s", run.label, state.step, row.epoch, row.train_loss, row.val_loss, row.val_auc, state.train_time)
+    if row.val_loss < state.best["val_loss"]:
+        state.best, state.stale = asdict(row), 0
         save_best(run.model, run.variant, run.out_dir / BEST_DIR)
     else:
         state.stale += 1
@@ -716,158 +340,80 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
         if patience and state.stale >= patience:
             log.info("%s: early stop after %d evaluations without a lower val loss", run.label, state.stale)
             state.stopped = True
-    save_run_state(run, state)
+    save_run_state(run.checkpointed, state)
 
 
-def summarise(run: Run, state: RunState) -> dict:
+def summarise(run: Run, state: RunState) -> Summary:
     """Score the best checkpoint on the test split, time inference, and write curve.csv, predictions.csv and summary.json."""
     test = {}
     if "test" in run.splits:
         test = score_checkpoint(run.model, run.variant, run.out_dir / BEST_DIR, run.splits["test"], run.eval_batch_size,
-                                run.train_config["tpr_at_fpr"], run.out_dir / "predictions.csv")
+                                run.train_config["tpr_at_fpr"], run.out_dir / PREDICTIONS_FILE)
     else:
         load_best(run.model, run.variant, run.out_dir / BEST_DIR)
-    val = run.splits["val"]
-    chance = chance_loss(val.y.cpu().numpy())
-    problems = learning_problems(state.initial_val_loss, chance, state.best["val_loss"], test.get("one_class"))
-    for problem in problems.values():
-        log.warning("%s did not learn: %s", run.label, problem)
-    x_latency, _ = val.batch(torch.arange(min(run.eval_batch_size, val.n)))
-    latency = inference_latency(run.model, run.variant, x_latency, run.train_config["latency_batches"])
-    latency_1 = inference_latency(run.model, run.variant, x_latency[:1], run.train_config["latency_batches"])
-    classifier = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
-    curve, best = state.curve, state.best
-    summary = {
-        "variant": run.variant.name,
-        "run": run.variant.run,
-        "family": run.variant.family,
-        "config_key": run.variant.config_key,
-        "variant_config": run.variant.to_dict(),
-        "seed": run.seed,
-        "trainable_parameters": run.trainable_parameters,
-        "total_parameters": run.total_parameters,
-        "trainable_percent": 100.0 * run.trainable_parameters / run.total_parameters,
-        # quality, all of one checkpoint: the lowest val loss, the one the test split scores (the curve has every evaluation)
-        "best_val_loss": best["val_loss"],
-        "val_auc": best["val_auc"],
-        "best_step": best["step"],
-        "test_auc": test.get("auc"),
-        "test_loss": test.get("loss"),
-        "test_accuracy": test.get("accuracy"),
-        "test_tpr_at_fpr": test.get("tpr_at_fpr"),
-        "test_brier": test.get("brier"),
-        "test_one_class": test.get("one_class"),
-        "val_accuracy": best["val_accuracy"],
-        "val_brier": best["val_brier"],
-        "tpr_fpr": run.train_config["tpr_at_fpr"],
-        # did it learn at all: the val loss before the first step, a constant predictor's, and what went wrong
-        "initial_val_loss": state.initial_val_loss,
-        "chance_val_loss": chance,
-        "did_not_learn": bool(problems),
-        "val_loss_flat": "val_loss_flat" in problems,
-        "did_not_learn_because": "; ".join(problems.values()),
-        # costs
-        "time_to_best_s": best["train_time_s"],
-        "train_time_s": state.train_time,
-        "compile_time_s": state.compile_time,
-        "steps": state.step,
-        "epochs_run": state.step / run.steps_per_epoch,
-        "early_stopped": state.stopped,
-        "step_time_ms": 1000 * state.train_time / state.step,
-        "samples_per_s": state.samples_seen / state.train_time,
-        "checkpoint_bytes": dir_bytes(run.out_dir / BEST_DIR),
-        "latency_ms": latency,
-        "latency_batch": int(x_latency.shape[0]),
-        "latency_ms_batch1": latency_1,
-        "sequence": sequence_cost(run.variant, run.model_config["context"], classifier.clip_positions,
-                                  classifier.encoder.embed_positions.num_embeddings),
-        "peak_memory_bytes": peak_memory_bytes(run.device),
-        # settings and provenance
-        "device": str(run.device),
-        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32",
-        "compile": {
-            "setting": run.train_config["compile"],
-            "mode": run.compile_mode,
-            "fallback": run.compile_fallback,
-            "static_shapes": STATIC_SHAPES if run.compile_mode != "off" else None,
-        },
-        "batch_size": run.batch_size,
-        "lr": run.variant.lr,
-        "head_lr": run.optimizer.param_groups[-1]["initial_lr"] if run.optimizer.param_groups[-1]["name"] == "head" else None,
-        "schedule": {**run.train_config["schedule"], "warmup_steps": warmup_steps(run.train_config["schedule"], run.last_step), "total_steps": run.last_step},
-        "base_model": load_record(run.model_dir)["source"],
-        "context": run.model_config["context"],
-        "pooling": run.model_config["pooling"],
-        # what gwlora.evaluate needs to rebuild the model and score the best checkpoint exactly as the test split was
-        "model_config": run.model_config,
-        "base_model_dir": str(run.model_dir),
-        "input": {"channels": list(run.splits["train"].meta["channels"]), "n_frames": run.splits["train"].meta["n_frames"]},
-        "eval_batch_size": run.eval_batch_size,
-        "versions": versions(),
-        "hardware": hardware(run.device),
-        "git_commit": git_commit(),
-    }
-    write_curve(curve, run.out_dir / "curve.csv")
-    write_json(run.out_dir / "summary.json", summary)
+    summary = Summary(
+        identity=Identity(variant=run.variant.name, run=run.variant.run, family=run.variant.family, config_key=run.variant.config_key,
+                          variant_config=run.variant.to_dict(), seed=run.seed, trainable_parameters=run.trainable_parameters,
+                          total_parameters=run.total_parameters, trainable_percent=100.0 * run.trainable_parameters / run.total_parameters),
+        quality=quality_of(state.best, test, run.train_config["tpr_at_fpr"]),
+        learning=learning_of(run, state, test.get("one_class")),
+        costs=costs_of(run, state),
+        settings=settings_of(run),
+        rebuild=Rebuild(model_config=run.model_config, base_model_dir=str(run.model_dir), eval_batch_size=run.eval_batch_size,
+                        input={"channels": list(run.splits["train"].meta["channels"]), "n_frames": run.splits["train"].meta["n_frames"]}),
+        provenance=Provenance(versions=versions(), hardware=hardware(run.device), git_commit=git_commit()),
+    )
+    write_curve(state.curve, run.out_dir / CURVE_FILE)
+    summary.write(run.out_dir)
     return summary
 
 
-# The run state file: one header line naming the SHA-256 of the torch.save payload that follows it.
-_STATE_HEADER = b"gwlora-run-state sha256="
+def quality_of(best: dict, test: dict, tpr_fpr: float) -> Quality:
+    """The best checkpoint's validation row (`best`, a curve row) and its test scores (empty without a test split)."""
+    return Quality(best_val_loss=best["val_loss"], val_auc=best["val_auc"], best_step=best["step"], val_accuracy=best["val_accuracy"],
+                   val_brier=best["val_brier"], test_auc=test.get("auc"), test_loss=test.get("loss"), test_accuracy=test.get("accuracy"),
+                   test_tpr_at_fpr=test.get("tpr_at_fpr"), test_brier=test.get("brier"), test_one_class=test.get("one_class"), tpr_fpr=tpr_fpr)
 
 
-def save_run_state(run: Run, state: RunState) -> None:
-    """The run state (trainable weights, optimizer, RNGs, progress) in one checksummed file, written atomically."""
-    trainable = {name for name, p in run.model.named_parameters() if p.requires_grad}
-    payload = {
-        "fingerprint": run.fingerprint,
-        "trainable": {k: v for k, v in run.model.state_dict().items() if k in trainable},
-        "optimizer": run.optimizer.state_dict(),
-        "schedule": run.schedule.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
-        "state": asdict(state),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    with atomic_file(run.out_dir / RUN_STATE) as tmp:
-        tmp.write_bytes(_STATE_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+def learning_of(run: Run, state: RunState, one_class: bool | None) -> Learning:
+    """Whether the run learned (:func:`gwlora.scoring.learning_problems`), each problem logged."""
+    chance = chance_loss(run.splits["val"].y.cpu().numpy())
+    problems = learning_problems(state.initial_val_loss, chance, state.best["val_loss"], one_class)
+    for problem in problems.values():
+        log.warning("%s did not learn: %s", run.label, problem)
+    return Learning(initial_val_loss=state.initial_val_loss, chance_val_loss=chance, did_not_learn=bool(problems),
+                    val_loss_flat="val_loss_flat" in problems, did_not_learn_because="; ".join(problems.values()))
 
 
-def load_run_state(path: Path) -> dict:
-    """A saved run state, checked against its checksum and loaded without running code (``weights_only``).
-
-    Raises :class:`StageError` naming `path` when it is corrupt, truncated or not a run state.
-    """
-    blob = path.read_bytes()
-    header, _, data = blob.partition(b"\n")
-    if not header.startswith(_STATE_HEADER):
-        raise StageError(f"{path}: not a gwlora run state (no checksum header)")
-    if hashlib.sha256(data).hexdigest().encode() != header[len(_STATE_HEADER) :]:
-        raise StageError(f"{path}: checksum mismatch (corrupt or truncated run state)")
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - the unpickler refuses anything but tensors and plain containers
-        raise StageError(f"{path}: cannot be loaded as a run state: {exc}") from exc
-
-
-def write_predictions(split: SplitOnDevice, scores: np.ndarray, path: Path) -> None:
-    """Every test window's label, injection SNR (0 for noise) and logit, for per-window analyses (AUC vs SNR)."""
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["window", "label", "snr", "logit"])
-        for i, (label, snr, logit) in enumerate(zip(split.y.cpu().tolist(), split.snr.tolist(), scores.tolist())):
-            writer.writerow([i, int(label), f"{snr:.6g}", f"{logit:.6g}"])
+def costs_of(run: Run, state: RunState) -> Costs:
+    """Training time and throughput, memory, checkpoint size, and inference latency at the eval batch and at batch 1."""
+    val = run.splits["val"]
+    x, _ = val.batch(torch.arange(min(run.eval_batch_size, val.n)))
+    reps = run.train_config["latency_batches"]
+    classifier = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
+    return Costs(
+        time_to_best_s=state.best["train_time_s"], train_time_s=state.train_time, compile_time_s=state.compile_time, steps=state.step,
+        epochs_run=state.step / run.steps_per_epoch, early_stopped=state.stopped, step_time_ms=1000 * state.train_time / state.step,
+        samples_per_s=state.samples_seen / state.train_time, checkpoint_bytes=dir_bytes(run.out_dir / BEST_DIR),
+        latency_ms=inference_latency(run.model, run.variant, x, reps), latency_batch=int(x.shape[0]),
+        latency_ms_batch1=inference_latency(run.model, run.variant, x[:1], reps),
+        sequence=sequence_cost(run.variant, run.model_config["context"], classifier.clip_positions, classifier.encoder.embed_positions.num_embeddings),
+        peak_memory_bytes=peak_memory_bytes(run.device),
+    )
 
 
-def write_curve(rows: list[dict], path: Path) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
+def settings_of(run: Run) -> Settings:
+    """The device, precision, compilation, batch, learning rates, schedule and model the run trained with."""
+    head = run.optimizer.param_groups[-1]
+    schedule = run.train_config["schedule"]
+    return Settings(
+        device=str(run.device), precision="bf16-autocast" if run.device.type == "cuda" else "fp32",
+        compile={"setting": run.train_config["compile"], "mode": run.compile_mode, "fallback": run.compile_fallback,
+                 "static_shapes": STATIC_SHAPES if run.compile_mode != "off" else None},
+        batch_size=run.batch_size, lr=run.variant.lr, head_lr=head["initial_lr"] if head["name"] == "head" else None,
+        schedule={**schedule, "warmup_steps": warmup_steps(schedule, run.last_step), "total_steps": run.last_step},
+        base_model=load_record(run.model_dir)["source"], context=run.model_config["context"], pooling=run.model_config["pooling"],
+    )
 def _parser(p):
     p.add_argument("--train-features", required=True, help="train split features (the features stage's directory)")
     p.add_argument("--val-features", required=True, help="val split features (evaluations and the best checkpoint)")

@@ -4,6 +4,7 @@ from gwlora import gpus
 from gwlora import resources as estimate
 from gwlora.config import SHIFT_PREFIX, run_model_config, split_source
 from gwlora.plot import figure_names as plot_figure_names
+from gwlora.run_state import train_stage_settings
 
 # The `gpu` resource of a training job: 1 where it trains on a GPU, 0 on the CPU
 # (train.device cpu, or auto on a machine without one). The default profile caps
@@ -14,11 +15,6 @@ TRAIN_GPUS = gpus.requested(config["train"]["device"])
 def as_json(obj):
     """Config sections reach the stages as JSON through params, so a change re-runs exactly what depends on it."""
     return json.dumps(obj)
-
-
-def train_settings():
-    """The `train` section without the variant list: each job gets its own variant."""
-    return {k: v for k, v in config["train"].items() if k not in ("variants", "seeds", "lr_selection")}  # lr_selection: aggregate's
 
 
 def parent_of(name, index=0):

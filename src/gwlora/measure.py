@@ -1,0 +1,136 @@
+"""What a run cost and what it ran on: wall time, peak memory, checkpoint size, inference latency, hardware, versions, commit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import BASE_ARCHITECTURE, PEFT_FAMILIES, Variant
+from .methods import disabled
+from .scoring import autocast_for
+
+log = logging.getLogger("gwlora.measure")
+
+
+def seconds_since(start: float, device: torch.device) -> float:
+    """Wall time since `start`, after the device has finished the work queued on it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The peak of the device's allocated memory (CUDA), else of the process's resident memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def dir_bytes(path: Path) -> int:
+    """The size of every file under `path`."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@torch.no_grad()
+def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> dict[str, float]:
+    """Median wall time in milliseconds of one forward pass of batch `x` under each mode (a context-manager factory).
+
+    The modes' passes alternate (A B, then B A, ...) after three untimed
+    warm-up rounds, so that a machine's changing load falls on every mode
+    alike and their ratio survives a shared machine.
+    """
+    modes = modes or {"base": nullcontext}
+    model.eval()
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for i in range(reps + 3):
+        for name in list(modes) if i % 2 == 0 else list(reversed(modes)):
+            with modes[name]():
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                start = time.perf_counter()
+                with autocast_for(x.device):
+                    model(x)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+            if i >= 3:  # warm-up passes are not timed
+                times[name].append(time.perf_counter() - start)
+    model.train()
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
+def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
+    """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
+
+    The base model is the method switched off (peft's ``disable_adapter``, or
+    :func:`gwlora.methods.disabled`), timed alternately with the method
+    (:func:`latency_ms`); the merged model is timed after them. BitFit changes
+    biases only, so its "unmerged" model is the base architecture with other
+    biases. Full, frozen and partial fine-tuning time the base only.
+    """
+    if reps <= 0:
+        return {}
+    if variant.family in BASE_ARCHITECTURE:
+        return latency_ms(model, x, reps)
+    if variant.family not in PEFT_FAMILIES:
+        return latency_ms(model, x, reps, {"base": lambda: disabled(model), "unmerged": nullcontext})
+    out = latency_ms(model, x, reps, {"base": model.disable_adapter, "unmerged": nullcontext})
+    try:
+        model.merge_adapter()
+    except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
+        log.info("%s: not merged for latency (%s)", variant.name, exc)
+        return out
+    try:
+        out.update(merged=latency_ms(model, x, reps)["base"])
+    finally:
+        model.unmerge_adapter()
+    return out
+
+
+def versions() -> dict:
+    """The versions of Python and of the libraries a run's numbers depend on."""
+    import peft
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
+def hardware(device: torch.device) -> dict:
+    """What the run ran on: the processor, its cores, and the GPU when there is one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1))
+    return out
+
+
+def git_commit() -> str | None:
+    """The workflow checkout's commit (with '+dirty' for local changes), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
