@@ -55,7 +55,7 @@ def fake_run(run_dir, variant, seed, labels, rng, audio, test_sets=()):
     latency = {"base": 3.0} if variant.family in ("full", "frozen", "partial") else {"base": 3.0, "unmerged": 3.6}
     if variant.family in ("lora", "peft"):
         latency["merged"] = 3.05
-    length = variant.prompt_length or 0
+    length = variant.params.get("prompt_length", 0)
     sequence = {"positions": 1500, "audio_positions": 1500 - length, "prompt_positions": length, "audio_seconds_lost": 0.02 * length}
     summary = {
         "variant": variant.name, "run": variant.run, "family": variant.family, "config_key": variant.config_key,

@@ -77,7 +77,8 @@ from .download import sha256_of
 from .config import BASE_ARCHITECTURE, PEFT_FAMILIES, Variant
 from .features import load_features, load_snr
 from .methods import disabled, sequence_cost
-from .model import apply_variant, build_classifier, count_parameters
+from .families import StepHook, apply_variant, family  # families: the registry
+from .model import build_classifier, count_parameters
 
 log = logging.getLogger("gwlora.train")
 
@@ -464,6 +465,7 @@ class Run:
     compile_mode: str = "off"  # what runs: off (eager) | default | reduce-overhead
     compiled: object = None  # the compiled forward when compile_mode is not off
     compile_fallback: str | None = None  # why the run trains eagerly although train.compile asked for a mode
+    step_hook: StepHook | None = None  # families: the family's call after each optimiser step (AdaLoRA's rank allocation)
 
     @property
     def forward(self):
@@ -527,6 +529,7 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
         total_parameters=total, trainable_parameters=trainable,
     )
     run.schedule = make_schedule(run.optimizer, train_config["schedule"], run.last_step)
+    run.step_hook = family(variant.family).step_hook(run.model, variant, run.last_step)  # families: step hook
     return run
 
 
@@ -635,6 +638,8 @@ def train_run(
                 losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y))
             run.schedule.step()
             state.advance(len(idx), len(batches), order)
+            if run.step_hook is not None:  # families: step hook, after the step and before the next zero_grad
+                run.step_hook.after_step(state.step)
             bar.update()
             if run.evaluates_at(state.step):
                 state.train_time += seconds_since(segment_start, run.device)
@@ -677,6 +682,8 @@ def resume_or_start(run: Run, order: torch.Generator) -> RunState:
     torch.set_rng_state(saved["torch_rng"])
     if run.device.type == "cuda" and saved["cuda_rng"] is not None:
         torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
+    if run.step_hook is not None:  # families: step hook
+        run.step_hook.load_state_dict(saved["step_hook"])
     state = RunState(**saved["state"])
     log.info("%s: resuming from its saved state at step %d (%.1f s of training)", run.label, state.step, state.train_time)
     return state
@@ -827,6 +834,7 @@ def save_run_state(run: Run, state: RunState) -> None:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
         "state": asdict(state),
+        "step_hook": run.step_hook.state_dict() if run.step_hook is not None else None,  # families: step hook
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
