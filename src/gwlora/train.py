@@ -297,6 +297,7 @@ def load_best(model, variant: Variant, best_dir: Path) -> None:
     verify_checkpoint(best_dir)
     device = str(next(model.parameters()).device)
     if variant.family in PEFT_FAMILIES:
+        family(variant.family).before_loading(model, variant, best_dir)  # families: AdaLoRA's checkpoint holds its ranks then
         set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=device))
     else:
         model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
 
     from ..variants import Variant
@@ -72,6 +74,9 @@ class Family:
     def step_hook(self, model: "nn.Module", variant: "Variant", total_steps: int) -> StepHook | None:
         """What the training loop calls after each of the run's `total_steps` optimiser steps, or None (most families)."""
         return None
+
+    def before_loading(self, model: "nn.Module", variant: "Variant", best_dir: "Path") -> None:
+        """Ready `model` (the variant applied) for the checkpoint saved in `best_dir`; most families need nothing."""
 
 
 def encoder_source(model: dict) -> str:

@@ -14,6 +14,7 @@ allocates as the uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from ..cli import StageError
 from ..errors import ConfigError
@@ -165,6 +166,12 @@ class Peft(Family):
 
     def step_hook(self, model, variant, total_steps):
         return AdaLoraAllocation(model, variant, total_steps) if variant.params["peft_type"] == "ADALORA" else None
+
+    def before_loading(self, model, variant, best_dir):
+        """AdaLoRA saves only the ranks allocated at the checkpoint's step: peft resizes the model by its config's rank pattern, so that is the checkpoint's."""
+        if variant.params["peft_type"] == "ADALORA":
+            saved = json.loads((best_dir / "adapter_config.json").read_text())
+            model.peft_config[model.active_adapter].rank_pattern = saved["rank_pattern"]
 
 
 class AdaLoraAllocation:
