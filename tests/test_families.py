@@ -60,7 +60,11 @@ def test_a_record_made_before_params_is_read():
            "adapter_style": None, "prompt_length": None, "peft_type": None, "peft_config": None}
     variant = Variant.from_dict(old)
     assert variant.params == {"rank": 8, "alpha": 8.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0, "rslora": False, "dora": False}
-    assert Variant.from_dict(variant.to_dict()) == variant and variant.record()["rank"] == 8
+    assert Variant.from_dict(variant.to_dict()) == variant
+    assert variant.record() == {"name": "lora-r8", "family": "lora", "lr": 1e-3, "run": "lora-r8", "config_key": "lora", **variant.params}
+    adapter = {**old, "name": "adapter-b8", "run": "adapter-b8", "family": "adapter", "config_key": "adapter", "rank": None, "alpha": None,
+               "target_modules": [], "bottleneck": 8, "adapter_style": "houlsby"}
+    assert Variant.from_dict(adapter).params == {"bottleneck": 8, "adapter_style": "houlsby"}
 
 
 class LayerNorms(Family):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from . import families
+# The family fields of Variant before `params` (summary.json of older runs): each record carried all of them, those of
+# other families None, or for LoRA's empty, zero or false
+LEGACY_LORA_FIELDS = ("rank", "alpha", "target_modules", "dropout", "rslora", "dora")
+LEGACY_FIELDS = (*LEGACY_LORA_FIELDS, "layers", "bottleneck", "adapter_style", "prompt_length", "peft_type", "peft_config")
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,17 @@ class Variant:
     def record(self) -> dict[str, Any]:
         """The variant as the tables and the deck read it: flat, its family's parameters beside name and family."""
         d = self.to_dict()
-        return {**d, **d.pop("params")}
+        params = d.pop("params")
+        return {**d, **params}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Variant":
         """A variant from :meth:`to_dict`, or from the flat record of runs made before `params` (each field at the top level)."""
         d = dict(d)
         if "params" not in d:
-            own = families.family(d["family"]).parameters
-            every = {name for f in families.FAMILIES.values() for name in f.parameters}
+            own = LEGACY_LORA_FIELDS if d["family"] == "lora" else [
+                k for k in LEGACY_FIELDS if k not in LEGACY_LORA_FIELDS and d.get(k) is not None]
             d["params"] = {k: d[k] for k in own if k in d}
-            for k in every:
+            for k in LEGACY_FIELDS:
                 d.pop(k, None)
         return cls(**d)

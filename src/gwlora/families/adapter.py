@@ -13,6 +13,7 @@ from .family import Family, check_width, freeze_encoder
 class Adapter(Family):
     name = "adapter"
     parameters = columns = ("bottleneck", "adapter_style")
+    sort_by = ("bottleneck",)
     method = True
 
     def expand(self, key, spec):
@@ -33,9 +34,6 @@ class Adapter(Family):
 
     def trains(self, record):
         return f"{record['adapter_style']} adapters (bottleneck {int(record['bottleneck'])}) + head"
-
-    def sort_key(self, record):
-        return (record["bottleneck"],)
 
 
 ADAPTER = Adapter()

@@ -40,7 +40,7 @@ class Partial(Family):
     """The top-k encoder layers (and the final layer norm) plus the head; one variant ``partial-top<k>``."""
 
     name = "partial"
-    parameters = columns = ("layers",)
+    parameters = columns = sort_by = ("layers",)
     latency_modes = ("base",)
 
     def expand(self, key, spec):
@@ -66,9 +66,6 @@ class Partial(Family):
 
     def trains(self, record):
         return f"top {int(record['layers'])} layers + head"
-
-    def sort_key(self, record):
-        return (record["layers"],)
 
 
 FULL, FROZEN, PARTIAL = Full(), Frozen(), Partial()

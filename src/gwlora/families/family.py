@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from ..variants import Variant
+    from ..variants import Variant  # noqa: F401 - annotations only; gwlora.variants imports nothing of this package
 
 LATENCY_MODES = ("base", "unmerged", "merged")
 
@@ -40,6 +40,7 @@ class Family:
     pattern: str | None = None  # the schema's regex of its further keys, e.g. "^lora-[a-z0-9]+(-[a-z0-9]+)*$"
     parameters: tuple[str, ...] = ()  # the names of its variants' parameters (Variant.params)
     columns: tuple[str, ...] = ()  # those parameters the tables (runs.csv, summary.csv) show, one column each
+    sort_by: tuple[str, ...] = ()  # those parameters its variants are listed by (depth, rank, size)
     method = False  # an adaptation method compared on the deck's methods slide (not a baseline)
     latency_modes: tuple[str, ...] = ("base", "unmerged")  # of LATENCY_MODES: what its inference latency can measure
     peft_adapter = False  # its trained model is a peft model: checkpoints by save_pretrained, base by disable_adapter
@@ -68,8 +69,8 @@ class Family:
         raise NotImplementedError(f"family {self.name} does not say what trains")
 
     def sort_key(self, record: dict) -> tuple:
-        """Its variants' display order within one config key (depth, rank, size); `record` as for :meth:`trains`."""
-        return ()
+        """Its variants' display order within one config key: by its `sort_by` parameters; `record` as for :meth:`trains`."""
+        return tuple(record[name] for name in self.sort_by)
 
     def step_hook(self, model: "nn.Module", variant: "Variant", total_steps: int) -> StepHook | None:
         """What the training loop calls after each of the run's `total_steps` optimiser steps, or None (most families)."""
@@ -77,6 +78,14 @@ class Family:
 
     def before_loading(self, model: "nn.Module", variant: "Variant", best_dir: "Path") -> None:
         """Ready `model` (the variant applied) for the checkpoint saved in `best_dir`; most families need nothing."""
+
+
+class PeftFamily(Family):
+    """A method whose trained model is a peft model: saved by save_pretrained, its base timed by disable_adapter, merged where peft can."""
+
+    method = True
+    latency_modes = LATENCY_MODES
+    peft_adapter = True
 
 
 def encoder_source(model: dict) -> str:

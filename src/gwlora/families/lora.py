@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from ..cli import StageError
 from ..encoder import ENCODER_LINEAR_MODULES
-from .family import Family, check_width, freeze_encoder
+from .family import PeftFamily, check_width, freeze_encoder
 
 
-class Lora(Family):
+class Lora(PeftFamily):
     name = "lora"
     pattern = "^lora-[a-z0-9]+(-[a-z0-9]+)*$"
     parameters = ("rank", "alpha", "target_modules", "dropout", "rslora", "dora")
     columns = ("rank", "alpha")
-    method = True
-    latency_modes = ("base", "unmerged", "merged")
-    peft_adapter = True
+    sort_by = ("rank",)
 
     def expand(self, key, spec):
         targets = spec["target_modules"]
@@ -61,9 +59,6 @@ class Lora(Family):
 
     def trains(self, record):
         return f"LoRA A, B (rank {int(record['rank'])}) + head"
-
-    def sort_key(self, record):
-        return (record["rank"],)
 
 
 LORA = Lora()

@@ -18,7 +18,7 @@ import json
 
 from ..cli import StageError
 from ..errors import ConfigError
-from .family import Family, freeze_encoder
+from .family import PeftFamily, freeze_encoder
 
 # peft config fields that gwlora sets (modules_to_save=["head"]) or that describe a saved adapter, not the method
 PEFT_RESERVED_KEYS = ("peft_type", "task_type", "modules_to_save", "base_model_name_or_path", "revision",
@@ -110,15 +110,12 @@ def _config_class(spec: dict, where: str):
     return cls, fields
 
 
-class Peft(Family):
+class Peft(PeftFamily):
     name = "peft"
     plain_key = False
     pattern = "^peft-[a-z0-9]+(-[a-z0-9]+)*$"
     parameters = ("peft_type", "peft_config")
     columns = ("peft_type",)
-    method = True
-    latency_modes = ("base", "unmerged", "merged")
-    peft_adapter = True
 
     def expand(self, key, spec):
         return [(key, {"peft_type": spec["type"].upper(), "peft_config": peft_kwargs(spec)})]

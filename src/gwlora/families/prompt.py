@@ -14,7 +14,7 @@ from .family import Family, freeze_encoder
 
 class Prompt(Family):
     name = "prompt"
-    parameters = columns = ("prompt_length",)
+    parameters = columns = sort_by = ("prompt_length",)
     method = True
 
     def expand(self, key, spec):
@@ -45,9 +45,6 @@ class Prompt(Family):
 
     def trains(self, record):
         return f"{int(record['prompt_length'])} prompt vectors + head"
-
-    def sort_key(self, record):
-        return (record["prompt_length"],)
 
 
 PROMPT = Prompt()
