@@ -20,6 +20,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("
 # each job's environment is activated after this and its own python comes first.
 os.environ.update(PATH=os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])))
 
+from gwlora.cli import StageError
 from gwlora.config import ConfigError, expand_variants, load_schema, shifted_splits, validate
 from gwlora.constants import SPLITS
 
@@ -30,6 +31,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# `--config confirm_large=1` starts a plan of more than gwlora.resources.LARGE_PLAN_TRAIN_JOBS training jobs;
+# it is an answer to the workflow, not a setting of the experiment, so it leaves the config before validation.
+CONFIRM_LARGE = bool(config.pop("confirm_large", False))
 try:
     validate(config, load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
 except ConfigError as exc:
@@ -61,6 +65,15 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/deck.smk"
+
+
+onstart:
+    # before the first job (never in a dry run): the plan's size (gwlora.resources, imported in common.smk as
+    # `estimate`), and a stop for a huge one unless confirmed
+    try:
+        print(f"gwlora: {estimate.confirm_plan(config, CONFIRM_LARGE)}", file=sys.stderr)
+    except StageError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 rule all:

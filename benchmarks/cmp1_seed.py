@@ -1,6 +1,6 @@
 """Comparison 1: the original study's pipeline against ours, training samples/s end to end.
 
-The original study (the presentation of the LoRA paper and its code,
+The original study (a presentation of the LoRA paper and its code,
 https://github.com/alberthu233/whisper_with_lora; this module's name and its
 ``seed_*`` / ``Seed*`` names are older and mean that study, not a random seed):
 a Dataset whose ``__getitem__``

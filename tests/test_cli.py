@@ -2,7 +2,7 @@
 
 import pytest
 
-from gwlora.cli import StageError, atomic_dir, atomic_file
+from gwlora.cli import StageError, atomic_dir, atomic_file, read_json
 
 
 def test_atomic_dir_replaces_its_target_whole(tmp_path):
@@ -51,3 +51,15 @@ def test_temporaries_left_by_a_killed_writer_are_cleared_at_the_next_run(tmp_pat
     with atomic_file(tmp_path / "out.json") as tmp:
         tmp.write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-zzz", "out", "out.json"]
+
+
+@pytest.mark.parametrize("content", [b'{"a": 1\n"b": 2}', b"", b'{"a": "\xff"}'], ids=["bad-delimiter", "empty", "not-utf8"])
+def test_a_corrupt_json_file_is_named_with_how_to_rebuild_it(tmp_path, content):
+    """json's own message ("Expecting ',' delimiter: line 2 column 1") names neither the file nor a fix."""
+    path = tmp_path / "summary.json"
+    path.write_bytes(content)
+    with pytest.raises(StageError, match=rf"^{path} is corrupt, not valid JSON \(.+\): retrain it$") as info:
+        read_json(path, rebuild="retrain it")
+    assert isinstance(info.value, ValueError)  # callers that treat a corrupt file as absent (except ValueError) still do
+    assert "\n" not in str(info.value)
+

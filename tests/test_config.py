@@ -145,12 +145,67 @@ def test_fixed_alpha_applies_to_every_rank():
         (lambda d: d["injection"].update(f_lower=0.01), ("data.injection", "f_lower 0.01 Hz")),
         (lambda d: d["injection"].update(f_lower=1500.0), ("data.injection", "Nyquist")),
         (lambda d: d["injection"].update(approximant="SEOBNRv4", masses={"min": 2, "max": 3}), ("data.injection", "SEOBNRv4 cannot make")),
+        # the other end: a 10^6 solar-mass binary rings down at about 0.009 Hz, so none of it reaches f_lower (20 Hz)
+        (lambda d: d["injection"].update(masses={"min": 1e6, "max": 1e6}),
+         ("data.injection", "1e+06+1e+06 solar-mass binary (masses.max) rings down at about 0.00894 Hz", "below f_lower 20 Hz",
+          "lower masses.max or f_lower")),
+        (lambda d: d["injection"].update(masses={"min": 10, "max": 150}, f_lower=70.0), ("data.injection", "150+150", "below f_lower 70 Hz")),
     ],
 )
 def test_bad_physics_is_named(mutate, needles):
     config = demo()
     mutate(config["data"])
     check_rejected(config, *needles)
+
+
+def test_a_heavy_binary_that_still_rings_down_in_band_is_accepted():
+    """The bound is the remnant's ringdown, not the inspiral's ISCO: 150+150 solar masses from 20 Hz rings down near 60 Hz."""
+    config = demo()
+    config["data"]["injection"]["masses"] = {"min": 10, "max": 150}
+    validate(config, copy.deepcopy(SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["train"].update(lr=float("nan")), "invalid config: train.lr: nan is not a finite number"),
+        (lambda c: c["train"].update(lr=[1e-4, float("nan")]), "invalid config: train.lr.1: nan is not a finite number"),
+        (lambda c: c["train"].update(lr=float("inf")), "invalid config: train.lr: inf is not a finite number"),
+        (lambda c: c["train"]["variants"]["full"].update(lr=[1e-3, float("inf")]), "invalid config: train.variants.full.lr.1: inf is not a finite number"),
+        (lambda c: c["train"].update(weight_decay=float("nan")), "invalid config: train.weight_decay: nan is not a finite number"),
+        (lambda c: c["data"].update(snr={"min": 8.0, "max": float("inf")}), "invalid config: data.snr.max: inf is not a finite number"),
+        # once a bare "ValueError: cannot convert float NaN to integer"
+        (lambda c: c["data"].update(window_seconds=float("nan")), "invalid config: data.window_seconds: nan is not a finite number"),
+        (lambda c: c.update(evaluation={"test_sets": {"quiet": {"snr": {"min": float("nan"), "max": 8.0}}}}),
+         "invalid config: evaluation.test_sets.quiet.snr.min: nan is not a finite number"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_key(mutate, message):
+    """NaN passes every schema bound (each comparison is false) and inf every lower one; none may start work."""
+    config = demo()
+    mutate(config)
+    assert check_rejected(config) == message
+
+
+def test_non_finite_numbers_in_a_yaml_file_are_refused(tmp_path):
+    config = demo()
+    config["train"]["lr"] = float("nan")
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert "lr: .nan" in path.read_text()  # as a user writes it
+    with pytest.raises(ConfigError, match=r"nan\.yaml: invalid config: train\.lr: nan is not a finite number"):
+        load_and_validate(path, SCHEMA_PATH)
+
+
+def test_by_design_an_empty_test_set_and_prompts_longer_than_the_clip_are_accepted():
+    """Both are documented in config/README.md ("accepted on purpose"); a hardening pass must not refuse them."""
+    config = demo()
+    config["evaluation"] = {"test_sets": {"same": {}}}  # a fresh draw of the training distribution: a control
+    validate(config, copy.deepcopy(SCHEMA))
+    assert config["evaluation"]["test_sets"]["same"] == config["data"]
+    long_prompts = demo()
+    long_prompts["train"]["variants"]["prompt"]["length"] = [64]  # more than the 1 s clip's 50 positions
+    validate(long_prompts, copy.deepcopy(SCHEMA))  # at model.context clip they lengthen the sequence
 
 
 def test_further_lora_families_expand_with_their_own_names():
@@ -200,6 +255,18 @@ def test_experiment_names_are_one_plain_line(name):
     config = demo()
     config["experiment"] = name
     check_rejected(config, "experiment")
+
+
+def test_an_experiment_name_fits_in_a_file_name_with_its_suffixes():
+    """A 300-character name once passed and crashed the first job with "OSError: [Errno 36] File name too long"."""
+    config = demo()
+    config["experiment"] = "x" * 300
+    assert check_rejected(config).startswith("invalid config: experiment: 300 characters, more than the 128 allowed")
+    longest = demo()
+    longest["experiment"] = "x" * 128
+    validate(longest, copy.deepcopy(SCHEMA))
+    # the longest file name built from it: a shifted test set's GWOSC manifest, while it is written atomically
+    assert len(f".manifest-{'x' * 128}.shift-{'t' * 40}.json.tmp-{'a' * 8}".encode()) <= 255
 
 
 def test_a_sha256_with_a_trailing_newline_is_refused():
@@ -268,6 +335,8 @@ def test_an_unreachable_hub_is_named_without_retries(monkeypatch):
         ("2 s", ("model.context",)),
         ("10", ("model.context",)),
         (["clip", "2s", "2s"], ("model.context",)),  # listed twice
+        (["2s", "2.0s"], ("model.context.1 (2.0s) is the duration of model.context.0 (2s) again",)),  # once 18 variants, two alike
+        (["clip", "2.50s", "5s", "2.5s"], ("model.context.3 (2.5s)", "model.context.1 (2.50s)", "list each context once")),
         (["clip", "45s"], ("model.context.1", "exceeds")),
         ([], ("model.context",)),
     ],

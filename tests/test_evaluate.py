@@ -124,6 +124,16 @@ def test_a_folder_that_is_not_a_finished_run_is_named(tmp_path, built, capsys):
     assert "no summary.json, so not a finished training run" in capsys.readouterr().err
 
 
+def test_a_corrupt_summary_is_named_with_how_to_rebuild_it(tmp_path, capsys):
+    run = tmp_path / "runs" / "frozen" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text('{"variant": "frozen"\n"seed": 0}')
+    assert main(["--run", str(run), "--features", str(tmp_path / "features"), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert f"{run / 'summary.json'} is corrupt, not valid JSON (Expecting ',' delimiter: line 2 column 1" in err
+    assert f"train the run again (delete {run}" in err and not (tmp_path / "out").exists()
+
+
 def test_the_workflow_form_writes_beside_each_run_and_out_takes_one_run(built, trained, tmp_path, capsys):
     features = str(built["root"] / "features" / "test")
     assert main(["--run", str(trained), "--features", features, "--name", "again"]) == 0

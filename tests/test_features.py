@@ -75,6 +75,15 @@ def test_a_damaged_cache_is_named_with_how_to_rebuild_it(built, tmp_path, damage
         load_features(cache)
 
 
+def test_a_corrupt_meta_json_is_named_with_how_to_rebuild_it(built, tmp_path):
+    cache = tmp_path / "train"
+    shutil.copytree(built["root"] / "features" / "train", cache)
+    text = (cache / "meta.json").read_text()
+    (cache / "meta.json").write_text(text[: len(text) // 2])
+    with pytest.raises(StageError, match=rf"{cache / 'meta.json'} is corrupt, not valid JSON .*delete {cache} .*rebuild it"):
+        load_features(cache)
+
+
 def test_a_cache_without_checksums_is_refused(built, tmp_path):
     cache = tmp_path / "train"
     shutil.copytree(built["root"] / "features" / "train", cache)

@@ -31,10 +31,21 @@ def test_environment_and_pyproject_name_the_same_dependencies():
     assert (conda - CONDA_ONLY) | pip_section == pip_deps
 
 
-def test_torch_range_admits_the_cpu_wheel_used_in_ci():
+def test_torch_range_admits_the_cpu_wheel_that_ci_pins():
+    """CI installs one CPU build of torch before the project: the project's range (pip and conda) must admit it."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pins = re.findall(r"pip install[^\n]*\btorch==([0-9][0-9.]*)", (REPO / ".ci" / "run").read_text())
+    assert len(pins) == 1, ".ci/run installs exactly one pinned torch before the project"
+    pinned = Version(pins[0])
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    torch = next(r for r in project["dependencies"] if name(r) == "torch")
-    assert torch == "torch>=2.4,<3"
+    pip_range = next(Requirement(r) for r in project["dependencies"] if name(r) == "torch").specifier
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    conda = next(d for d in env["dependencies"] if isinstance(d, str) and name(d) == "pytorch")
+    conda_range = Requirement("torch" + conda[len("pytorch"):].replace(" ", "")).specifier
+    assert pinned in pip_range, f"pyproject.toml's torch range {pip_range} refuses CI's torch {pinned}"
+    assert pinned in conda_range, f"environment.yml's pytorch range {conda_range} refuses CI's torch {pinned}"
 
 
 def console_scripts() -> dict[str, str]:

@@ -95,3 +95,26 @@ def test_train_estimates_follow_the_runs_context():
     assert r.train_mem_mb(base, context="clip") < r.train_mem_mb(base, context="30s")
     jobs = [row["job"] for row in r.estimates(base)]
     assert [j for j in jobs if j.startswith("train")] == [f"train (each variant and seed, context {c})" for c in ("clip", "5s", "30s")]
+
+
+def test_a_plan_counts_its_training_jobs_and_hours():
+    demo = config("demo.yaml")
+    plan = r.plan_hours(demo)
+    assert (plan["train_jobs"], plan["configurations"], plan["seeds"]) == (9, 9, 1) and plan["gpu_hours"] == 0.0  # demo trains on the CPU
+    assert plan["cpu_hours"] > 9 * r.train_runtime(demo) / 60  # training, scoring, data sets and features
+    full = config("config.yaml")
+    assert r.plan_hours(full)["train_jobs"] == 30 and r.plan_hours(full)["gpu_hours"] >= 30 * r.train_runtime(full) / 60
+    assert r.confirm_plan(demo, confirmed=False).startswith("demo: 9 training jobs (9 training configurations x 1 seed), about ")
+
+
+def test_a_huge_plan_needs_confirming():
+    """A config of thousands of training jobs once started without a word about its size."""
+    huge = config("demo.yaml")
+    huge["train"]["seeds"] = list(range(r.LARGE_PLAN_TRAIN_JOBS // 9 + 1))
+    jobs = 9 * len(huge["train"]["seeds"])
+    with pytest.raises(r.StageError, match=rf"^demo: {jobs} training jobs .* CPU hours .*: more than the {r.LARGE_PLAN_TRAIN_JOBS} .* --config confirm_large=1$"):
+        r.confirm_plan(huge, confirmed=False)
+    assert r.confirm_plan(huge, confirmed=True).startswith(f"demo: {jobs} training jobs")
+    small = config("demo.yaml")
+    small["train"]["seeds"] = list(range(r.LARGE_PLAN_TRAIN_JOBS // 9))
+    r.confirm_plan(small, confirmed=False)  # at the threshold: starts unasked

@@ -108,6 +108,23 @@ def test_bad_config_fails_before_anything_runs(tmp_path, mutate, message):
     assert not (root / "results").exists()
 
 
+def test_a_huge_plan_says_its_size_and_starts_only_when_confirmed(tmp_path):
+    """A config of 10,000 training jobs once started without a word; every run now prints its size before the first job."""
+    from gwlora.resources import LARGE_PLAN_TRAIN_JOBS
+
+    root = workflow_copy(tmp_path)
+    config = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    config["train"]["seeds"] = list(range(LARGE_PLAN_TRAIN_JOBS // 9 + 1))  # 9 demo variants
+    (root / "huge.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(root, "--cores", "2", "--configfile", "huge.yaml", check=False)
+    assert done.returncode != 0
+    assert re.search(rf"demo: {9 * len(config['train']['seeds'])} training jobs .* CPU hours .* --config confirm_large=1", done.stderr), done.stderr[-3000:]
+    assert not (root / "results").exists()
+    # confirmed (the key leaves the config before validation): the plan starts, its size said first
+    done = snakemake(root, "--cores", "2", "--configfile", "config/demo.yaml", "--touch", "--config", "confirm_large=1")
+    assert "gwlora: demo: 9 training jobs (9 training configurations x 1 seed), about " in done.stderr
+
+
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     root = workflow_copy(tmp_path)

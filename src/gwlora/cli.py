@@ -99,9 +99,17 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | Path):
-    with open(path) as fh:
-        return json.load(fh)
+class CorruptFileError(StageError, ValueError):
+    """A file that cannot be parsed; also a ValueError, as json's own error, for callers that treat one as absent."""
+
+
+def read_json(path: str | Path, rebuild: str = "delete it and run the stage that writes it again"):
+    """The JSON value in `path`; a corrupt file (not JSON, not UTF-8) raises CorruptFileError naming it and `rebuild`, how to make it again."""
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise CorruptFileError(f"{path} is corrupt, not valid JSON ({exc}): {rebuild}") from None
 
 
 def _inside_parent(path: str | Path) -> Path:

@@ -11,6 +11,7 @@ stages index the validated config and never restate a default.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -78,7 +79,25 @@ def _describe(error) -> str:
         return f"{where}: {error.message}"
     if error.validator in ("minItems", "minProperties"):
         return f"{where} must not be empty (got {error.instance!r})"
+    if error.validator == "maxLength":
+        return f"{where}: {len(error.instance)} characters, more than the {error.validator_value} allowed (got {error.instance[:40]!r}...)"
     return f"{where}: {error.message}"
+
+
+def _check_finite(value, path: tuple = ()) -> None:
+    """Refuse NaN and infinities anywhere in the config (scalars, lists, test-set overrides, peft keyword arguments).
+
+    Every comparison with NaN is false, so the schema's bounds let it through, and
+    ``.inf`` passes every lower bound: one walk after the schema catches both.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"invalid config: {_key_path(path)}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, (*path, i))
 
 
 def validate(config: dict, schema: dict) -> dict:
@@ -93,6 +112,7 @@ def validate(config: dict, schema: dict) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError("invalid config: " + _describe(errors[0]))
+    _check_finite(config)
     _check_semantics(config)
     test_sets = config["evaluation"]["test_sets"]
     for name in list(test_sets):
@@ -266,6 +286,7 @@ def _check_contexts(model: dict, window_seconds: float) -> None:
     if listed and len(model["context"]) == 1:
         model["context"] = model["context"][0]  # one context: as if written alone (the run ids carry no suffix)
         listed = False
+    durations: dict[int, str] = {}  # frames -> the key that listed them: 2s and 2.0s are one context
     for i, context in enumerate(contexts(model)):
         key = f"model.context.{i}" if listed else "model.context"
         seconds = context_seconds(context)
@@ -278,6 +299,12 @@ def _check_contexts(model: dict, window_seconds: float) -> None:
             raise ConfigError(f"invalid config: {key} ({context}) is shorter than the clip, data.window_seconds ({window_seconds} s); use clip")
         if round(frames) > WHISPER_FULL_FRAMES:
             raise ConfigError(f"invalid config: {key} ({context}) exceeds Whisper's {WHISPER_CHUNK_SECONDS} s of positions")
+        if round(frames) in durations:
+            raise ConfigError(
+                f"invalid config: {key} ({context}) is the duration of {durations[round(frames)]} again ({seconds:g} s): "
+                "it would train every variant twice; list each context once"
+            )
+        durations[round(frames)] = f"{key} ({context})"
 
 
 def run_model_config(model: dict, variant: "Variant") -> dict:

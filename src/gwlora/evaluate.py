@@ -42,7 +42,7 @@ def load_run(run_dir: str | Path) -> dict:
     path = run_dir / "summary.json"
     if not path.is_file():
         raise StageError(f"{run_dir}: no summary.json, so not a finished training run")
-    summary = read_json(path)
+    summary = read_json(path, rebuild=f"train the run again (delete {run_dir}, then snakemake reruns it, or --forcerun train)")
     missing = [k for k in RUN_KEYS if k not in summary]
     if missing:
         raise StageError(f"{path}: lacks {', '.join(missing)}; the run was trained by an older gwlora: retrain it to score it")

@@ -130,8 +130,8 @@ def verify_cache(path: Path) -> dict:
     """The cache's meta.json, after checking every array file against the size and SHA-256 it records."""
     if not (path / "meta.json").exists():
         raise StageError(f"{path} is not a feature cache made by the features stage (no meta.json)")
-    meta = read_json(path / "meta.json")
     rebuild = f"delete {path} and run the workflow again (or snakemake --forcerun features) to rebuild it"
+    meta = read_json(path / "meta.json", rebuild)
     if "files" not in meta:
         raise StageError(f"{path / 'meta.json'} records no sizes or checksums (an older cache): {rebuild}")
     for name, expected in meta["files"].items():

@@ -164,8 +164,10 @@ def check_injection(injection: dict, fs: float) -> None:
     """Raise StageError unless the approximant can make every waveform `injection` draws, at `fs` Hz.
 
     The lightest binary must chirp from ``f_lower`` to merger within
-    :data:`MAX_WAVEFORM_SECONDS`, and the corners of the mass range (lightest,
-    most unequal, heaviest) must each be generated without a lalsimulation error.
+    :data:`MAX_WAVEFORM_SECONDS`; the heaviest must ring down above ``f_lower``
+    (:func:`ringdown_frequency`), or none of its signal is in the band; and the
+    corners of the mass range (lightest, most unequal, heaviest) must each be
+    generated without a lalsimulation error.
     """
     m_lo, m_hi, f_lower = injection["masses"]["min"], injection["masses"]["max"], injection["f_lower"]
     if f_lower >= fs / 2:
@@ -176,6 +178,12 @@ def check_injection(injection: dict, fs: float) -> None:
             f"a {m_lo:g}+{m_lo:g} solar-mass binary (masses.min) lasts about {seconds:.3g} s from f_lower {f_lower:g} Hz, "
             f"more than the {MAX_WAVEFORM_SECONDS:g} s a waveform may take: raise masses.min or f_lower"
         )
+    highest = ringdown_frequency(m_hi, m_hi)
+    if highest <= f_lower:
+        raise StageError(
+            f"a {m_hi:g}+{m_hi:g} solar-mass binary (masses.max) rings down at about {highest:.3g} Hz, below f_lower "
+            f"{f_lower:g} Hz: none of its signal would reach the band; lower masses.max or f_lower"
+        )
     for m1, m2 in sorted({(m_lo, m_lo), (m_hi, m_lo), (m_hi, m_hi)}):
         error = _waveform_error(m1, m2, float(fs), f_lower, injection["approximant"])
         if error:
@@ -183,6 +191,15 @@ def check_injection(injection: dict, fs: float) -> None:
                 f"approximant {injection['approximant']} cannot make a {m1:g}+{m2:g} solar-mass waveform from "
                 f"f_lower {f_lower:g} Hz at {fs:g} Hz (lalsimulation: {error}); narrow masses or change f_lower"
             )
+
+
+def ringdown_frequency(m1: float, m2: float) -> float:
+    """The frequency (Hz) at which a non-spinning m1+m2 solar-mass binary's remnant rings down: the highest its signal reaches.
+
+    The remnant's fundamental quasi-normal mode from lalsimulation's fits
+    (``fSEOBNRv4RD``); it scales as 1/M: about 180 Hz for 50+50 solar masses, 0.009 Hz for 10⁶+10⁶.
+    """
+    return lalsim.SimInspiralGetFrequency(m1 * lal.MSUN_SI, m2 * lal.MSUN_SI, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, lalsim.fSEOBNRv4RD)
 
 
 @lru_cache(maxsize=256)

@@ -33,6 +33,11 @@ prints them for a config:
   the split's windows at 16 kHz (plus :data:`GWOSC_FILES_MB` for GWOSC).
 * features: :data:`FEATURES_WINDOWS_PER_S` windows a second, memory for the
   split's features and strain.
+
+The same estimates size the whole plan (:func:`plan_hours`): the Snakefile's
+``onstart`` prints its training jobs and hours before the first job, and stops
+a plan of more than :data:`LARGE_PLAN_TRAIN_JOBS` training jobs unless run
+with ``--config confirm_large=1`` (:func:`confirm_plan`).
 """
 
 from __future__ import annotations
@@ -178,6 +183,54 @@ def features_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
     return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data["window_seconds"]) + _strain_bytes(data, windows) / 2, attempt)
 
 
+# A config that expands to more training jobs than this starts only with `--config confirm_large=1` (the Snakefile's onstart)
+LARGE_PLAN_TRAIN_JOBS = 500
+
+
+def plan_hours(config: dict) -> dict:
+    """The training jobs of a validated config and the hours of wall time the first attempts of all its costly jobs ask for.
+
+    ``{"train_jobs", "configurations", "seeds", "gpu_hours", "cpu_hours"}`` (configurations: variants x contexts x lrs,
+    config.expand_variants): training and scoring count as GPU hours
+    unless ``train.device`` is cpu; data sets and features are always CPU hours.
+    """
+    from .config import expand_variants
+
+    variants = expand_variants(config["train"], config["model"])
+    seeds = len(config["train"]["seeds"])
+    per_context = {c: train_runtime(config, context=c) for c in {v.context for v in variants.values()}}
+    model_minutes = seeds * sum(per_context[v.context] for v in variants.values())
+    model_minutes += sum(evaluate_runtime(config, split) for split in shifted_splits(config))
+    data_minutes = sum(dataset_runtime(config, s) + features_runtime(config, s) for s in [*SPLITS, *shifted_splits(config)])
+    on_gpu = config["train"]["device"] != "cpu"
+    return {
+        "train_jobs": len(variants) * seeds, "configurations": len(variants), "seeds": seeds,
+        "gpu_hours": model_minutes / 60 if on_gpu else 0.0,
+        "cpu_hours": (data_minutes + (0 if on_gpu else model_minutes)) / 60,
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def confirm_plan(config: dict, confirmed: bool) -> str:
+    """The line the workflow prints before it starts: its training jobs and hours; a StageError above LARGE_PLAN_TRAIN_JOBS unless `confirmed`."""
+    plan = plan_hours(config)
+    hours = f"{plan['gpu_hours']:,.0f} GPU hours and " if plan["gpu_hours"] else ""
+    line = (
+        f"{config['experiment']}: {_count(plan['train_jobs'], 'training job')} "
+        f"({_count(plan['configurations'], 'training configuration')} x {_count(plan['seeds'], 'seed')}), "
+        f"about {hours}{plan['cpu_hours']:,.0f} CPU hours of jobs (first-attempt wall-time requests, as gwlora-resources prints them)"
+    )
+    if plan["train_jobs"] > LARGE_PLAN_TRAIN_JOBS and not confirmed:
+        raise StageError(
+            f"{line}: more than the {LARGE_PLAN_TRAIN_JOBS} training jobs that start unasked; "
+            "check the config's variants, lrs, contexts and seeds, then run again with --config confirm_large=1"
+        )
+    return line
+
+
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -211,6 +264,7 @@ def _run(args):
     for row in estimates(config):
         print(f"{row['job']:<32} {row['minutes']:>8} {row['mem_mb']:>12}")
     print("(a retried job asks for its attempt number times as much; a profile's set-resources overrides these)")
+    print(confirm_plan(config, confirmed=True))
 
 
 def main(argv=None) -> int:
