@@ -53,7 +53,8 @@ from .base_model import load_record
 from .cli import StageError, atomic_file, read_json, run_stage, write_json
 from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
 from . import families
-from .config import SHIFT_PREFIX, context_seconds, context_suffix
+from .config import SHIFT_PREFIX
+from .encoder import context_seconds, context_suffix
 from .variants import Variant
 from .markdown import escape as escape_markdown
 

@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .variants import Variant
 
 __all__ = [  # besides this module's own: what the stages import from here
-    "BASE_ARCHITECTURE", "ConfigError", "ENCODER_LINEAR_MODULES", "FAMILY_ORDER", "PEFT_FAMILIES", "Variant",
+    "BASE_ARCHITECTURE", "ConfigError", "ENCODER_LINEAR_MODULES", "PEFT_FAMILIES", "Variant",
     "context_frames", "context_seconds", "context_suffix", "contexts", "encoder_shape",
 ]
 
@@ -411,10 +411,10 @@ def load_and_validate(path: str | Path, schema_path: str | Path) -> dict:
 # --------------------------------------------------------------------------- variants
 
 
-FAMILY_ORDER = tuple(families.FAMILIES)
-# Families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
+# For the stages that read these as lists (train, plot), from the built-in families' own `latency_modes` and `peft_adapter`:
+# families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
 BASE_ARCHITECTURE = tuple(name for name, f in families.FAMILIES.items() if f.latency_modes == ("base",))
-# Families whose best checkpoint is a peft adapter (save_pretrained), and whose merged latency peft can measure
+# families whose best checkpoint is a peft adapter (save_pretrained), and whose merged latency peft can measure
 PEFT_FAMILIES = tuple(name for name, f in families.FAMILIES.items() if f.peft_adapter)
 
 
