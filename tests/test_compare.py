@@ -13,12 +13,11 @@ from sklearn.metrics import roc_auc_score
 
 from gwlora import compare
 from gwlora.cli import StageError
+from gwlora.findings import describe
 from gwlora.compare import (
     DIFFERENCE_COLUMNS,
     SELECT_LR_COLUMNS,
     VALIDATION_COLUMNS,
-    auc,
-    describe,
     differences_table,
     paired_auc_difference,
     pooled_auc_difference,
@@ -38,39 +37,11 @@ def labelled(n, rng, separation=1.0):
     return labels, separation * labels + rng.normal(size=n)
 
 
-# --- auc ---------------------------------------------------------------------
+# --- the bootstrap's AUC ---------------------------------------------------------------------
 
 
-def test_auc_equals_sklearn_with_ties():
-    rng = np.random.default_rng(0)
-    for n in (5, 40, 333):
-        labels = rng.integers(0, 2, n)
-        labels[:2] = [0, 1]
-        scores = tied_scores(rng, n) + 0.5 * labels
-        assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert isinstance(auc([0, 1, 1], [0.1, 0.4, 0.2]), float)
-
-
-def test_auc_is_vectorised_along_leading_axes():
-    rng = np.random.default_rng(1)
-    labels = np.arange(60) % 2
-    scores = tied_scores(rng, (4, 3, 60)) + 0.7 * labels
-    out = auc(labels, scores)
-    assert out.shape == (4, 3)
-    for i in range(4):
-        for j in range(3):
-            assert out[i, j] == pytest.approx(roc_auc_score(labels, scores[i, j]), abs=1e-12)
-    # labels may vary along the leading axis too; a row with one class has no AUC
-    rows = np.stack([labels, np.zeros(60, int)])
-    both = auc(rows, scores[0, :2])
-    assert both[0] == pytest.approx(roc_auc_score(labels, scores[0, 0]))
-    assert np.isnan(both[1])
-    with pytest.raises(StageError, match="0 or 1"):
-        auc([0, 2], [0.1, 0.2])
-
-
-def test_resampled_auc_equals_auc_of_the_resampled_windows():
-    """The bootstrap's counting AUC is the rank AUC of the resampled scores, ties included."""
+def test_resampled_auc_equals_sklearn_on_the_resampled_windows():
+    """The bootstrap's counting AUC is sklearn's AUC of the resampled scores, ties included."""
     rng = np.random.default_rng(2)
     positives, negatives = tied_scores(rng, (3, 30)) + 0.5, tied_scores(rng, (3, 20))
     counting = compare._ResampledAUC(positives, negatives)
@@ -82,7 +53,7 @@ def test_resampled_auc_equals_auc_of_the_resampled_windows():
         labels = np.r_[np.ones(m_pos, int), np.zeros(m_neg, int)]
         for k in range(3):
             scores = np.concatenate([positives[k][pos], negatives[k][neg]], axis=-1)
-            np.testing.assert_allclose(got[:, k], auc(labels, scores), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(got[:, k], [roc_auc_score(labels, row) for row in scores], rtol=0, atol=1e-12)
 
 
 # --- select_lr -----------------------------------------------------------------
@@ -110,7 +81,7 @@ def runs_table():
 
 def test_select_lr_picks_the_best_mean_validation_metric():
     validation = runs_table()[list(VALIDATION_COLUMNS)]
-    by_loss = select_lr(validation)
+    by_loss = select_lr(validation, "val_loss")
     assert list(by_loss.columns) == SELECT_LR_COLUMNS
     assert list(by_loss.variant) == ["full", "lora-r8"]  # order of first appearance
     assert list(by_loss.lr) == [1e-4, 1e-3]
@@ -124,10 +95,10 @@ def test_select_lr_picks_the_best_mean_validation_metric():
 
 def test_select_lr_ties_go_to_the_smaller_lr():
     rows = [["full", lr, seed, loss, 0.9] for lr, loss in ((1e-3, 0.3), (1e-4, 0.3), (3e-4, 0.4)) for seed in (0, 1)]
-    assert select_lr(validation_table(rows)).lr.tolist() == [1e-4]
+    assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-4]
     # equal means from different seeds' values
     rows = [["full", 1e-3, 0, 0.2, 0.9], ["full", 1e-3, 1, 0.4, 0.9], ["full", 1e-4, 0, 0.3, 0.9], ["full", 1e-4, 1, 0.3, 0.9]]
-    assert select_lr(validation_table(rows)).lr.tolist() == [1e-4]
+    assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-4]
 
 
 def test_select_lr_nan_never_wins_unless_all_are_nan(caplog):
@@ -140,21 +111,21 @@ def test_select_lr_nan_never_wins_unless_all_are_nan(caplog):
     assert "frozen" in caplog.text and "NaN" in caplog.text
     # one NaN seed makes its lr's mean NaN: it cannot win on its other seeds
     rows = [["full", 1e-4, 0, 0.1, 0.9], ["full", 1e-4, 1, np.nan, 0.9], ["full", 1e-3, 0, 0.5, 0.9], ["full", 1e-3, 1, 0.5, 0.9]]
-    assert select_lr(validation_table(rows)).lr.tolist() == [1e-3]
+    assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-3]
 
 
 def test_select_lr_refuses_test_columns_and_bad_input():
     runs = runs_table()
     with pytest.raises(StageError, match="validation metrics only.*test_auc"):
-        select_lr(runs)
+        select_lr(runs, "val_loss")
     with pytest.raises(StageError, match="lacks the columns \\['val_auc'\\]"):
-        select_lr(runs[["variant", "lr", "seed", "val_loss"]])
+        select_lr(runs[["variant", "lr", "seed", "val_loss"]], "val_loss")
     with pytest.raises(StageError, match="metric 'test_auc'"):
         select_lr(runs[list(VALIDATION_COLUMNS)], metric="test_auc")
     with pytest.raises(StageError, match="duplicate runs"):
-        select_lr(pd.concat([runs[list(VALIDATION_COLUMNS)]] * 2))
+        select_lr(pd.concat([runs[list(VALIDATION_COLUMNS)]] * 2), "val_loss")
     with pytest.raises(StageError, match="no runs"):
-        select_lr(runs[list(VALIDATION_COLUMNS)].iloc[:0])
+        select_lr(runs[list(VALIDATION_COLUMNS)].iloc[:0], "val_loss")
 
 
 def test_test_metrics_cannot_change_the_selection():
@@ -173,7 +144,7 @@ def test_test_metrics_cannot_change_the_selection():
         for metric, chosen in expected.items():
             pd.testing.assert_frame_equal(select_lr(changed[list(VALIDATION_COLUMNS)], metric), chosen)
         with pytest.raises(StageError, match="test_auc"):
-            select_lr(changed)
+            select_lr(changed, "val_loss")
 
 
 # --- paired bootstrap ----------------------------------------------------------

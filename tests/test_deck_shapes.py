@@ -114,14 +114,14 @@ def test_the_deck_renders_for_every_config_shape(tmp_path, shape):
             fake_run(run_dirs[-1], variant, seed, labels, rng, audio, config["evaluation"]["test_sets"])
     model, data = study_inputs(tmp_path, config)
     tables = tmp_path / "tables"
-    aggregate(run_dirs, tables, model, data, test_sets=list(config["evaluation"]["test_sets"]))
+    aggregate(run_dirs, tables, model, data, config)
     examples = write_toy_features(tmp_path / "toy", {"test": 8})["test"]
     figures = figure_names(config)
     make_figures(tables / "curves.csv", tmp_path / "figures", tables / "runs.csv", tables / "auc_by_snr.csv", examples,
                  figures=figures, summary_csv=tables / "summary.csv", shift_runs_csv=tables / "shift_runs.csv",
                  efficiency_csv=tables / "efficiency.csv")
     record = build_deck(tables_dir=tables, figures_dir=tmp_path / "figures", config=config, out_dir=tmp_path / "slides",
-                        source_dir=REPO / "report", renderer="pandoc")
+                        source_dir=REPO / "report", snakefile=REPO / "Snakefile", renderer="pandoc")
     html = (tmp_path / "slides" / "index.html").read_text()
     qmd = (tmp_path / "slides" / "slides.qmd").read_text()
     assert record["sections"] == list(OUTLINE)

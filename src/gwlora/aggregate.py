@@ -36,7 +36,9 @@ Outputs, in one directory:
 * ``study.json``: what the study ran, for the deck: the base model's record
   (with its FFN width), each data split's size and labels, each variant's
   configuration, and the software and hardware of the runs. The deck reads
-  only this directory and the figures, never run folders or the model.
+  only this directory and the figures, never run folders or the model;
+* ``findings.json``: every verdict, ratio, claim and budget the deck states,
+  computed from these tables (:mod:`gwlora.findings`); the deck only prints them.
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from .base_model import load_record
-from .cli import StageError, atomic_file, read_json, run_stage, write_json
+from .cli import StageError, atomic_file, json_arg, read_json, run_stage, write_json
 from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
 from . import families
 from .config import SHIFT_PREFIX
 from .encoder import context_seconds, context_suffix
+from .findings import BASELINES, IN_DISTRIBUTION, FINDINGS_FILE, findings, write_findings
 from .variants import Variant
 from .markdown import escape as escape_markdown
 
@@ -160,7 +163,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         did_not_learn=("did_not_learn", "sum"),
     )
     out["lrs_tried"] = lrs_tried
-    out["trains"] = [families.what_trains(row) for row in out.to_dict("records")]  # the deck's "what trains" column
     full = runs.loc[runs.family == "full", "trainable_parameters"]
     out["trainable_vs_full_percent"] = 100.0 * out["trainable_parameters"] / full.iloc[0] if len(full) else np.nan
     n = grouped["seed"].count()
@@ -248,13 +250,21 @@ def markdown_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRI
     return table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True) + "\n"
 
 
-SNR_BINS = 4  # equal-count bins of the test signals' injection SNR
+SNR_BINS = 4  # equal-count bins of the test signals' injection SNR (AUC by SNR)
 AUC_BY_SNR_COLUMNS = ["variant", "seed", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "n_noise", "auc"]
 
 
-def snr_edges(snr: np.ndarray, bins: int = SNR_BINS) -> np.ndarray:
-    """Bin edges holding equal numbers of signals (quantiles of their SNR)."""
-    return np.unique(np.quantile(snr, np.linspace(0, 1, bins + 1)))
+def snr_bins(snr, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-count SNR bins of the signals `snr`: (edges, the bin of each signal), edges the quantiles of their SNR
+    (fewer bins when quantiles coincide), the highest SNR in the last bin."""
+    snr = np.asarray(snr, dtype=float)
+    edges = np.unique(np.quantile(snr, np.linspace(0, 1, bins + 1)))
+    return edges, snr_bin_of(edges, snr)
+
+
+def snr_bin_of(edges: np.ndarray, snr) -> np.ndarray:
+    """The bin of each SNR in `snr` among `edges` (values beyond the edges go to the first or last bin)."""
+    return np.clip(np.searchsorted(edges, np.asarray(snr, dtype=float), side="right") - 1, 0, len(edges) - 2)
 
 
 def load_predictions(runs: pd.DataFrame, test_set: str | None = None) -> dict[tuple[str, int], pd.DataFrame]:
@@ -282,8 +292,8 @@ def auc_by_snr(predictions: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame
         if signal.empty or noise.empty or not (signal.snr > 0).any():
             continue
         if edges is None:
-            edges = snr_edges(signal.snr.to_numpy())
-        which = np.clip(np.searchsorted(edges, signal.snr, side="right") - 1, 0, len(edges) - 2)
+            edges = snr_bins(signal.snr, SNR_BINS)[0]
+        which = snr_bin_of(edges, signal.snr)
         for b in range(len(edges) - 1):
             in_bin = signal[which == b]
             if in_bin.empty:
@@ -384,7 +394,6 @@ def context_table(runs: pd.DataFrame, predictions: dict[tuple[str, int], pd.Data
 
 BOOTSTRAP_RESAMPLES = 2000  # paired bootstrap over test windows, stratified by label
 BOOTSTRAP_SEED = 0
-BASELINES = ("full", "frozen")  # every variant is compared with these, when the study has them
 
 
 def differences(predictions: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
@@ -407,7 +416,6 @@ def with_differences(summary: pd.DataFrame, diffs: pd.DataFrame, baseline: str =
 
 # --------------------------------------------------------------------------- shifted test sets
 
-IN_DISTRIBUTION = "test"  # the in-distribution test split's name among the test sets of shift.csv
 SHIFT_METRICS = ("auc", "tpr_at_fpr", "accuracy", "brier")
 SHIFT_RUN_COLUMNS = ["test_set", "variant", "lr", "seed", "selected", *SHIFT_METRICS, "one_class", "did_not_learn"]
 EFFICIENCY_BINS = 5  # equal-count bins of a test set's injected SNR
@@ -488,14 +496,13 @@ def efficiency(predictions: dict[str, dict], fpr: float) -> pd.DataFrame:
         signal_snr = first.snr[first.label == 1].to_numpy()
         if not len(signal_snr) or not (signal_snr > 0).any() or (first.label == 0).sum() == 0:
             continue
-        edges = np.unique(np.quantile(signal_snr, np.linspace(0, 1, EFFICIENCY_BINS + 1)))
+        edges, which = snr_bins(signal_snr, EFFICIENCY_BINS)
         detected: dict[str, list[np.ndarray]] = {}
         for (variant, _), pred in by_run.items():
             noise, signal = pred.logit[pred.label == 0].to_numpy(), pred[pred.label == 1]
             threshold = np.quantile(noise, 1 - fpr, method="higher")
-            which = np.clip(np.searchsorted(edges, signal.snr, side="right") - 1, 0, len(edges) - 2)
-            detected.setdefault(variant, []).append(np.array([(signal.logit.to_numpy()[which == b] > threshold).sum() for b in range(len(edges) - 1)]))
-        which = np.clip(np.searchsorted(edges, signal_snr, side="right") - 1, 0, len(edges) - 2)
+            in_bin = snr_bin_of(edges, signal.snr)
+            detected.setdefault(variant, []).append(np.array([(signal.logit.to_numpy()[in_bin == b] > threshold).sum() for b in range(len(edges) - 1)]))
         for variant, counts in detected.items():
             mean = np.mean(counts, axis=0)
             for b in range(len(edges) - 1):
@@ -508,27 +515,33 @@ def efficiency(predictions: dict[str, dict], fpr: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 
-def aggregate(
-    run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path], lr_selection: str = "val_loss",
-    test_sets: list[str] = (),
-) -> pd.DataFrame:
+def stage_config(config: dict) -> dict:
+    """The parts of the validated workflow config the aggregate stage reads (so a change elsewhere does not re-run it)."""
+    return {"data": config["data"], "evaluation": config["evaluation"], "model": {"context": config["model"]["context"]},
+            "train": {key: config["train"][key] for key in ("lr_selection", "schedule")}}
+
+
+def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | Path, data_dirs: list[str | Path], config: dict) -> pd.DataFrame:
+    """Every table of the module docstring and ``findings.json`` (:mod:`gwlora.findings`) into `out_dir`, for the
+    validated workflow `config` (its ``train.lr_selection`` picks each variant's lr; its ``evaluation.test_sets`` were scored)."""
+    test_sets = list(config["evaluation"]["test_sets"])
     runs, curves = load_runs(run_dirs)
-    runs = mark_selected(runs, lr_selection)
-    by_test_set = shift_predictions(runs, list(test_sets))  # read once, for the differences, the SNR bins and the shift tables
+    runs = mark_selected(runs, config["train"]["lr_selection"])
+    by_test_set = shift_predictions(runs, test_sets)  # read once, for the differences, the SNR bins and the shift tables
     predictions = by_test_set[IN_DISTRIBUTION]
     diffs = differences(predictions)
     summary = with_differences(summarise(runs), diffs)
-    scores = shift_runs(runs, list(test_sets))
+    scores = shift_runs(runs, test_sets)
     out_dir = Path(out_dir)
-    write_json(out_dir / "study.json", study_record(run_dirs, model_dir, data_dirs))
+    study = study_record(run_dirs, model_dir, data_dirs)
+    write_json(out_dir / "study.json", study)
     curves = curves.merge(runs[["variant", "lr", "seed", "selected"]], on=["variant", "lr", "seed"])
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
-    tables = (("runs.csv", runs), ("curves.csv", curves), ("summary.csv", summary), ("differences.csv", diffs),
-              ("auc_by_snr.csv", auc_by_snr(predictions)), ("shift_runs.csv", scores), ("shift.csv", shift_table(scores, by_test_set)),
-              ("efficiency.csv", efficiency(by_test_set, float(runs.tpr_fpr.iloc[0]))), ("context.csv", context_table(runs[runs.selected], predictions)),
-              ("latency.csv", latency_table(runs)))
-    for name, frame in tables:
-        with atomic_file(out_dir / name) as tmp:
+    tables = {"runs": runs, "curves": curves, "summary": summary, "differences": diffs, "auc_by_snr": auc_by_snr(predictions),
+              "shift_runs": scores, "shift": shift_table(scores, by_test_set), "efficiency": efficiency(by_test_set, float(runs.tpr_fpr.iloc[0])),
+              "context": context_table(runs[runs.selected], predictions), "latency": latency_table(runs)}
+    for name, frame in tables.items():
+        with atomic_file(out_dir / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
     with atomic_file(out_dir / "summary.md") as tmp:
         tmp.write_text(markdown_table(summary))
@@ -536,6 +549,7 @@ def aggregate(
         tmp.write_text(latex_table(display_table(summary)))
     with atomic_file(out_dir / "original_study_table.md") as tmp:
         tmp.write_text(markdown_table(summary, ORIGINAL_STUDY_METRICS))
+    write_findings(out_dir / FINDINGS_FILE, findings(tables, study, config))
     return summary
 
 
@@ -562,14 +576,14 @@ def _parser(p):
     p.add_argument("runs", nargs="+", help="run directories (each with summary.json and curve.csv)")
     p.add_argument("--model", required=True, help="base model directory (its base_model.json and config.json)")
     p.add_argument("--data", nargs="+", required=True, help="dataset split directories (their build.json)")
-    p.add_argument("--test-sets", nargs="*", default=[], help="names of the shifted test sets each run was scored on (its shift/<name>/)")
-    p.add_argument("--lr-selection", choices=["val_loss", "val_auc"], default="val_loss", help="train.lr_selection: the validation metric that picks each variant's lr")
+    p.add_argument("--config", type=json_arg, required=True,
+                   help="the validated workflow config, as JSON (train.lr_selection, evaluation.test_sets, and what the findings state)")
     p.add_argument("--out", required=True, help="output directory of the tables")
 
 
 def _run(args):
     """Aggregate run records into summary tables."""
-    summary = aggregate(args.runs, args.out, args.model, args.data, args.lr_selection, args.test_sets)
+    summary = aggregate(args.runs, args.out, args.model, args.data, args.config)
     log.info("wrote tables of %d variants over %d runs to %s", len(summary), len(args.runs), args.out)
 
 

@@ -3,7 +3,6 @@
 * :func:`select_lr` picks each variant's learning rate from validation
   metrics alone: it refuses any table with a column besides
   :data:`VALIDATION_COLUMNS`, so no test number can sway the choice.
-* :func:`auc` is the Mann-Whitney AUC, vectorised along leading (resample) axes.
 * :func:`paired_auc_difference` and :func:`pooled_auc_difference` bootstrap
   the difference of two models' test AUCs over the test windows that every run
   scores. The bootstrap is paired (each resample evaluates both models on the
@@ -11,8 +10,8 @@
   separately, each to its own count, so every resample has the test split's
   class balance and a defined AUC).
 * :func:`differences_table` runs them for pairs of variants, per seed and
-  pooled over seeds; :func:`verdict` and :func:`describe` turn an interval
-  into the words the slides use.
+  pooled over seeds; :func:`verdict` turns an interval into the word the
+  tables use (:func:`gwlora.findings.describe` into the slides' sentence).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from .cli import StageError
 
@@ -43,11 +43,12 @@ _BATCH_ELEMENTS = 2**19
 _RNG_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 
-def select_lr(validation: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
+def select_lr(validation: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each variant's learning rate with the best mean validation `metric` over seeds.
 
     `validation` has exactly the columns :data:`VALIDATION_COLUMNS`, one row per
-    run; any other column (a test metric above all) is refused. ``val_loss``
+    run; any other column (a test metric above all) is refused. `metric` is
+    the config's ``train.lr_selection`` (the schema holds its default): ``val_loss``
     picks the lowest mean, ``val_auc`` the highest. Ties go to the smaller lr. A
     NaN in any of an lr's seeds makes its mean NaN, and a NaN mean never wins,
     unless every lr's mean is NaN: then the smallest lr, with a warning.
@@ -105,27 +106,6 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return labels == 1
 
 
-def auc(labels, scores) -> np.ndarray | float:
-    """Area under the ROC curve by the Mann-Whitney rank formula, along the last axis.
-
-    `labels` (0/1) and `scores` broadcast against each other; leading axes (for
-    instance one per bootstrap resample) are kept. Tied scores count one half,
-    as in :func:`sklearn.metrics.roc_auc_score`, which this equals on single
-    inputs. NaN where a row lacks positives or negatives.
-    """
-    positive = _check_labels(np.asarray(labels))
-    scores = np.asarray(scores, dtype=float)
-    positive, scores = np.broadcast_arrays(positive, scores)
-    ranks = stats.rankdata(scores, axis=-1)  # ties get their average rank
-    n_pos = positive.sum(axis=-1)
-    n_neg = positive.shape[-1] - n_pos
-    rank_sum = np.where(positive, ranks, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    out = np.where((n_pos > 0) & (n_neg > 0), out, np.nan)
-    return float(out) if out.ndim == 0 else out
-
-
 def _counts(indices: np.ndarray, n: int) -> np.ndarray:
     """How often each of `n` items occurs in each row of `indices` (..., m): shape (..., n)."""
     rows = indices.reshape(-1, indices.shape[-1])
@@ -140,8 +120,8 @@ class _ResampledAUC:
     The negatives below (or tied with) each positive are then a cumulative sum
     of the negatives' multiplicities in each model's score order, read at that
     positive's place among them, which is found once (searchsorted) for all
-    resamples. This is the Mann-Whitney count of :func:`auc` (ties one half),
-    equal to it on the resampled scores (a test checks), in O(windows) per
+    resamples. This is the Mann-Whitney count (ties one half), equal to
+    :func:`sklearn.metrics.roc_auc_score` on the resampled scores (a test checks), in O(windows) per
     resample rather than a sort: about ten times faster.
     """
 
@@ -202,7 +182,7 @@ def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, s
         per_run = resampled_auc(positives, negatives)  # (..., 2 * seeds): model a's seeds, then model b's
         return (per_run[..., :n_seeds] - per_run[..., n_seeds:]).mean(axis=-1)
 
-    per_seed = auc(labels, a) - auc(labels, b)
+    per_seed = np.array([roc_auc_score(positive, x) - roc_auc_score(positive, y) for x, y in zip(a, b)])
     delta = float(per_seed.mean())
     seed_sd = float(per_seed.std(ddof=1)) if n_seeds > 1 else float("nan")
 
@@ -285,21 +265,6 @@ def verdict(ci_low: float, ci_high: float) -> str:
     if ci_high < 0:
         return "lower"
     return "indistinguishable"
-
-
-def _signed(value: float) -> str:
-    return f"{value + 0.0:+.4f}"  # + 0.0: no "-0.0000"
-
-
-def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.95) -> str:
-    """The slides' fragment: "higher (+0.0120, 95% CI +0.0040 to +0.0200)" or "indistinguishable (within ±0.0150 at 95%)"."""
-    level = f"{100 * confidence:g}%"
-    word = verdict(ci_low, ci_high)
-    if word == "indistinguishable":
-        if np.isnan(ci_low) or np.isnan(ci_high):
-            return f"indistinguishable (no {level} interval)"
-        return f"indistinguishable (within ±{max(abs(ci_low), abs(ci_high)):.4f} at {level})"
-    return f"{word} ({_signed(delta)}, {level} CI {_signed(ci_low)} to {_signed(ci_high)})"
 
 
 def check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:

@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .variants import Variant
 
 __all__ = [  # besides this module's own: what the stages import from here
-    "BASE_ARCHITECTURE", "ConfigError", "ENCODER_LINEAR_MODULES", "PEFT_FAMILIES", "Variant",
+    "BASE_ARCHITECTURE", "ConfigError", "ENCODER_LINEAR_MODULES", "FAMILY_ORDER", "PEFT_FAMILIES", "Variant",
     "context_frames", "context_seconds", "context_suffix", "contexts", "encoder_shape",
 ]
 
@@ -411,7 +411,8 @@ def load_and_validate(path: str | Path, schema_path: str | Path) -> dict:
 # --------------------------------------------------------------------------- variants
 
 
-# For the stages that read these as lists (train, plot), from the built-in families' own `latency_modes` and `peft_adapter`:
+# For the stages that read these as lists (train, plot, the tests), from the built-in families' registry:
+FAMILY_ORDER = tuple(families.FAMILIES)
 # families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
 BASE_ARCHITECTURE = tuple(name for name, f in families.FAMILIES.items() if f.latency_modes == ("base",))
 # families whose best checkpoint is a peft adapter (save_pretrained), and whose merged latency peft can measure

@@ -1,8 +1,12 @@
 """Stage `deck`: the slide deck, filled entirely from the workflow's results.
 
 ``report/slides.qmd`` is a Quarto document written as a Jinja2 template; this
-stage fills it with numbers read from the tables and records the other rules
-wrote (no number is typed by hand), copies the figures beside it, and renders:
+stage fills it with the tables and records the other rules wrote and with the
+findings the aggregate stage computed (``tables/findings.json``, see
+:mod:`gwlora.findings`: the template prints them, it judges nothing), gives every
+figure the plot stage drew a slide (captioned by its ``workflow/report/<name>.rst``),
+draws the workflow slide from the rule files (:mod:`gwlora.rulegraph`), copies
+the figures beside it, and renders:
 
 * with ``quarto`` on PATH: Quarto's revealjs format, self-contained;
 * without it: pandoc (from ``pypandoc-binary``) renders the same filled source
@@ -33,13 +37,12 @@ import jinja2
 import pandas as pd
 import yaml
 
-from . import browser, constants
-from .aggregate import CALIBRATION_METRICS, COST_METRICS, IN_DISTRIBUTION, QUALITY_METRICS, display_table, format_parameters, markdown_table
+from . import browser, constants, rulegraph
+from .aggregate import CALIBRATION_METRICS, COST_METRICS, QUALITY_METRICS, display_table, markdown_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
-from .config import ENCODER_LINEAR_MODULES
+from .findings import BASELINES, FINDINGS_FILE, IN_DISTRIBUTION, METHOD_FAMILIES, num, overrides
 from .markdown import Markdown, code_block, code_span, escape, plain_path
-from .compare import describe, pooled_differences
-from .plot import figure_names
+from .plot import FIGURES, figure_names
 
 log = logging.getLogger("gwlora.deck")
 
@@ -77,355 +80,120 @@ def code_excerpt(path: Path, name: str) -> dict:
     return {"text": text, "path": f"src/gwlora/{path.name}", "first": start + 2, "last": end}
 
 
-def lora_budget(variant: dict, base: dict, ffn: int) -> dict:
-    """Trainable adapter parameters of a LoRA variant by the paper's count, r(d + k) per adapted d x k matrix."""
-    d = base["d_model"]
-    shapes = {name: (d, d) for name in ENCODER_LINEAR_MODULES[:4]} | {"fc1": (d, ffn), "fc2": (ffn, d)}
-    r = int(variant["rank"])
-    per_layer = sum(r * sum(shapes[m]) + (shapes[m][1] if variant["dora"] else 0) for m in variant["target_modules"])
-    full = sum(shapes[m][0] * shapes[m][1] for m in variant["target_modules"])
-    return {"per_layer": per_layer, "total": per_layer * base["encoder_layers"], "dense_per_layer": full}
-
-
-def _num(value, decimals: int = 4) -> str:
-    return "n/a" if value is None or pd.isna(value) else f"{value:.{decimals}f}"
-
-
-# Timings are single measurements on a shared machine: ratios closer to 1 than this are not told apart.
-TIMING_NOISE = 0.10
-
-
-def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
-    """The pooled paired test-AUC difference of `variant` against `baseline`, in the words the intervals allow."""
-    pooled = pooled_differences(diffs, baseline)
-    if variant not in pooled.index:
-        return None
-    row = pooled.loc[variant]
-    return {"variant": variant, "baseline": baseline, "verdict": row.verdict, "text": describe(row.delta, row.ci_low, row.ci_high),
-            "seeds": int(row.n_seeds), "seed_sd": _num(row.seed_sd)}
-
-
-def timing(ratio: float) -> str:
-    """A cost ratio in words that respect the timing noise."""
-    if pd.isna(ratio):
-        return "n/a"
-    if abs(ratio - 1) < TIMING_NOISE:
-        return f"{ratio:.2f}×, within the ±{TIMING_NOISE:.0%} a single timing can vary"
-    return f"{ratio:.2f}×"
-
-
-def _variant_facts(row: pd.Series) -> dict:
-    return {"variant": row.variant, "val_auc": _num(row.val_auc), "val_loss": _num(row.best_val_loss), "test_auc": _num(row.test_auc),
-            "params": format_parameters(row.trainable_parameters), "lr": f"{row.lr:g}", "checkpoint_mib": _num(row.checkpoint_mb, 2)}
-
-
-def _best(rows: pd.DataFrame) -> pd.Series:
-    """The row with the highest validation AUC of its tested checkpoint (the first when none has one)."""
-    return rows.loc[rows.val_auc.idxmax()] if rows.val_auc.notna().any() else rows.iloc[0]
-
-
-def rank_sweep(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict | None:
-    """The paper's LoRA family across ranks, judged by whether the ranks' intervals against a baseline overlap."""
-    ranks = summary[summary.config_key == "lora"]
-    if len(ranks) < 2:
-        return None
-    out = {"n": len(ranks), "min_rank": int(ranks["rank"].min()), "max_rank": int(ranks["rank"].max())}
-    for baseline in ("full", "frozen"):
-        pooled = pooled_differences(diffs, baseline)
-        if set(ranks.variant) <= set(pooled.index):
-            pooled = pooled.loc[list(ranks.variant)]
-            top, bottom = pooled.ci_low.idxmax(), pooled.ci_high.idxmin()
-            rank_of = dict(zip(ranks.variant, ranks["rank"].astype(int)))
-            out["baseline"] = baseline
-            if pooled.ci_low.max() <= pooled.ci_high.min():
-                out["text"] = f"their intervals against {baseline} all overlap: no rank is told apart from another"
-            else:
-                out["text"] = (f"r={rank_of[top]}'s interval against {baseline} lies wholly above r={rank_of[bottom]}'s; "
-                               "ranks whose intervals overlap are not told apart")
-            return out
-    out["text"] = "there is no baseline run to give the ranks intervals, so they are not compared"
-    return out
-
-
-def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
-    """Findings stated on the slides, each computed from the summary and the paired differences.
-
-    Comparative words ("higher", "lower", "indistinguishable") come from the
-    95% intervals of the paired bootstrap, never from the sign of a point estimate.
-    """
-    best = _best(summary)
-    out = {"best_variant": best.variant, "best_val_auc": _num(best.val_auc)}
-    baselines = {f: summary[summary.family == f].iloc[0] for f in ("full", "frozen") if (summary.family == f).any()}
-    for family, row in baselines.items():
-        out[family] = _variant_facts(row)
-    out["comparisons"] = [
-        c for v in summary.variant for b in ("full", "frozen") if v != b and (c := comparison(diffs, v, b)) is not None
-    ]
-    # one row per variant, a column per baseline: the slide holds every variant of a study with several methods
-    out["comparison_rows"] = [
-        {"variant": v, **{b: next((c["text"] for c in out["comparisons"] if c["variant"] == v and c["baseline"] == b), "—")
-                          for b in ("full", "frozen")}}
-        for v in summary.variant if any(c["variant"] == v for c in out["comparisons"])
-    ]
-    lora = summary[summary.family == "lora"]
-    if len(lora):
-        top = _best(lora)
-        entry = {**_variant_facts(top), "rank": int(top["rank"]), "step_ms": _num(top.step_time_ms, 1),
-                 "vs_full": comparison(diffs, top.variant, "full"), "vs_frozen": comparison(diffs, top.variant, "frozen")}
-        if "full" in baselines:
-            full = baselines["full"]
-            step_ratio = top.step_time_ms / full.step_time_ms
-            entry.update(
-                params_pct_of_full=_num(top.trainable_vs_full_percent, 2),
-                step_time=timing(step_ratio),
-                faster=bool(step_ratio < 1 - TIMING_NOISE),
-                slower=bool(step_ratio > 1 + TIMING_NOISE),
-                memory_ratio=_num(top.peak_memory_mb / full.peak_memory_mb, 2),
-                checkpoint_ratio=_num(top.checkpoint_mb / full.checkpoint_mb, 3),
-            )
-        merged, unmerged, base = top.latency_merged_ms, top.latency_unmerged_ms, top.latency_base_ms
-        if not pd.isna(merged):
-            entry["latency"] = {"base": _num(base, 1), "unmerged": _num(unmerged, 1), "merged": _num(merged, 1),
-                                "unmerged_vs_base": timing(unmerged / base), "merged_vs_base": timing(merged / base)}
-        out["lora"] = entry
-    sweep = rank_sweep(summary, diffs)
-    if sweep:
-        out["ranks"] = sweep
-    return out
-
-
-# The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
-PAPER_ADAPTER_OVERHEAD = (2, 30)
-# The methods set against LoRA on the comparison slide (besides the full and frozen baselines)
-METHOD_FAMILIES = ("lora", "bitfit", "adapter", "prompt", "peft")
 # Columns of the comparison slide: quality with its paired interval (Δ vs full), then cost
 METHOD_METRICS = ("test_auc", "step_time_ms", "checkpoint_mb")
 
 
-def methods_table(summary: pd.DataFrame) -> Markdown | None:
-    """LoRA against the other adaptation methods, with the full and frozen baselines: None unless a method besides LoRA ran."""
-    if not summary.family.isin(METHOD_FAMILIES[1:]).any():
-        return None
-    rows = summary[summary.family.isin(("full", "frozen", *METHOD_FAMILIES))]
+def methods_table(summary: pd.DataFrame) -> Markdown:
+    """LoRA against the other adaptation methods, with the full and frozen baselines (the slide shows it when a method besides LoRA ran)."""
+    rows = summary[summary.family.isin((*BASELINES, *METHOD_FAMILIES))]
     table = display_table(rows, METHOD_METRICS).drop(columns=["seeds", "% of full"])  # narrow enough for one slide
-    table["variant"] = table["variant"].map(escape)
+    return _markdown(table)
+
+
+def _markdown(table: pd.DataFrame) -> Markdown:
+    """A display table as a Markdown pipe table, every heading and cell escaped to literal text."""
+    table = table.rename(columns=escape).map(escape)
     return Markdown(table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True))
 
 
-def _overhead(percent: float) -> str:
-    return "n/a" if pd.isna(percent) else f"{percent:+.0f}%"
-
-
-def latency_rows(latency: pd.DataFrame) -> dict:
-    """The latency slide: one row per method that adds to the model, base / unmerged / merged ms (overhead) at each batch size.
-
-    Variants that are the base architecture (full, frozen, partial) time the base only; they are named, not tabled.
-    """
-    def cell(ms, percent):
-        return "—" if pd.isna(ms) else f"{ms:.2f} ({_overhead(percent)})"
-
-    added = latency[latency.unmerged_ms.notna()]
-    batches = sorted(int(b) for b in added.batch.unique())
-    rows = []
-    for variant, group in added.groupby("variant", sort=False):
-        by_batch = {int(r.batch): r for r in group.itertuples()}
-        rows.append({"variant": variant, "cells": [
-            part for b in batches for part in (
-                (_num(by_batch[b].base_ms, 2), cell(by_batch[b].unmerged_ms, by_batch[b].unmerged_overhead_percent),
-                 cell(by_batch[b].merged_ms, by_batch[b].merged_overhead_percent)) if b in by_batch else ("n/a", "n/a", "n/a"))]})
-    base_only = [v for v in dict.fromkeys(latency.variant) if v not in set(added.variant)]
-    return {"batches": batches, "rows": rows, "base_only": base_only}
-
-
-def _verdict(seen: bool) -> str:
-    return "confirmed" if seen else "not seen here"
-
-
-def introduction_claims(summary: pd.DataFrame, latency: pd.DataFrame, context: str) -> dict:
-    """The outline's two claims about the other methods, each with this run's number and a verdict from the data.
-
-    Adapters add inference latency: confirmed when an adapter variant's batch-1 overhead over the base exceeds
-    the timing noise (:data:`TIMING_NOISE`). Prompts reduce the available sequence length: confirmed when the
-    prompts took audio positions (30 s context); with clip context they lengthen the sequence instead.
-    """
-    out = {}
-    small = latency[latency.batch == 1]
-    adapters = small[small.family == "adapter"]
-    if len(adapters):
-        worst = adapters.loc[adapters.unmerged_overhead_percent.idxmax()]
-        big = latency[(latency.family == "adapter") & (latency.batch > 1)]
-        out["adapter"] = {
-            "variant": worst.variant, "batch1": _overhead(worst.unmerged_overhead_percent),
-            "study_batch": int(big.batch.iloc[0]) if len(big) else None,
-            "at_study_batch": _overhead(big.set_index("variant").unmerged_overhead_percent.get(worst.variant, float("nan"))) if len(big) else None,
-            "paper": f"+{PAPER_ADAPTER_OVERHEAD[0]}% to +{PAPER_ADAPTER_OVERHEAD[1]}%",
-            "verdict": _verdict(bool(worst.unmerged_overhead_percent > 100 * TIMING_NOISE)),
-        }
-    merged = small[(small.family == "lora") & small.merged_ms.notna()]
-    if len(merged):
-        row = merged.loc[merged.merged_overhead_percent.abs().idxmax()]
-        out["lora_merged"] = {"variant": row.variant, "batch1": _overhead(row.merged_overhead_percent),
-                              "verdict": _verdict(bool(abs(row.merged_overhead_percent) < 100 * TIMING_NOISE))}
-    prompts = summary[summary.family == "prompt"]
-    if len(prompts):
-        longest = prompts.loc[prompts.prompt_length.idxmax()]
-        frozen = summary[summary.family == "frozen"]
-        entry = {"variant": longest.variant, "length": int(longest.prompt_length), "context": context,
-                 "positions": _num(longest.sequence_positions, 0), "audio_positions": _num(longest.sequence_audio_positions, 0),
-                 "seconds_lost": _num(longest.audio_seconds_lost, 2),
-                 "step_vs_frozen": timing(longest.step_time_ms / frozen.step_time_ms.iloc[0]) if len(frozen) else None}
-        entry["verdict"] = _verdict(bool(longest.audio_seconds_lost > 0))
-        out["prompt"] = entry
-    return out
-
-
-def snr_findings(auc_snr: pd.DataFrame, best_variant: str) -> dict | None:
-    """The AUC of the lowest and highest injection-SNR bins for the best variant (mean over seeds)."""
-    rows = auc_snr[auc_snr.variant == best_variant]
-    if rows.empty:
-        return None
-    bins = rows.groupby("snr_bin").agg(low=("snr_low", "first"), high=("snr_high", "first"), auc=("auc", "mean"))
-    first, last = bins.iloc[0], bins.iloc[-1]
-    return {"variant": best_variant, "bins": len(bins), "low_range": f"{first.low:.1f} to {first.high:.1f}", "low_auc": _num(first.auc),
-            "high_range": f"{last.low:.1f} to {last.high:.1f}", "high_auc": _num(last.auc)}
-
-
-def overrides(base, full):
-    """The part of `full` that differs from `base` (a shifted test set's data, as its overrides)."""
-    if isinstance(full, dict) and isinstance(base, dict):
-        return {k: d for k, v in full.items() if (d := overrides(base.get(k), v)) not in (None, {})}
-    return None if full == base else full
-
-
-def _changed(base, full, prefix: str = "") -> list[str]:
-    """The leaves where `full` differs from `base`, as "key.path value" (a test set's shift, in words)."""
-    diff = overrides(base, full)
-    if isinstance(diff, dict):
-        return [c for k, v in diff.items() for c in _changed(base.get(k) if isinstance(base, dict) else None, full[k], f"{prefix}{k}.")]
-    return [] if diff is None else [f"{prefix[:-1]} {full}"]
-
-
-def shift_findings(shift: pd.DataFrame, config: dict) -> dict | None:
-    """The shifted test sets in words and one table: what each changes, which variant scores highest, and which
-    variants differ from full fine-tuning on it by the paired intervals (never by point estimates)."""
-    if set(shift.test_set) <= {IN_DISTRIBUTION}:
-        return None
-    sets = []
-    for name, rows in shift.groupby("test_set", sort=False):
-        if name == IN_DISTRIBUTION:
-            continue
-        best = rows.loc[rows.auc.idxmax()] if rows.auc.notna().any() else rows.iloc[0]
-        in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == best.variant)].auc
-        by_verdict = {word: list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower")}
-        sets.append({
-            "name": name,
-            "changes": _changed(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
-            "best": best.variant, "best_auc": _num(best.auc), "best_in_distribution": _num(in_distribution.iloc[0] if len(in_distribution) else None),
-            "higher": by_verdict["higher"], "lower": by_verdict["lower"],
-            "compared": int(rows.verdict_vs_full.notna().sum()),
-            "at_chance": list(rows.variant[~rows.above_chance.astype(bool)]),  # 95% interval of the AUC covers 0.5
-            "one_class": list(rows.variant[rows.one_class > 0]),
-        })
+def shift_table(shift: pd.DataFrame) -> Markdown:
+    """Every variant on every test set: AUC (95% interval) / Brier score, and the paired verdict against full fine-tuning."""
     table = {"variant": list(dict.fromkeys(shift.variant))}
     for name, rows in shift.groupby("test_set", sort=False):
         rows = rows.set_index("variant")
         heading = "in distribution" if name == IN_DISTRIBUTION else name
         table[heading] = [
-            f"{_num(rows.auc.get(v), 3)} ({_num(rows.auc_ci_low.get(v), 3)}–{_num(rows.auc_ci_high.get(v), 3)}) / {_num(rows.brier.get(v), 3)}"
+            f"{num(rows.auc.get(v), 3)} ({num(rows.auc_ci_low.get(v), 3)}–{num(rows.auc_ci_high.get(v), 3)}) / {num(rows.brier.get(v), 3)}"
             for v in table["variant"]
         ]
         if name != IN_DISTRIBUTION and rows.verdict_vs_full.notna().any():
             table[f"{heading} vs full"] = [rows.verdict_vs_full.get(v) if isinstance(rows.verdict_vs_full.get(v), str) else "n/a"
                                             for v in table["variant"]]
-    frame = pd.DataFrame(table)
-    frame = frame.rename(columns=escape).map(escape)
-    md = frame.to_markdown(index=False, colalign=["left"] + ["right"] * (frame.shape[1] - 1), disable_numparse=True)
-    return {"sets": sets, "table_md": Markdown(md)}
+    return _markdown(pd.DataFrame(table))
 
 
-def not_learned(runs: pd.DataFrame) -> list[dict]:
-    """The runs flagged by gwlora.train as not having learned, the selected-lr ones first, with the reason."""
-    if "did_not_learn" not in runs:
-        return []
-    flagged = runs[runs.did_not_learn.astype(bool)].sort_values("selected", ascending=False, kind="stable")
-    out = []
-    for r in flagged.itertuples():
-        reasons = [text for flag, text in (("val_loss_flat", "val loss flat"), ("test_one_class", "one class")) if getattr(r, flag, False) == True]  # noqa: E712 - numpy bools, NaN for none
-        out.append({"run": f"{r.variant} lr {r.lr:g} seed {r.seed}", "selected": bool(r.selected), "because": ", ".join(reasons) or r.did_not_learn_because})
-    return out
+def config_sections(config: dict) -> dict[str, str]:
+    """The appendix's configuration, as YAML: the shifted test sets as the overrides they are, not as the whole data
+    sections validation made of them."""
+    test_sets = {name: overrides(config["data"], data) for name, data in config["evaluation"]["test_sets"].items()}
+    sections = {
+        "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]}
+        | ({"evaluation": {"test_sets": test_sets}} if test_sets else {}),
+        "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data", "evaluation")},
+    }
+    return {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in sections.items()}
 
 
-def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: str) -> dict:
-    """Everything the template prints, from the aggregate stage's tables and study.json and the plot stage's figures."""
+def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: str, snakefile: Path) -> dict:
+    """Everything the template prints: the aggregate stage's tables, study.json and findings.json, the plot stage's
+    figures (with their captions) and the workflow's rules."""
     summary = pd.read_csv(tables_dir / "summary.csv")
     runs = pd.read_csv(tables_dir / "runs.csv")
     if summary.empty:
         raise StageError(f"{tables_dir / 'summary.csv'} has no variants")
     study = read_json(tables_dir / "study.json")
-    base, ffn = study["base_model"], study["base_model"]["encoder_ffn_dim"]
-    frozen = summary[summary.family == "frozen"]
-    lora_rows = []
-    for v in summary[summary.family == "lora"].itertuples():
-        variant = study["variants"][v.variant]
-        budget = lora_budget(variant, base, ffn)
-        measured = v.trainable_parameters - frozen.trainable_parameters.iloc[0] if len(frozen) else None
-        lora_rows.append({"variant": v.variant, "rank": variant["rank"], "alpha": variant["alpha"], "targets": variant["target_modules"],
-                          "scaling": "α/√r" if variant["rslora"] else "α/r", "dora": variant["dora"], "measured": measured, **budget})
-    snr_path = tables_dir / "auc_by_snr.csv"
-    auc_snr = pd.read_csv(snr_path) if snr_path.exists() else pd.DataFrame(columns=["variant"])
-    diffs = pd.read_csv(tables_dir / "differences.csv")
-    latency = pd.read_csv(tables_dir / "latency.csv")
-    best = _best(summary).variant
-    test_sets = {name: overrides(config["data"], data) for name, data in config["evaluation"]["test_sets"].items()}
-    config_sections = {  # the shifted test sets as the overrides they are, not as the whole data sections validation made of them
-        "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]}
-        | ({"evaluation": {"test_sets": test_sets}} if test_sets else {}),
-        "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data", "evaluation")},
-    }
+    found = read_json(tables_dir / FINDINGS_FILE)
+    shift = pd.read_csv(tables_dir / "shift.csv")
     environment = study["environment"]
     return {
+        **found,
         "experiment": config["experiment"],
         "config": config,
         "constants": constants.as_dict(),
         "audio": config["data"]["source"] in constants.AUDIO_SOURCES,
-        "timing_noise": TIMING_NOISE,
-        "config_yaml": {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in config_sections.items()},
-        "model": base,
-        "ffn_dim": ffn,
-        "lora_budgets": lora_rows,
-        "demo_model": bool(base["random_init"]),
+        "config_yaml": config_sections(config),
+        "model": study["base_model"],
+        "demo_model": bool(study["base_model"]["random_init"]),
         "data": study["data"],
-        "variants": summary.to_dict(orient="records"),
+        "n_variants": len(summary),
         "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS, learned=False).rstrip()),
         "table_calibration_md": Markdown(markdown_table(summary, CALIBRATION_METRICS, parameters=False).rstrip()),
         "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False, learned=False).rstrip()),
-        "analysis": analysis(summary, diffs),
-        "methods_md": methods_table(summary),
-        "latency": latency_rows(latency),
-        "claims": introduction_claims(summary, latency, config["model"]["context"]),
-        "snr": snr_findings(auc_snr, best),
-        "shift": shift_findings(pd.read_csv(tables_dir / "shift.csv"), config),
-        "not_learned": not_learned(runs),
+        "methods_md": methods_table(summary) if found["methods_compared"] else None,
+        "shift_md": shift_table(shift) if found["shift"] else None,
+        "workflow_diagram": rulegraph.diagram(rulegraph.stages_run(rulegraph.rule_graph(snakefile), config)),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
         "hardware": environment["hardware"],
         "git_commit": ", ".join(environment["git_commits"]),
         "n_runs": len(runs),
-        "seeds": sorted(runs.seed.unique().tolist()),
         "devices": sorted(runs.device.unique().tolist()),
         "precision": sorted(runs.precision.unique().tolist()),
         "versions": environment["versions"],
         "renderer": renderer,
-        "figures": figure_paths(figures_dir, config),
+        "figures": figure_slides(figures_dir, config, snakefile.parent / CAPTIONS),
     }
 
 
-def figure_paths(figures_dir: Path, config: dict) -> dict[str, Markdown]:
-    """{figure name: its path relative to the deck} for every figure the plot stage draws for `config`."""
+CAPTIONS = "workflow/report"  # each figure's caption, <name>.rst, beside the Snakefile: the report's and the slide's
+INTRODUCTION_FIGURES = ("example_inputs",)  # shown in the introduction; every other figure in the results
+
+
+def caption(path: Path, config: dict) -> Markdown:
+    """A figure's caption as one paragraph of Markdown: the reStructuredText Snakemake's report shows, filled as the
+    report fills it (a Jinja2 template of ``snakemake.config``), converted by pandoc."""
+    import pypandoc
+
+    if not path.is_file():
+        raise StageError(f"{path}: no caption for figure {path.stem!r}")
+    try:
+        text = jinja2.Template(path.read_text(), undefined=jinja2.StrictUndefined).render(snakemake={"config": config})
+    except jinja2.UndefinedError as exc:
+        raise StageError(f"{path}: the caption uses a value the config does not provide: {exc}") from exc
+    return Markdown(" ".join(pypandoc.convert_text(text, "markdown", format="rst", extra_args=["--wrap=none"]).split()))
+
+
+def figure_slides(figures_dir: Path, config: dict, captions: Path) -> dict[str, list[dict]]:
+    """Every figure the plot stage draws for `config` (:func:`gwlora.plot.figure_names`), as slides (name, title,
+    caption from `captions`/<name>.rst, path beside the deck), by the deck section that shows it."""
     names = figure_names(config)
     missing = [name for name in names if not (figures_dir / f"{name}.png").is_file()]
     if missing:
         raise StageError(f"{figures_dir}: no {', '.join(f'{m}.png' for m in missing)}; run the plot stage first")
-    return {name: plain_path(f"figures/{name}.png") for name in names}
+    slides = [{"name": name, "title": FIGURES[name].title, "caption": caption(captions / f"{name}.rst", config),
+               "path": plain_path(f"figures/{name}.png")} for name in names]
+    return {"introduction": [s for s in slides if s["name"] in INTRODUCTION_FIGURES],
+            "results": [s for s in slides if s["name"] not in INTRODUCTION_FIGURES]}
 
 
 def fill_template(source: Path, context: dict, renderer: str) -> str:
@@ -440,8 +208,6 @@ def fill_template(source: Path, context: dict, renderer: str) -> str:
         comment_end_string="##}",
         finalize=escape,  # values from config and data are text, never markup
     )
-    env.filters["num"] = lambda value, decimals=4: Markdown(_num(value, decimals))
-    env.filters["params"] = lambda n: Markdown(format_parameters(n))
     env.filters["code"] = lambda value: code_span(value, quarto)
     env.filters["codeblock"] = lambda value, language="": code_block(value, language, quarto)
     try:
@@ -508,10 +274,11 @@ def render_pandoc(build: Path) -> tuple[Path, Path]:
 
 
 def build_deck(
-    *, tables_dir, figures_dir, config: dict, out_dir, source_dir, renderer: str = "auto", pdf: bool = False
+    *, tables_dir, figures_dir, config: dict, out_dir, source_dir, snakefile, renderer: str = "auto", pdf: bool = False
 ) -> dict:
-    """Fill the template, render HTML and PPTX (and a PDF when `pdf`) into `out_dir`."""
-    tables_dir, figures_dir, source_dir = map(Path, (tables_dir, figures_dir, source_dir))
+    """Fill the template, render HTML and PPTX (and a PDF when `pdf`) into `out_dir`; `snakefile` is the workflow's
+    (its rule files draw the workflow slide, its workflow/report/ captions the figures)."""
+    tables_dir, figures_dir, source_dir, snakefile = map(Path, (tables_dir, figures_dir, source_dir, snakefile))
     if renderer == "auto":
         renderer = "quarto" if quarto_available() else "pandoc"
     if renderer == "quarto" and not quarto_available():
@@ -521,14 +288,15 @@ def build_deck(
             "deck.pdf is true but no Chromium is on PATH to print slides.pdf: install one "
             "(Debian: apt-get install chromium) or set deck.pdf: false"
         )
-    context = deck_context(tables_dir, figures_dir, config, renderer)
+    context = deck_context(tables_dir, figures_dir, config, renderer, snakefile)
     text = fill_template(source_dir / "slides.qmd", context, renderer)
     with atomic_dir(out_dir) as tmp:
         build = tmp / "build"
         shutil.copytree(source_dir, build, ignore=shutil.ignore_patterns("slides.qmd", "_site", ".quarto"))
         (build / "slides.qmd").write_text(text)
         (build / "figures").mkdir()
-        for path in context["figures"].values():
+        figures = {f["name"]: f["path"] for slides in context["figures"].values() for f in slides}
+        for path in figures.values():
             shutil.copy2(figures_dir / Path(path).name, build / path)
         log.info("rendering the deck with %s", renderer)
         html, pptx = render_quarto(build) if renderer == "quarto" else render_pandoc(build)
@@ -541,7 +309,7 @@ def build_deck(
             log.info("printing the deck to PDF with headless Chromium")
             browser.print_pdf(tmp / "index.html", tmp / "slides.pdf")
             outputs.append("slides.pdf")
-        record = {"renderer": renderer, "outputs": outputs, "sections": template_outline(source_dir / "slides.qmd"), "figures": context["figures"]}
+        record = {"renderer": renderer, "outputs": outputs, "sections": template_outline(source_dir / "slides.qmd"), "figures": figures}
         write_json(tmp / "deck.json", record)
     return record
 
@@ -551,6 +319,7 @@ def _parser(p):
     p.add_argument("--tables", required=True, help="tables directory of the aggregate stage")
     p.add_argument("--figures", required=True, help="figures directory of the plot stage")
     p.add_argument("--config", type=json_arg, required=True, help="the validated workflow config, as JSON")
+    p.add_argument("--snakefile", required=True, help="the workflow's Snakefile (its rule files draw the workflow slide; workflow/report/ beside it holds the figure captions)")
     p.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto", help="quarto, the offline pandoc fallback, or auto (quarto when on PATH)")
     p.add_argument("--pdf", action="store_true", help="also print slides.pdf with headless Chromium (config deck.pdf)")
     p.add_argument("--out", required=True, help="output directory of the deck")
@@ -560,7 +329,7 @@ def _run(args):
     """Fill the slide template from the results and render the deck."""
     record = build_deck(
         tables_dir=args.tables, figures_dir=args.figures,
-        config=args.config, out_dir=args.out, source_dir=args.source, renderer=args.renderer,
+        config=args.config, out_dir=args.out, source_dir=args.source, snakefile=args.snakefile, renderer=args.renderer,
         pdf=args.pdf,
     )
     log.info("wrote %s in %s (renderer: %s)", ", ".join(record["outputs"]), args.out, record["renderer"])

@@ -446,10 +446,14 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One figure of the stage: the input it draws from and the function that draws it from that input."""
+    """One figure of the stage: the input it draws from, the function that draws it, and its slide's title.
+
+    Its caption is ``workflow/report/<name>.rst``, in the Snakemake report and on the slide.
+    """
 
     source: str  # a key of INPUTS
     draw: Callable[[object, Canvas], plt.Figure]
+    title: str
 
 
 # make_figures' inputs: what each is, as the Python argument and the command-line option name it
@@ -468,19 +472,19 @@ INPUTS = {
 
 # Every figure the stage can draw, in drawing order; figure_names picks those a config produces.
 FIGURES = {
-    "example_inputs": FigureSpec("examples", plot_examples),
-    "val_auc_vs_time": FigureSpec("curves", partial(plot_curves, y="val_auc")),
-    "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss")),
-    "test_auc_vs_parameters": FigureSpec("selected_runs", plot_params),
-    "costs": FigureSpec("selected_runs", plot_costs),
-    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity),
-    "pareto": FigureSpec("summary", plot_pareto),
-    "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank),
-    "latency": FigureSpec("selected_runs", plot_latency),
-    "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr),
-    "efficiency": FigureSpec("efficiency", plot_efficiency),
-    "shift_auc": FigureSpec("shift_runs", plot_shift_auc),
-    "context_auc_vs_cost": FigureSpec("context", plot_context),
+    "example_inputs": FigureSpec("examples", plot_examples, "What the encoder sees"),
+    "val_auc_vs_time": FigureSpec("curves", partial(plot_curves, y="val_auc"), "Validation AUC vs training time"),
+    "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss"), "Validation loss vs training time"),
+    "test_auc_vs_parameters": FigureSpec("selected_runs", plot_params, "Test AUC vs trainable parameters"),
+    "costs": FigureSpec("selected_runs", plot_costs, "Training costs"),
+    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity, "Learning rates: chosen on validation"),
+    "pareto": FigureSpec("summary", plot_pareto, "Quality against cost: the Pareto front"),
+    "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank, "Validation AUC vs LoRA rank"),
+    "latency": FigureSpec("selected_runs", plot_latency, "Inference latency"),
+    "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr, "Test AUC vs injection SNR"),
+    "efficiency": FigureSpec("efficiency", plot_efficiency, "Detection efficiency vs SNR"),
+    "shift_auc": FigureSpec("shift_runs", plot_shift_auc, "AUC per test set"),
+    "context_auc_vs_cost": FigureSpec("context", plot_context, "Encoder context: AUC against cost"),
 }
 
 

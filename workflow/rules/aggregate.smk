@@ -1,5 +1,8 @@
+from gwlora.aggregate import stage_config as aggregate_config
+
+
 rule aggregate:
-    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape), one curve table, the shifted test sets' tables, and study.json for the deck."""
+    """Every run's record into summary tables (CSV, Markdown, LaTeX, the seed's shape), one curve table, the shifted test sets' tables, and study.json and findings.json for the deck."""
     input:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
@@ -21,11 +24,11 @@ rule aggregate:
         shift_runs=f"{RESULTS}/tables/shift_runs.csv",
         efficiency=report(f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="Tables", labels={"table": "detection efficiency"}),
         latency=report(f"{RESULTS}/tables/latency.csv", caption="../report/latency_table.rst", category="Tables", labels={"table": "latency"}),
+        findings=f"{RESULTS}/tables/findings.json",  # what the deck states: verdicts, ratios, claims (gwlora.findings)
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
         out_dir=subpath(output.runs, parent=True),
-        lr_selection=config["train"]["lr_selection"],
-        test_sets=" ".join(TEST_SETS),
+        config=as_json(aggregate_config(config)),
     conda:
         "../../environment.yml"
     log:
@@ -33,4 +36,4 @@ rule aggregate:
     benchmark:
         f"{RESULTS}/benchmarks/aggregate.tsv"
     shell:
-        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --lr-selection {params.lr_selection} --test-sets {params.test_sets} --out {params.out_dir:q} --log {log:q}"
+        "python -m gwlora.aggregate {params.run_dirs:q} --model {input.model:q} --data {input.data:q} --config {params.config:q} --out {params.out_dir:q} --log {log:q}"

@@ -1,3 +1,6 @@
+# the workflow slide is drawn from the Snakefile's rule files; each figure slide's caption is its report caption
+RULES = f"{workflow.basedir}/workflow/rules"
+CAPTIONS = f"{workflow.basedir}/workflow/report"
 # slides.pdf when the config asks for it (deck.pdf), whatever the machine: the deck stage then needs Chromium
 PDF_DECK = config["deck"]["pdf"]
 DECK_OUTPUTS = {
@@ -15,6 +18,9 @@ rule deck:
         figures=rules.plot.output,
         source=[f"{REPORT}/{name}" for name in ("slides.qmd", "_quarto.yml", "deck.css", "references.bib", "slides.csl", "fallback-template.html")],
         code=[f"{SRC}/gwlora/{name}" for name in ("model.py", "train.py")],  # the implementation slides quote them
+        snakefile=f"{workflow.basedir}/Snakefile",
+        rules=[f"{RULES}/{name}" for name in sorted(os.listdir(RULES))],
+        captions=[f"{CAPTIONS}/{name}.rst" for name in figure_names()],
     output:
         **DECK_OUTPUTS,
     params:
@@ -24,6 +30,7 @@ rule deck:
         figures=parent_of("figures"),
         out_dir=lambda wildcards, output: str(Path(output.html).parent),
         pdf="--pdf" if PDF_DECK else "",
+        snakefile=lambda wildcards, input: input.snakefile,
     localrule: True  # renders on the machine running Snakemake (where Quarto is), not worth a queue slot
     conda:
         "../../environment.yml"
@@ -33,5 +40,5 @@ rule deck:
         f"{RESULTS}/benchmarks/deck.tsv"
     shell:
         "python -m gwlora.deck --source {params.source:q} --tables {params.tables:q} --figures {params.figures:q}"
-        " --config {params.config:q} {params.pdf}"
+        " --config {params.config:q} --snakefile {params.snakefile:q} {params.pdf}"
         " --out {params.out_dir:q} --log {log:q}"
