@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gwlora.config import Variant
+from gwlora.variants import Variant
 from gwlora.constants import WHISPER_HOP_LENGTH, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from gwlora.features import clip_extractor, extract, write_features
-from gwlora.model import apply_variant, build_classifier
+from gwlora.families import apply_variant
+from gwlora.model import build_classifier
 
 N_CHANNELS = 2  # H1, L1
 SEED_HEAD = [1024, 512, 256]  # the original study's MLP head (SEED_: that study, not a random seed)
-LORA_R8 = Variant(name="lora-r8", family="lora", config_key="lora", lr=3e-4, rank=8, alpha=8.0, target_modules=("q_proj", "v_proj"))
+LORA_R8 = Variant(name="lora-r8", family="lora", config_key="lora", lr=3e-4, params={
+    "rank": 8, "alpha": 8.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0, "rslora": False, "dora": False})
 FULL = Variant(name="full", family="full", config_key="full", lr=5e-5)
 OURS_MODEL = {"context": "clip", "pooling": "mean", "head_hidden": SEED_HEAD}  # config/tiny-en.yaml's model section
 

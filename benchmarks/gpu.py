@@ -182,7 +182,8 @@ LATENCY_BATCHES = (1, 2 * STUDY["batch"])  # batch 1 and the study's eval batch 
 def method_latency(model_dir: Path, device, frames: int, batches=LATENCY_BATCHES, reps: int = 20, channels: int = 2) -> list[dict]:
     """Inference latency (ms, median of `reps`) of each method of :data:`METHODS` at each batch: base, unmerged, merged where it merges."""
     from gwlora.config import expand_variants
-    from gwlora.model import apply_variant, build_classifier
+    from gwlora.families import apply_variant
+    from gwlora.model import build_classifier
     from gwlora.measure import inference_latency
 
     rows = []
@@ -215,7 +216,8 @@ def float32_cache(src: Path, out: Path, limit: int | None = None) -> Path:
 
 def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: int, device, deadline: float, epochs: int) -> dict:
     """Train like the train stage (same step, optimizer, evaluation; early stopping on val loss), return test metrics."""
-    from gwlora.model import apply_variant, build_classifier
+    from gwlora.families import apply_variant
+    from gwlora.model import build_classifier
     from gwlora.scoring import evaluate
     from gwlora.train import make_optimizer, train_step
 

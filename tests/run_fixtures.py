@@ -23,7 +23,7 @@ def fake_summary(variant, seed) -> Summary:
     latency = {"base": 3.0} if variant.family in ("full", "frozen", "partial") else {"base": 3.0, "unmerged": 3.6}
     if variant.family in ("lora", "peft"):
         latency["merged"] = 3.05
-    length = variant.prompt_length or 0
+    length = variant.params.get("prompt_length", 0)
     flat = seed == 1 and variant.family == "full"
     return Summary(
         identity=Identity(variant=variant.name, run=variant.run, family=variant.family, config_key=variant.config_key,

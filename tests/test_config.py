@@ -115,7 +115,7 @@ def test_variants_expand_to_wildcards_in_display_order():
     variants = expand_variants(config["train"])
     assert list(variants) == ["full", "frozen", "partial-top1", "lora-r2", "lora-r8", "bitfit", "adapter-b8", "prompt-l4", "peft-ia3"]
     lora = variants["lora-r8"]
-    assert (lora.rank, lora.alpha, lora.target_modules) == (8, 2.0, ("q_proj", "v_proj"))
+    assert {k: lora.params[k] for k in ("rank", "alpha", "target_modules")} == {"rank": 8, "alpha": 2.0, "target_modules": ["q_proj", "v_proj"]}
     assert variants["full"].lr == config["train"]["variants"]["full"]["lr"]
 
 
@@ -128,7 +128,7 @@ def test_family_lr_falls_back_to_train_lr():
 def test_fixed_alpha_applies_to_every_rank():
     config = tiny_config()
     config["train"]["variants"]["lora"]["alpha"] = 16
-    assert {v.alpha for v in expand_variants(config["train"]).values() if v.family == "lora"} == {16.0}
+    assert {v.params["alpha"] for v in expand_variants(config["train"]).values() if v.family == "lora"} == {16.0}
 
 
 @pytest.mark.parametrize(
@@ -215,9 +215,9 @@ def test_further_lora_families_expand_with_their_own_names():
     config["train"]["variants"]["lora-dora"] = {"ranks": [4], "dora": True}
     variants = expand_variants(validate(config, copy.deepcopy(SCHEMA))["train"])
     assert list(variants)[3:9] == ["lora-r2", "lora-r8", "lora-all-r4", "lora-rs-r2", "lora-rs-r8", "lora-dora-r4"]
-    assert variants["lora-all-r4"].target_modules == ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-    assert variants["lora-rs-r8"].rslora and variants["lora-rs-r8"].alpha == 2.0 and not variants["lora-r8"].rslora
-    assert variants["lora-dora-r4"].dora and {v.family for v in variants.values() if v.config_key.startswith("lora")} == {"lora"}
+    assert variants["lora-all-r4"].params["target_modules"] == ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+    assert variants["lora-rs-r8"].params["rslora"] and variants["lora-rs-r8"].params["alpha"] == 2.0 and not variants["lora-r8"].params["rslora"]
+    assert variants["lora-dora-r4"].params["dora"] and {v.family for v in variants.values() if v.config_key.startswith("lora")} == {"lora"}
 
 
 def test_unknown_target_module_fails_validation():

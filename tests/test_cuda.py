@@ -16,14 +16,15 @@ from peft import PeftModel
 from conftest import tiny_config, write_toy_features
 from gwlora import scoring
 from gwlora.base_model import prepare
-from gwlora.config import Variant
+from gwlora.variants import Variant
 from gwlora.model import build_classifier
 from gwlora.scoring import BEST_DIR
 from gwlora.train import train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=1e-3, rank=4, alpha=4, target_modules=("q_proj", "v_proj"))
+LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=1e-3, params={
+    "rank": 4, "alpha": 4.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0, "rslora": False, "dora": False})
 FULL = Variant(name="full", family="full", config_key="full", lr=1e-3)
 
 
@@ -105,17 +106,17 @@ def test_auto_compiles_with_cuda_graphs_at_small_batches(toy, tmp_path):
 
 METHODS = [
     Variant(name="bitfit", family="bitfit", config_key="bitfit", lr=1e-2),
-    Variant(name="adapter-b8", family="adapter", config_key="adapter", lr=3e-3, bottleneck=8, adapter_style="houlsby"),
-    Variant(name="prompt-l4", family="prompt", config_key="prompt", lr=3e-3, prompt_length=4),
-    Variant(name="peft-ia3", family="peft", config_key="peft-ia3", lr=1e-2, peft_type="IA3",
-            peft_config={"target_modules": ["k_proj", "v_proj", "fc2"], "feedforward_modules": ["fc2"]}),
+    Variant(name="adapter-b8", family="adapter", config_key="adapter", lr=3e-3, params={"bottleneck": 8, "adapter_style": "houlsby"}),
+    Variant(name="prompt-l4", family="prompt", config_key="prompt", lr=3e-3, params={"prompt_length": 4}),
+    Variant(name="peft-ia3", family="peft", config_key="peft-ia3", lr=1e-2, params={
+            "peft_type": "IA3", "peft_config": {"target_modules": ["k_proj", "v_proj", "fc2"], "feedforward_modules": ["fc2"]}}),
 ]
 
 
 @pytest.mark.parametrize("variant", METHODS, ids=lambda v: v.name)
 def test_other_methods_train_on_cuda_and_reload_on_the_cpu(toy, tmp_path, variant):
     """Adapters, prompts, BitFit and a peft method under bf16 autocast; the best checkpoint scores the same on a CPU."""
-    from gwlora.model import apply_variant
+    from gwlora.families import apply_variant
     from gwlora.scoring import load_best
 
     root, config = toy

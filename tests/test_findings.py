@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, tiny_config
 from gwlora.cli import StageError
-from gwlora.config import FAMILY_ORDER
+from gwlora.families import FAMILIES
 from gwlora.deck import caption, figure_slides
 from gwlora.findings import (
     PAPER_ADAPTER_OVERHEAD, context_words, introduction_claims, seed_words, setup, shift_findings, step_time_words, what_trains,
@@ -19,13 +19,13 @@ from gwlora.findings import (
 from gwlora.plot import FIGURES, figure_names
 from gwlora.rulegraph import diagram, rule_graph, stages_run
 
-ROW = {"variant": "v", "rank": 4.0, "adapter_style": "houlsby", "bottleneck": 8.0, "prompt_length": 16.0, "peft_type": "VERA"}
+ROW = {"variant": "v", "layers": 2.0, "rank": 4.0, "adapter_style": "houlsby", "bottleneck": 8.0, "prompt_length": 16.0, "peft_type": "VERA"}
 
 
 def test_every_family_says_what_it_trains_and_an_unknown_one_is_refused():
-    texts = {family: what_trains({**ROW, "family": family}) for family in FAMILY_ORDER}
+    texts = {family: what_trains({**ROW, "family": family}) for family in FAMILIES}
     assert texts["lora"] == "LoRA A, B (rank 4) + head" and texts["frozen"] == "head only"
-    assert len(set(texts.values())) == len(FAMILY_ORDER)  # no family described as another
+    assert len(set(texts.values())) == len(FAMILIES)  # no family described as another
     with pytest.raises(StageError, match=r"variant v: family 'ia3' has no 'what trains' text"):
         what_trains({**ROW, "family": "ia3"})
 

@@ -9,7 +9,8 @@ from peft import PeftModel
 from conftest import tiny_config, write_toy_features
 from gwlora.config import ConfigError, Variant, expand_variants
 from gwlora.methods import SECONDS_PER_POSITION, disabled, sequence_cost
-from gwlora.model import apply_variant, build_classifier, count_parameters
+from gwlora.families import apply_variant
+from gwlora.model import build_classifier, count_parameters
 from gwlora.scoring import BEST_DIR, load_best
 from gwlora.train import train_run
 
@@ -35,11 +36,11 @@ def bitfit():
 
 
 def adapter(b, style="houlsby"):
-    return Variant(name=f"adapter-b{b}", family="adapter", config_key="adapter", lr=1e-3, bottleneck=b, adapter_style=style)
+    return Variant(name=f"adapter-b{b}", family="adapter", config_key="adapter", lr=1e-3, params={"bottleneck": b, "adapter_style": style})
 
 
 def prompt(n):
-    return Variant(name=f"prompt-l{n}", family="prompt", config_key="prompt", lr=1e-3, prompt_length=n)
+    return Variant(name=f"prompt-l{n}", family="prompt", config_key="prompt", lr=1e-3, params={"prompt_length": n})
 
 
 def test_bitfit_trains_the_encoder_biases_and_the_head(built):
@@ -91,7 +92,7 @@ def test_prompt_count_and_sequence(built, context, pooling, n):
 
 def test_ia3_by_configuration_count_is_analytic(built):
     variant = variants(**{"peft-ia3": IA3})["peft-ia3"]
-    assert variant.family == "peft" and variant.peft_type == "IA3"
+    assert variant.family == "peft" and variant.params["peft_type"] == "IA3"
     model = apply_variant(classifier(built), variant)
     # one scale per output feature of k and v, one per input feature of fc2 (a feed-forward module)
     assert count_parameters(model)[0] == LAYERS * (D + D + FFN) + HEAD
@@ -101,8 +102,8 @@ def test_families_expand_to_variants_with_their_own_learning_rates():
     out = variants(bitfit={"lr": [1e-3, 3e-3]}, adapter={"bottleneck": [8, 16], "style": "pfeiffer", "lr": 1e-3},
                    prompt={"length": [4, 16]}, **{"peft-vera": {"type": "vera", "r": 8, "lr": 2e-3}})
     assert list(out) == ["bitfit/lr0.001", "bitfit/lr0.003", "adapter-b8", "adapter-b16", "prompt-l4", "prompt-l16", "peft-vera"]
-    assert out["adapter-b16"].adapter_style == "pfeiffer" and out["adapter-b16"].bottleneck == 16
-    assert out["peft-vera"].peft_type == "VERA" and out["peft-vera"].peft_config == {"r": 8, "target_modules": ["q_proj", "v_proj"]}
+    assert out["adapter-b16"].params == {"bottleneck": 16, "adapter_style": "pfeiffer"}
+    assert out["peft-vera"].params == {"peft_type": "VERA", "peft_config": {"r": 8, "target_modules": ["q_proj", "v_proj"]}}
     assert out["peft-vera"].lr == 2e-3 and Variant.from_dict(out["peft-vera"].to_dict()) == out["peft-vera"]
 
 

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from gwlora.cli import StageError
-from gwlora.config import Variant
+from gwlora.variants import Variant
+from gwlora.families import apply_variant
 from gwlora.constants import WHISPER_FULL_FRAMES, WHISPER_N_MELS
-from gwlora.model import apply_variant, build_classifier, count_parameters
+from gwlora.model import build_classifier, count_parameters
 
 MODEL_CONFIG = {"context": "clip", "pooling": "mean", "head_hidden": [16]}
 D, LAYERS, CHANNELS = 32, 2, 2
@@ -19,8 +20,9 @@ def classifier(built, **overrides):
     return build_classifier(built["root"] / "base_model", CHANNELS, 100, {**MODEL_CONFIG, **overrides})
 
 
-def lora(rank, targets=("q_proj", "v_proj")):
-    return Variant(name=f"lora-r{rank}", family="lora", lr=1e-3, rank=rank, alpha=float(rank), target_modules=targets)
+def lora(rank, targets=("q_proj", "v_proj"), **params):
+    return Variant(name=f"lora-r{rank}", family="lora", lr=1e-3, params={
+        "rank": rank, "alpha": float(rank), "target_modules": list(targets), "dropout": 0.0, "rslora": False, "dora": False, **params})
 
 
 def test_frozen_trains_the_head_only(built):
@@ -40,7 +42,7 @@ def test_partial_trains_top_layers_and_head(built):
     base = classifier(built)
     per_layer = sum(p.numel() for p in base.encoder.layers[-1].parameters())
     norm = sum(p.numel() for p in base.encoder.layer_norm.parameters())
-    model = apply_variant(base, Variant(name="partial-top1", family="partial", lr=1e-3, layers=1))
+    model = apply_variant(base, Variant(name="partial-top1", family="partial", lr=1e-3, params={"layers": 1}))
     assert count_parameters(model)[0] == per_layer + norm + head_params()
     assert not any(p.requires_grad for p in model.encoder.layers[0].parameters())
 
@@ -103,12 +105,12 @@ def test_all_linear_lora_count_is_analytic(built):
 
 
 def test_rslora_scales_by_alpha_over_sqrt_r_and_dora_adds_magnitudes(built):
-    rs = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "rslora": True, "alpha": 8.0}))
+    rs = apply_variant(classifier(built), lora(4, rslora=True, alpha=8.0))
     q = rs.base_model.model.encoder.layers[0].self_attn.q_proj
     assert q.scaling["default"] == pytest.approx(8.0 / 4**0.5)
-    plain = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "alpha": 8.0}))
+    plain = apply_variant(classifier(built), lora(4, alpha=8.0))
     assert plain.base_model.model.encoder.layers[0].self_attn.q_proj.scaling["default"] == pytest.approx(8.0 / 4)
-    dora = apply_variant(classifier(built), Variant(**{**lora(4).to_dict(), "target_modules": ("q_proj", "v_proj"), "dora": True}))
+    dora = apply_variant(classifier(built), lora(4, dora=True))
     # DoRA learns one magnitude per output feature of each adapted matrix, on top of LoRA's A and B
     assert count_parameters(dora)[0] == LAYERS * 2 * (4 * (D + D) + D) + head_params()
 

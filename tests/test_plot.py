@@ -65,7 +65,7 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
                                        "val_auc": 0.5 + step / 100 + rng.uniform(0, 0.05), "val_loss": 0.7 - step / 100})
                 lora = v.family == "lora"
                 bonus = 0.05 if lr == selected else 0.0
-                runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.rank, "lr": lr,
+                runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.params.get("rank"), "lr": lr,
                              "selected": lr == selected, "trainable_parameters": 1000 * (i + 1),
                              "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus,
                              "test_auc": 0.7 + 0.01 * i + bonus - 0.005 * seed, "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gwlora.cli import StageError
-from gwlora.config import Variant
+from gwlora.variants import Variant
 from gwlora.records import (CURVE_COLUMNS, CURVE_FILE, PREDICTION_COLUMNS, SUMMARY_FILE, CurveRow, Summary, read_curve, read_predictions,
                             read_summary, write_curve, write_predictions)
 from run_fixtures import fake_summary

@@ -312,10 +312,10 @@ def test_template_with_unknown_value_fails_naming_it(built, tables, figures, tmp
 
 
 def test_lora_families_are_listed_together():
-    from gwlora.aggregate import variant_sort_key
+    from gwlora.families import sort_key
 
     names = {("lora-rs", 2): "lora-rs-r2", ("lora", 8): "lora-r8", ("lora-rs", 8): "lora-rs-r8", ("lora", 2): "lora-r2"}
-    ordered = sorted(names, key=lambda k: variant_sort_key("lora", k[0], k[1], None))
+    ordered = sorted(names, key=lambda k: sort_key({"family": "lora", "config_key": k[0], "rank": k[1]}))
     assert [names[k] for k in ordered] == ["lora-r2", "lora-r8", "lora-rs-r2", "lora-rs-r8"]
 
 

@@ -3,12 +3,14 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from conftest import REPO, SCHEMA
 from gwlora import resources as r
 from gwlora.config import validate
+from gwlora.encoder import clip_frames, encoder_shape
 
 
 def config(name: str) -> dict:
@@ -21,12 +23,25 @@ def config(name: str) -> dict:
 
 def test_encoder_size_from_random_init_a_local_copy_or_a_hub_name(tmp_path):
     demo = config("demo.yaml")["model"]
-    assert r.encoder_shape(demo) == (64, 2, 256, 80)
+    assert encoder_shape(demo) == encoder_shape(demo, assume_hub_size=True) == (64, 2, 256, 80)
     assert r.encoder_parameters({"pretrained": "openai/whisper-small"}) == pytest.approx(88e6, rel=0.02)
     assert r.encoder_parameters({"pretrained": "openai/whisper-tiny.en"}) == pytest.approx(7.6e6, rel=0.02)
     (tmp_path / "config.json").write_text(json.dumps({"d_model": 384, "encoder_layers": 4, "encoder_ffn_dim": 1536}))
-    assert r.encoder_shape({"pretrained": str(tmp_path)}) == (384, 4, 1536, 80)
-    assert r.encoder_shape({"pretrained": "someone/unknown-model"}) == r.encoder_shape({"pretrained": "openai/whisper-small"})
+    assert encoder_shape({"pretrained": str(tmp_path)}) == (384, 4, 1536, 80)
+    assert encoder_shape({"pretrained": "openai/whisper-base"}) is None  # validation: a hub encoder is checked once loaded
+    assert encoder_shape({"pretrained": "openai/whisper-base"}, assume_hub_size=True) == (512, 6, 2048, 80)
+    unknown = encoder_shape({"pretrained": "someone/unknown-model"}, assume_hub_size=True)
+    assert unknown == encoder_shape({"pretrained": "openai/whisper-small"}, assume_hub_size=True) == (768, 12, 3072, 80)
+
+
+@pytest.mark.parametrize("seconds", [1.1, 0.58, 2.0])
+def test_the_estimates_count_the_frames_the_features_stage_makes(built, seconds):
+    """1.1 s is 110.00000000000001 frames in floating point: the estimate rounds, as the clip's samples do."""
+    from gwlora.features import clip_extractor, extract
+
+    samples = round(seconds * 16000)
+    made = extract(np.zeros((1, 1, samples), dtype=np.float32), clip_extractor(built["root"] / "base_model", samples)).shape[-1]
+    assert clip_frames(seconds) == made
 
 
 def test_full_study_asks_for_more_than_the_demo_and_both_are_sane():

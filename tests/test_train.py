@@ -10,7 +10,8 @@ from peft import PeftModel
 from conftest import SCHEMA, write_toy_features
 from gwlora.cli import StageError
 from gwlora.config import Variant, expand_variants
-from gwlora.model import apply_variant, build_classifier
+from gwlora.families import apply_variant
+from gwlora.model import build_classifier
 from gwlora import scoring
 from gwlora import train as train_module
 from gwlora.records import CURVE_COLUMNS
@@ -109,7 +110,8 @@ def test_cli_failure_is_one_line_with_traceback_in_log(built, tmp_path, capsys):
     assert "Traceback" in log.read_text()
 
 
-LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=5e-3, rank=4, alpha=4.0, target_modules=("q_proj", "v_proj"))
+LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=5e-3, params={
+    "rank": 4, "alpha": 4.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0, "rslora": False, "dora": False})
 
 
 def test_summary_reports_costs_test_metrics_and_provenance(built, tmp_path):
@@ -129,8 +131,8 @@ DECAY = {"schedule": {"name": "cosine", "warmup_fraction": 0.2}, "head_lr_multip
 @pytest.mark.parametrize(
     "variant, recipe",
     [(LORA, {}), (Variant(name="full", family="full", config_key="full", lr=1e-3), {}), (LORA, DECAY),
-     (Variant(name="adapter-b4", family="adapter", config_key="adapter", lr=3e-3, bottleneck=4, adapter_style="houlsby"), {}),
-     (Variant(name="prompt-l4", family="prompt", config_key="prompt", lr=3e-3, prompt_length=4), {})],
+     (Variant(name="adapter-b4", family="adapter", config_key="adapter", lr=3e-3, params={"bottleneck": 4, "adapter_style": "houlsby"}), {}),
+     (Variant(name="prompt-l4", family="prompt", config_key="prompt", lr=3e-3, params={"prompt_length": 4}), {})],
     ids=["lora", "full", "lora-warmup-cosine-head-lr", "adapter", "prompt"],
 )
 def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, recipe, caplog):
@@ -151,7 +153,7 @@ def test_killed_run_resumes_to_the_same_result(built, tmp_path, variant, recipe,
 
 def test_state_saved_with_other_settings_is_not_resumed(built, tmp_path, caplog):
     interrupted(built, LORA, tmp_path, 4, eval_every_steps=4)
-    other = Variant(**{**LORA.to_dict(), "lr": 1e-3, "target_modules": ("q_proj", "v_proj")})
+    other = Variant(**{**LORA.to_dict(), "lr": 1e-3})
     with caplog.at_level("INFO", logger="gwlora"):
         summary = run(built, other, tmp_path, eval_every_steps=4)
     assert "saved with other settings; starting afresh" in caplog.text and "resuming" not in caplog.text

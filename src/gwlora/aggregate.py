@@ -54,8 +54,11 @@ from sklearn.metrics import roc_auc_score
 from .base_model import load_record
 from .cli import StageError, atomic_file, json_arg, read_json, run_stage, write_json
 from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
-from .config import FAMILY_ORDER, SHIFT_PREFIX, context_seconds, context_suffix
+from . import families
+from .config import SHIFT_PREFIX
+from .encoder import context_seconds, context_suffix
 from .findings import BASELINES, IN_DISTRIBUTION, FINDINGS_FILE, findings, write_findings
+from .variants import Variant
 from .markdown import escape as escape_markdown
 from .records import CURVE_FILE, PREDICTIONS_FILE, read_curve, read_predictions, read_summary
 
@@ -80,12 +83,6 @@ METRICS = {
 }
 
 
-def variant_sort_key(family: str, config_key: str, rank: float | None, layers: float | None, size: float | None = None) -> tuple:
-    """Display order: family, then LoRA family (lora before lora-*), then depth, rank or size (bottleneck, prompt length)."""
-    return (FAMILY_ORDER.index(family), config_key != family, config_key, 0 if pd.isna(layers) else layers, 0 if pd.isna(rank) else rank,
-            0 if size is None or pd.isna(size) else size)
-
-
 LATENCY_MODES = ("base", "unmerged", "merged")
 # What each run's summary says about the sequence the encoder layers saw
 SEQUENCE_COLUMNS = ("positions", "audio_positions", "prompt_positions", "audio_seconds_lost")
@@ -100,11 +97,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         record = read_summary(run_dir).to_json()
         if not (run_dir / CURVE_FILE).exists():
             raise StageError(f"{run_dir} has no {CURVE_FILE}: not a finished run")
-        variant = record["variant_config"]
+        variant = Variant.from_dict(record["variant_config"]).record()
         row = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
-        row.update(rank=variant["rank"], alpha=variant["alpha"], layers=variant["layers"], lr=variant["lr"],
-                   bottleneck=variant.get("bottleneck"), adapter_style=variant.get("adapter_style"),
-                   prompt_length=variant.get("prompt_length"), peft_type=variant.get("peft_type"))
+        row.update({column: variant.get(column) for column in families.table_columns()}, lr=variant["lr"])
         axis = variant.get("context")  # set for runs on the context axis only
         row["context_axis"] = axis
         row["base_variant"] = record["variant"].removesuffix(context_suffix(axis)) if axis else record["variant"]
@@ -126,10 +121,7 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     dupes = runs[runs.duplicated(["variant", "lr", "seed"], keep=False)]
     if len(dupes):
         raise StageError(f"duplicate runs for (variant, lr, seed) {sorted(set(zip(dupes.variant, dupes.lr, dupes.seed)))}")
-    runs["_key"] = [
-        variant_sort_key(f, g, r, k, b if not pd.isna(b) else n)
-        for f, g, r, k, b, n in zip(runs.family, runs.config_key, runs["rank"], runs["layers"], runs["bottleneck"], runs["prompt_length"])
-    ]
+    runs["_key"] = [families.sort_key(row) for row in runs.to_dict("records")]
     runs = runs.sort_values(["_key", "lr", "seed"]).drop(columns="_key").reset_index(drop=True)
     order = list(dict.fromkeys(runs.variant))
     curves_df = pd.concat(curves, ignore_index=True)
@@ -160,11 +152,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         lr=("lr", "first"),
         family=("family", "first"),
         config_key=("config_key", "first"),
-        rank=("rank", "first"),
-        bottleneck=("bottleneck", "first"),
-        adapter_style=("adapter_style", "first"),
-        prompt_length=("prompt_length", "first"),
-        peft_type=("peft_type", "first"),
+        **{column: (column, "first") for column in families.table_columns()},
         sequence_positions=("sequence_positions", "first"),
         sequence_audio_positions=("sequence_audio_positions", "first"),
         audio_seconds_lost=("sequence_audio_seconds_lost", "first"),
@@ -334,7 +322,7 @@ def study_record(run_dirs: list[str | Path], model_dir: str | Path, data_dirs: l
     return {
         "base_model": base,
         "data": data,
-        "variants": {s.identity.variant: s.identity.variant_config for s in summaries},
+        "variants": {s.identity.variant: Variant.from_dict(s.identity.variant_config).record() for s in summaries},
         "environment": {
             "versions": first.provenance.versions,
             "hardware": first.provenance.hardware,

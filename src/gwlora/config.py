@@ -13,20 +13,20 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from .constants import (
-    AUDIO_SOURCES, SPLITS, WHISPER_CHUNK_SECONDS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_FRAMES,
-    WHISPER_N_MELS,
-)
+from . import families
+from .constants import AUDIO_SOURCES, SPLITS, WHISPER_CHUNK_SECONDS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_FRAMES
+from .encoder import ENCODER_LINEAR_MODULES, context_frames, context_seconds, context_suffix, contexts, encoder_shape
+from .errors import ConfigError
+from .variants import Variant
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key."""
+__all__ = [  # besides this module's own: what the stages import from here
+    "ConfigError", "ENCODER_LINEAR_MODULES", "Variant",
+    "context_frames", "context_seconds", "context_suffix", "contexts", "encoder_shape",
+]
 
 
 def _key_path(path) -> str:
@@ -274,29 +274,10 @@ def _check_semantics(config: dict) -> None:
         config["train"]["compile"] = "off"
     _check_contexts(config["model"], data["window_seconds"])
     _check_model_fits(config)
-    _check_prompt(config)
-    _check_peft_families(config)
     expand_variants(config["train"], config["model"])  # learning rates that would name two runs alike
 
 
 # --------------------------------------------------------------------------- encoder context
-
-
-def context_seconds(context: str) -> float | None:
-    """The duration a `model.context` names in seconds ("2s" -> 2.0, "30s" -> 30.0), or None for ``clip``."""
-    return None if context == "clip" else float(context[:-1])
-
-
-def context_frames(context: str, clip_frames: int) -> int:
-    """Log-mel frames the encoder sees under `context`: the clip's own, or the duration's (100 a second)."""
-    seconds = context_seconds(context)
-    return clip_frames if seconds is None else round(seconds * WHISPER_FRAMES_PER_SECOND)
-
-
-def contexts(model: dict) -> list[str]:
-    """The contexts of `model.context`: one, or the listed ones (a variant axis)."""
-    value = model["context"]
-    return list(value) if isinstance(value, list) else [value]
 
 
 def _check_contexts(model: dict, window_seconds: float) -> None:
@@ -356,21 +337,6 @@ def _check_local_model(pretrained: str) -> None:
         raise ConfigError(f"invalid config: model.pretrained: {pretrained!r} has no config.json, so it is not a Hugging Face model directory")
 
 
-def encoder_shape(model: dict) -> tuple[int, int, int, int] | None:
-    """(d_model, encoder layers, FFN width, mel bins) of the configured encoder when known before any download, else None."""
-    if model["pretrained"] is None:
-        cfg = model["random_init"]
-    else:
-        local = Path(model["pretrained"]).expanduser() / "config.json"
-        if not local.is_file():
-            return None  # a hub id: checked when the model is loaded
-        import json
-
-        cfg = json.loads(local.read_text())
-    d = int(cfg["d_model"])
-    return d, int(cfg["encoder_layers"]), int(cfg.get("encoder_ffn_dim", 4 * d)), int(cfg.get("num_mel_bins", WHISPER_N_MELS))
-
-
 def _check_model_fits(config: dict) -> None:
     model = config["model"]
     if model["pretrained"] is not None:
@@ -383,101 +349,8 @@ def _check_model_fits(config: dict) -> None:
                 f"model.random_init.encoder_attention_heads ({init['encoder_attention_heads']})"
             )
     shape = encoder_shape(model)
-    if shape is None:
-        return
-    width, layers = shape[:2]
-    source = "model.random_init" if model["pretrained"] is None else f"the encoder in {model['pretrained']}"
-    variants = config["train"]["variants"]
-    partial = variants.get("partial")
-    if partial and partial["layers"] > layers:
-        raise ConfigError(
-            f"invalid config: train.variants.partial.layers ({partial['layers']}) exceeds "
-            f"the {layers} encoder_layers of {source}"
-        )
-    for key in lora_keys(config["train"]):
-        ranks = variants[key]["ranks"]
-        if max(ranks) > width:
-            raise ConfigError(
-                f"invalid config: train.variants.{key}.ranks: rank {max(ranks)} exceeds the layer "
-                f"width d_model {width} of {source}"
-            )
-    adapter = variants.get("adapter")
-    if adapter and max(adapter["bottleneck"]) > width:
-        raise ConfigError(
-            f"invalid config: train.variants.adapter.bottleneck: {max(adapter['bottleneck'])} exceeds the layer "
-            f"width d_model {width} of {source}: an adapter's bottleneck is narrower than the layer"
-        )
-
-
-def _check_prompt(config: dict) -> None:
-    """With a fixed context (30 s or a duration) the prompts take positions from it: the clip must still fit beside the longest."""
-    prompt = config["train"]["variants"].get("prompt")
-    if not prompt:
-        return
-    clip_frames = round(config["data"]["window_seconds"] * WHISPER_FRAMES_PER_SECOND)
-    longest = max(prompt["length"])
-    for context in contexts(config["model"]):
-        if context == "clip":
-            continue
-        positions = min(context_frames(context, clip_frames), WHISPER_FULL_FRAMES) // 2
-        if clip_frames // 2 + longest > positions:
-            raise ConfigError(
-                f"invalid config: train.variants.prompt.length: {longest} prompt positions and the clip's {clip_frames // 2} exceed "
-                f"the {positions} positions of model.context {context}"
-            )
-
-
-def _check_peft_families(config: dict) -> None:
-    """Each peft-<tag> family against peft's own config class, and applied once to a one-layer encoder of the configured shape.
-
-    An unknown type, a prompt-learning type, a key its config class does not have (or one gwlora sets),
-    a value it rejects, or a method that cannot adapt the encoder's linear layers stops here, naming the key.
-    """
-    keys = peft_keys(config["train"])
-    if not keys:
-        return
-    import dataclasses
-
-    import peft
-    from peft.config import PromptLearningConfig
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
-    known = {str(getattr(t, "value", t)): cls for t, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
-    for key in keys:
-        spec, where = config["train"]["variants"][key], f"train.variants.{key}"
-        kind = spec["type"].upper()
-        cls = known.get(kind)
-        if cls is None:
-            raise ConfigError(f"invalid config: {where}.type: unknown peft type {spec['type']!r} (peft {peft.__version__} has {', '.join(sorted(known))})")
-        if issubclass(cls, PromptLearningConfig):
-            raise ConfigError(
-                f"invalid config: {where}.type: {kind} is a prompt-learning method: it prepends virtual tokens to a text "
-                "model's embeddings and cannot target the encoder's linear layers (the `prompt` family is prompt tuning for this encoder)"
-            )
-        fields = {f.name for f in dataclasses.fields(cls) if f.init}
-        if "target_modules" not in fields:
-            raise ConfigError(f"invalid config: {where}.type: {kind} has no target_modules, so it cannot target the encoder's linear layers")
-        if "modules_to_save" not in fields:
-            raise ConfigError(f"invalid config: {where}.type: {kind} has no modules_to_save, so the classifier's head cannot train beside it")
-        for name in spec:
-            if name in PEFT_RESERVED_KEYS:
-                raise ConfigError(f"invalid config: {where}.{name}: set by gwlora (the head is in modules_to_save), not configurable")
-            if name not in fields and name not in ("type", "lr"):
-                allowed = sorted(fields - set(PEFT_RESERVED_KEYS))
-                raise ConfigError(f"invalid config: unknown key {where}.{name} for peft's {cls.__name__} (allowed here: type, lr, {', '.join(allowed)})")
-        kwargs = peft_kwargs(spec)
-        try:
-            peft_config = cls(**kwargs, modules_to_save=["head"])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid config: {where}: peft's {cls.__name__} rejects it: {exc}") from None
-        from .model import probe_peft  # torch and transformers: only when a peft family is configured
-
-        problem = probe_peft(peft_config, encoder_shape(config["model"]))
-        if problem:
-            raise ConfigError(
-                f"invalid config: {where}: peft cannot apply {kind} to the encoder's linear layers "
-                f"(target_modules {kwargs['target_modules']}): {problem}"
-            )
+    for key, spec in config["train"]["variants"].items():
+        families.family_of_key(key).check(key, spec, config, shape)
 
 
 def _check_gwosc(data: dict) -> None:
@@ -538,80 +411,6 @@ def load_and_validate(path: str | Path, schema_path: str | Path) -> dict:
 # --------------------------------------------------------------------------- variants
 
 
-ENCODER_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One training configuration of the classifier: a compared variant at one learning rate."""
-
-    name: str  # the compared variant (full, lora-r8, ...): a row of the tables
-    family: str  # one of FAMILY_ORDER
-    lr: float
-    run: str = ""  # its runs' wildcard and folder: the name, plus /lr<lr> when its family lists several lrs
-    config_key: str = ""  # its key under train.variants: lora, lora-all, ... (= family for the others)
-    layers: int | None = None  # partial: top-k encoder layers that train
-    rank: int | None = None  # lora
-    alpha: float | None = None
-    target_modules: tuple[str, ...] = ()
-    dropout: float = 0.0
-    rslora: bool = False  # scale by alpha/sqrt(r) instead of alpha/r
-    dora: bool = False
-    context: str | None = None  # when model.context lists several: this variant's (its name ends in -ctx<context>)
-    bottleneck: int | None = None  # adapter: the bottleneck width b
-    adapter_style: str | None = None  # adapter: houlsby | pfeiffer
-    prompt_length: int | None = None  # prompt: learned vectors prepended to the encoder's sequence
-    peft_type: str | None = None  # peft: the PeftType (IA3, VERA, LOHA, ...)
-    peft_config: dict | None = None  # peft: the keyword arguments of its peft config class, as configured
-
-    def __post_init__(self):
-        if not self.run:
-            object.__setattr__(self, "run", self.name)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        if d["context"] is None:
-            del d["context"]  # a single context: the record of runs made before the context axis, unchanged
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Variant":
-        d = dict(d)
-        d["target_modules"] = tuple(d.get("target_modules", ()))
-        return cls(**d)
-
-
-FAMILY_ORDER = ("full", "frozen", "partial", "lora", "bitfit", "adapter", "prompt", "peft")
-# Families whose trained model is the base architecture (weights changed, nothing added): their latency is the base's
-BASE_ARCHITECTURE = ("full", "frozen", "partial")
-# Families whose best checkpoint is a peft adapter (save_pretrained), and whose merged latency peft can measure
-PEFT_FAMILIES = ("lora", "peft")
-# peft config fields that gwlora sets (modules_to_save=["head"]) or that describe a saved adapter, not the method
-PEFT_RESERVED_KEYS = ("peft_type", "task_type", "modules_to_save", "base_model_name_or_path", "revision",
-                      "inference_mode", "auto_mapping", "peft_version")
-# target_modules of a peft method configured without them: LoRA's (the paper's W_q and W_v)
-PEFT_DEFAULT_TARGETS = ["q_proj", "v_proj"]
-
-
-def lora_keys(train: dict) -> list[str]:
-    """The LoRA family keys of `train.variants`: lora first, then lora-* in config order."""
-    keys = [k for k in train["variants"] if k == "lora" or k.startswith("lora-")]
-    return sorted(keys, key=lambda k: k != "lora")
-
-
-def peft_keys(train: dict) -> list[str]:
-    """The peft-<tag> family keys of `train.variants`, in config order."""
-    return [k for k in train["variants"] if k.startswith("peft-")]
-
-
-def peft_kwargs(spec: dict) -> dict:
-    """A peft-<tag> family's keyword arguments for its peft config class (type and lr are ours), target_modules defaulted."""
-    kwargs = {k: v for k, v in spec.items() if k not in ("type", "lr")}
-    kwargs.setdefault("target_modules", list(PEFT_DEFAULT_TARGETS))
-    return kwargs
-
-
 def learning_rates(spec: dict, train: dict) -> list[float]:
     """A family's learning rates: its own `lr` (a number or a list), else train.lr's."""
     value = spec.get("lr", train["lr"])
@@ -623,56 +422,20 @@ def run_id(name: str, lr: float, grid: bool) -> str:
     return f"{name}/lr{lr:g}" if grid else name
 
 
-def context_suffix(context: str) -> str:
-    """The variant-name suffix of a context on the context axis: -ctxclip, -ctx2s, -ctx2.5s (safe in paths and wildcards)."""
-    return f"-ctx{context}"
-
-
 def expand_variants(train: dict, model: dict | None = None) -> dict[str, Variant]:
     """Expand `train.variants` into one Variant per (variant, context, lr), keyed by run id, in a stable display order.
 
     Contexts multiply the variants only when `model` lists several (``model.context: [clip, 2s, 30s]``):
     each variant then runs at each, named ``<variant>-ctx<context>``; one context names nothing.
     """
-    families = train["variants"]
+    configured = train["variants"]
+    for key in configured:
+        families.family_of_key(key)  # a key no family reads stops here, before it can name a run
     planned: list[tuple[dict, dict]] = []  # (family spec, Variant fields)
-    for family in ("full", "frozen"):
-        if family in families:
-            planned.append((families[family], {"name": family, "family": family, "config_key": family}))
-    if "partial" in families:
-        spec = families["partial"]
-        k = spec["layers"]
-        planned.append((spec, {"name": f"partial-top{k}", "family": "partial", "config_key": "partial", "layers": k}))
-    for key in lora_keys(train):
-        spec = families[key]
-        targets = spec["target_modules"]
-        for r in spec["ranks"]:
-            planned.append((spec, {
-                "name": f"{key}-r{r}",
-                "family": "lora",
-                "config_key": key,
-                "rank": r,
-                "alpha": float(spec["alpha"] if spec["alpha"] is not None else spec["ranks"][0]),
-                "target_modules": ENCODER_LINEAR_MODULES if targets == "all-linear" else tuple(targets),
-                "dropout": spec["dropout"],
-                "rslora": spec["scaling"] == "alpha/sqrt(r)",
-                "dora": spec["dora"],
-            }))
-    if "bitfit" in families:
-        planned.append((families["bitfit"], {"name": "bitfit", "family": "bitfit", "config_key": "bitfit"}))
-    if "adapter" in families:
-        spec = families["adapter"]
-        for b in spec["bottleneck"]:
-            planned.append((spec, {"name": f"adapter-b{b}", "family": "adapter", "config_key": "adapter",
-                                   "bottleneck": b, "adapter_style": spec["style"]}))
-    if "prompt" in families:
-        spec = families["prompt"]
-        for n in spec["length"]:
-            planned.append((spec, {"name": f"prompt-l{n}", "family": "prompt", "config_key": "prompt", "prompt_length": n}))
-    for key in peft_keys(train):
-        spec = families[key]
-        planned.append((spec, {"name": key, "family": "peft", "config_key": key,
-                               "peft_type": spec["type"].upper(), "peft_config": peft_kwargs(spec)}))
+    for family in families.FAMILIES.values():
+        for key in family.keys(configured):
+            for name, params in family.expand(key, configured[key]):
+                planned.append((configured[key], {"name": name, "family": family.name, "config_key": key, "params": params}))
     axis = contexts(model) if model is not None and isinstance(model["context"], list) else []
     if axis:
         planned = [(spec, {**fields, "name": fields["name"] + context_suffix(c), "context": c}) for spec, fields in planned for c in axis]

@@ -62,7 +62,7 @@ PACKAGE = Path(__file__).resolve().parent
 CODE_EXCERPTS = {
     "clip_context": ("model.py", "clip-context"),
     "forward": ("model.py", "forward"),
-    "lora_config": ("model.py", "lora-config"),
+    "lora_config": ("families/lora.py", "lora-config"),
     "train_step": ("train.py", "train-step"),
 }
 
@@ -77,7 +77,7 @@ def code_excerpt(path: Path, name: str) -> dict:
     if end is None:
         raise StageError(f"{path}: excerpt `{name}` has no `# deck: end`")
     text = textwrap.dedent("\n".join(lines[start + 1 : end]))
-    return {"text": text, "path": f"src/gwlora/{path.name}", "first": start + 2, "last": end}
+    return {"text": text, "path": f"src/gwlora/{path.relative_to(PACKAGE).as_posix()}", "first": start + 2, "last": end}
 
 
 # Columns of the comparison slide: quality with its paired interval (Δ vs full), then cost

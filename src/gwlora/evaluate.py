@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .cli import StageError, atomic_dir, run_stage, write_json
-from .config import Variant
+from .variants import Variant
 from .records import PREDICTIONS_FILE, Summary, read_summary
 from .scoring import BEST_DIR, SplitOnDevice, build_model, resolve_device, score_checkpoint
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .cli import StageError, atomic_file
+from . import families
 from .compare import pooled_differences, verdict
 from .config import ENCODER_LINEAR_MODULES, context_seconds
 from .constants import WHISPER_CHUNK_SECONDS
@@ -26,23 +27,17 @@ FINDINGS_FILE = "findings.json"
 TIMING_NOISE = 0.10
 # The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
 PAPER_ADAPTER_OVERHEAD = (2, 30)
-# The methods set against LoRA on the comparison slide (besides the full and frozen baselines)
-METHOD_FAMILIES = ("lora", "bitfit", "adapter", "prompt", "peft")
+# The methods set against LoRA on the comparison slide (besides the full and frozen baselines): the registry's methods
+METHOD_FAMILIES = families.method_families()
 BASELINES = ("full", "frozen")  # every variant is compared with these, when the study has them
 IN_DISTRIBUTION = "test"  # the in-distribution test split's name among the test sets of shift.csv
-# What trains in each family, filled from the variant's summary row
-WHAT_TRAINS = {
-    "full": "everything", "frozen": "head only", "partial": "top layers + head", "bitfit": "encoder biases + head",
-    "lora": "LoRA A, B (rank {rank:.0f}) + head", "adapter": "{adapter_style} adapters (bottleneck {bottleneck:.0f}) + head",
-    "prompt": "{prompt_length:.0f} prompt vectors + head", "peft": "peft {peft_type} + head",
-}
 
 
 def what_trains(row) -> str:
     """What a variant (a summary row) trains, in words; a family the deck does not know is an error, never a guess."""
-    if row["family"] not in WHAT_TRAINS:
-        raise StageError(f"variant {row['variant']}: family {row['family']!r} has no 'what trains' text (known: {', '.join(WHAT_TRAINS)})")
-    return WHAT_TRAINS[row["family"]].format(**dict(row))
+    if row["family"] not in families.FAMILIES:
+        raise StageError(f"variant {row['variant']}: family {row['family']!r} has no 'what trains' text (known: {', '.join(families.FAMILIES)})")
+    return families.what_trains(dict(row))
 
 
 def num(value, decimals: int = 4) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import BASE_ARCHITECTURE, PEFT_FAMILIES, Variant
+from .families import family
+from .variants import Variant
 from .methods import disabled
 from .scoring import autocast_for
 
@@ -81,9 +82,10 @@ def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> di
     """
     if reps <= 0:
         return {}
-    if variant.family in BASE_ARCHITECTURE:
+    method = family(variant.family)
+    if method.base_architecture:
         return latency_ms(model, x, reps)
-    if variant.family not in PEFT_FAMILIES:
+    if not method.peft_adapter:
         return latency_ms(model, x, reps, {"base": lambda: disabled(model), "unmerged": nullcontext})
     out = latency_ms(model, x, reps, {"base": model.disable_adapter, "unmerged": nullcontext})
     try:

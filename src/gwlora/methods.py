@@ -19,7 +19,7 @@
   prompts take the last ``L`` of them from the audio (``L x 0.02 s`` of audio lost, the outline's
   "reduced sequence length"); with clip context they lengthen the sequence instead.
 * **BitFit** (Ben Zaken et al. 2022) needs no module: only the encoder's biases train
-  (:func:`gwlora.model.apply_variant`).
+  (:mod:`gwlora.families.bitfit`).
 
 Every wrapper has an ``enabled`` flag; :func:`disabled` turns them all off for the base model's
 latency, as peft's ``disable_adapter`` does for its methods.
@@ -135,7 +135,7 @@ def sequence_cost(variant, context: str, clip_positions: int, max_positions: int
     Any context but ``clip`` (``30s`` or a duration) fixes the sequence at its positions, so the prompts
     take the last of them: ``length`` x 20 ms of the context's audio. With ``clip`` they lengthen the sequence.
     """
-    length = variant.prompt_length or 0
+    length = variant.params.get("prompt_length", 0)
     if context != "clip":
         return {"positions": max_positions, "audio_positions": max_positions - length,
                 "prompt_positions": length, "audio_seconds_lost": length * SECONDS_PER_POSITION}

@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from .cli import StageError, atomic_file, run_stage
-from .config import BASE_ARCHITECTURE, expand_variants
+from .config import expand_variants
+from .families import family
 from .constants import INJECTION_SOURCES, WHISPER_FRAMES_PER_SECOND
 
 log = logging.getLogger("gwlora.plot")
@@ -232,7 +233,7 @@ def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
 def plot_latency(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Inference latency of the base model, the method unmerged and merged (where it merges), per variant that adds to the model."""
     require(runs, ("variant", "family", *LATENCY_MODELS), "runs.csv")
-    methods = runs[~runs.family.isin(BASE_ARCHITECTURE)]
+    methods = runs[[not family(name).base_architecture for name in runs.family]]
     if methods.empty:
         raise StageError("runs.csv has no run of a method that adds to the model (LoRA, adapters, prompts, peft)")
     if methods.latency_unmerged_ms.isna().all():
@@ -498,10 +499,10 @@ def figure_names(config: dict) -> list[str]:
     sets (``evaluation.test_sets``) the AUC per test set; a list of contexts (``model.context``) the context figure.
     """
     train = config["train"]
-    families = {v.family for v in expand_variants(train).values()}
+    names = {v.family for v in expand_variants(train).values()}
     produced = {
-        "val_auc_vs_rank": "lora" in families,
-        "latency": bool(families - set(BASE_ARCHITECTURE)) and train["latency_batches"] > 0,
+        "val_auc_vs_rank": "lora" in names,
+        "latency": any(not family(name).base_architecture for name in names) and train["latency_batches"] > 0,
         "auc_vs_snr": config["data"]["source"] in INJECTION_SOURCES,
         "efficiency": config["data"]["source"] in INJECTION_SOURCES,
         "shift_auc": bool(config["evaluation"]["test_sets"]),

@@ -46,10 +46,9 @@ import math
 from pathlib import Path
 
 from .cli import StageError, run_stage
-from .constants import INJECTION_SOURCES, SPLITS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
-from .config import context_frames, contexts
-from .config import encoder_shape as known_encoder_shape
+from .constants import INJECTION_SOURCES, SPLITS, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from .config import shifted_splits, split_source
+from .encoder import clip_frames, context_frames, contexts, encoder_shape
 
 # --- documented defaults ------------------------------------------------------
 GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU (bf16 autocast; a fraction of peak)
@@ -66,30 +65,9 @@ MEM_STEP_MB = 1024  # requests are rounded up to whole GiB
 MIN_RUNTIME_MIN = 10
 GWOSC_FILES_MB = 2048  # GWOSC strain files held while a split is cut from them
 
-# encoder (d_model, layers, ffn) of the released Whisper sizes, for hub ids not yet downloaded
-WHISPER_SIZES = {
-    "tiny": (384, 4, 1536),
-    "base": (512, 6, 2048),
-    "small": (768, 12, 3072),
-    "medium": (1024, 24, 4096),
-    "large": (1280, 32, 5120),
-}
-DEFAULT_SIZE = "small"  # an unknown pretrained model is taken to be Whisper small
-
-
-def encoder_shape(model: dict) -> tuple[int, int, int, int]:
-    """``(d_model, layers, ffn_dim, n_mels)`` of the encoder a `model` config section names (a hub id by its size name)."""
-    known = known_encoder_shape(model)
-    if known is not None:
-        return known
-    name = str(model["pretrained"]).lower()
-    size = next((s for s in WHISPER_SIZES if s in name), DEFAULT_SIZE)
-    return (*WHISPER_SIZES[size], 128 if "large-v3" in name else WHISPER_N_MELS)
-
-
 def encoder_parameters(model: dict) -> int:
     """Approximate parameter count of the encoder: attention, feed-forward and the two input convolutions."""
-    d, layers, ffn, mels = encoder_shape(model)
+    d, layers, ffn, mels = encoder_shape(model, assume_hub_size=True)
     return layers * (4 * d * d + 2 * d * ffn) + 3 * mels * d + 3 * d * d
 
 
@@ -98,19 +76,15 @@ def channels(data: dict) -> int:
     return len(data["detectors"]) if data["source"] in INJECTION_SOURCES else 1
 
 
-def clip_frames(data: dict) -> int:
-    return math.ceil(data["window_seconds"] * WHISPER_FRAMES_PER_SECOND)
-
-
 def positions(model: dict, data: dict, context: str | None = None) -> int:
     """Encoder positions per channel: the context's frames (`context`, else model.context's longest) halved by the strided convolution."""
-    frames = max(context_frames(c, clip_frames(data)) for c in ([context] if context else contexts(model)))
+    frames = max(context_frames(c, clip_frames(data["window_seconds"])) for c in ([context] if context else contexts(model)))
     return WHISPER_FULL_POSITIONS if frames >= 2 * WHISPER_FULL_POSITIONS else math.ceil(frames / 2)
 
 
 def forward_flops(model: dict, data: dict, context: str | None = None) -> float:
     """FLOPs of one forward pass over one window (all its channels) at `context` (default: model.context's longest)."""
-    d, layers, _, _ = encoder_shape(model)
+    d, layers, _, _ = encoder_shape(model, assume_hub_size=True)
     t = positions(model, data, context)
     return channels(data) * (2 * encoder_parameters(model) * t + 4 * layers * t * t * d)
 
@@ -146,11 +120,11 @@ def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None) -> 
     """Host memory of one training job at its `context`, in Snakemake's mem_mb (counted in MiB, 2**20 bytes, as SLURM's --mem)."""
     data, model, train = config["data"], config["model"], config["train"]
     windows = sum(data["splits"].values())
-    features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data)
+    features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data["window_seconds"])
     weights = 16 * encoder_parameters(model)
     activations = 0
     if train["device"] == "cpu":
-        d, layers, _, _ = encoder_shape(model)
+        d, layers, _, _ = encoder_shape(model, assume_hub_size=True)
         activations = 4 * 16 * train["batch_size"] * channels(data) * positions(model, data, context) * d * layers
     return _mb(features + weights + activations, attempt)
 
@@ -179,7 +153,7 @@ def evaluate_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
     """Host memory of the evaluate job: one run's model and the test set's features at a time."""
     data, model = config["data"], config["model"]
     _, windows = _split_windows(config, split)
-    return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data) + 8 * encoder_parameters(model), attempt)
+    return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data["window_seconds"]) + 8 * encoder_parameters(model), attempt)
 
 
 def _split_windows(config: dict, split: str) -> tuple[dict, int]:
@@ -206,7 +180,7 @@ def features_runtime(config: dict, split: str, attempt: int = 1) -> int:
 
 def features_mem_mb(config: dict, split: str, attempt: int = 1) -> int:
     data, windows = _split_windows(config, split)
-    return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data) + _strain_bytes(data, windows) / 2, attempt)
+    return _mb(4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data["window_seconds"]) + _strain_bytes(data, windows) / 2, attempt)
 
 
 # A config that expands to more training jobs than this starts only with `--config confirm_large=1` (the Snakefile's onstart)

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 
 from .cli import StageError, atomic_file
-from .config import Variant
+from .variants import Variant
 
 log = logging.getLogger("gwlora.run_state")
 

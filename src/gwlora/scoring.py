@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .cli import StageError, atomic_dir, read_json, write_json
-from .config import PEFT_FAMILIES, Variant
+from .families import apply_variant, family
+from .variants import Variant
 from .download import sha256_of
 from .features import load_features, load_snr
-from .model import apply_variant, build_classifier, count_parameters
+from .model import build_classifier, count_parameters
 from .records import write_predictions
 
 # Keep a split's features on the GPU when smaller than this; otherwise stream pinned batches.
@@ -143,7 +144,7 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> flo
 def save_best(model, variant: Variant, best_dir: Path) -> None:
     """The best weights so far: a peft adapter (save_pretrained) for peft's methods, else the trained tensors; with every file's SHA-256."""
     with atomic_dir(best_dir) as tmp:
-        if variant.family in PEFT_FAMILIES:
+        if family(variant.family).peft_adapter:
             model.save_pretrained(tmp)
         else:
             trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
@@ -166,7 +167,8 @@ def load_best(model, variant: Variant, best_dir: Path) -> None:
     """Load a verified best checkpoint into `model` (built with the same variant)."""
     verify_checkpoint(best_dir)
     device = str(next(model.parameters()).device)
-    if variant.family in PEFT_FAMILIES:
+    if family(variant.family).peft_adapter:
+        family(variant.family).before_loading(model, variant, best_dir)  # AdaLoRA's checkpoint holds the ranks it had then
         set_peft_model_state_dict(model, load_peft_weights(str(best_dir), device=device))
     else:
         model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)

@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from .base_model import load_record
 from .cli import StageError, json_arg, run_stage
-from .config import Variant
+from .families import StepHook, family
+from .variants import Variant
 from .measure import dir_bytes, git_commit, hardware, inference_latency, peak_memory_bytes, seconds_since, versions
 from .methods import sequence_cost
 from .model import count_parameters
@@ -137,6 +138,7 @@ class Run:
     compile_mode: str = "off"  # what runs: off (eager) | default | reduce-overhead
     compiled: object = None  # the compiled forward when compile_mode is not off
     compile_fallback: str | None = None  # why the run trains eagerly although train.compile asked for a mode
+    step_hook: StepHook | None = None  # the family's call after each optimiser step (AdaLoRA's rank allocation)
 
     @property
     def forward(self):
@@ -147,7 +149,9 @@ class Run:
     def checkpointed(self) -> Checkpointed:
         """What the run state saves and restores; a method with state of its own (a rank allocator) adds it to ``parts``."""
         return Checkpointed(path=self.out_dir / RUN_STATE, fingerprint=self.fingerprint, model=self.model,
-                            parts={"optimizer": self.optimizer, "schedule": self.schedule}, device=self.device)
+                            parts={"optimizer": self.optimizer, "schedule": self.schedule,
+                                   **({"step_hook": self.step_hook} if self.step_hook is not None else {})},
+                            device=self.device)
 
     @property
     def label(self) -> str:
@@ -193,6 +197,7 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
         total_parameters=total, trainable_parameters=trainable,
     )
     run.schedule = make_schedule(run.optimizer, train_config["schedule"], run.last_step)
+    run.step_hook = family(variant.family).step_hook(run.model, variant, run.last_step)
     return run
 
 
@@ -299,6 +304,8 @@ def train_run(
                 losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y))
             run.schedule.step()
             state.advance(len(idx), len(batches), order)
+            if run.step_hook is not None:  # after the step, before the next zero_grad
+                run.step_hook.after_step(state.step)
             bar.update()
             if run.evaluates_at(state.step):
                 state.train_time += seconds_since(segment_start, run.device)
