@@ -6,6 +6,7 @@ import copy
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -71,3 +72,21 @@ def built(tmp_path_factory):
         save_split(ds, record, root / "data" / split)
         extract_split(root / "data" / split, root / "base_model", root / "features" / split, batch_size=16)
     return {"root": root, "config": config}
+
+
+def assert_figure_drawn(path: Path) -> None:
+    """A figure a reader can open: a PNG with more than one colour in it, or an SVG with axes text, not an empty canvas."""
+    if path.suffix == ".png":
+        from matplotlib.image import imread
+
+        pixels = imread(path)
+        assert pixels.ndim == 3 and min(pixels.shape[:2]) >= 100, f"{path.name}: {pixels.shape} is no figure"
+        assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 2, f"{path.name} is blank"
+    elif path.suffix == ".svg":
+        import xml.etree.ElementTree as ET
+
+        root = ET.parse(path).getroot()
+        assert root.tag.endswith("svg"), f"{path.name} is not an SVG"
+        assert any(el.tag.endswith("path") for el in root.iter()), f"{path.name} draws nothing"
+    else:
+        raise AssertionError(f"{path.name}: not a figure format this study writes")

@@ -14,7 +14,8 @@ from gwlora.records import (CURVE_COLUMNS, CURVE_FILE, PREDICTION_COLUMNS, SUMMA
                             read_summary, write_curve, write_predictions)
 from run_fixtures import fake_summary
 
-LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=5e-3, rank=4, alpha=4.0, target_modules=("q_proj", "v_proj"))
+LORA = Variant(name="lora-r4", family="lora", config_key="lora", lr=5e-3, params={
+    "rank": 4, "alpha": 4.0, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0, "rslora": False, "dora": False})
 
 
 def written(tmp_path, change=None) -> dict:
