@@ -171,16 +171,18 @@ def scratch() -> Path:
 
 def our_step(setup: Setup, model: torch.nn.Module, lr: float) -> tuple[Callable[[], None], torch.optim.Optimizer]:
     """One step of the train stage's loop: a batch from the device-resident cache, then `gwlora.train.train_step`."""
+    from gwlora.precision import resolve_precision
     from gwlora.scoring import SplitOnDevice
     from gwlora.train import make_optimizer, train_step
 
     split = SplitOnDevice(setup.features_dir(), setup.device)
+    precision = resolve_precision("auto", setup.device)  # the train stage's default, train.precision auto
     optimizer = make_optimizer(model, lr, 0.01)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     order = torch.Generator().manual_seed(0)
 
     def step() -> None:
         x, y = split.batch(torch.randint(split.n, (setup.batch,), generator=order))
-        train_step(model, optimizer, loss_fn, x, y)
+        train_step(model, optimizer, loss_fn, x, y, precision)
 
     return step, optimizer

@@ -185,6 +185,7 @@ def method_latency(model_dir: Path, device, frames: int, batches=LATENCY_BATCHES
     from gwlora.families import apply_variant
     from gwlora.model import build_classifier
     from gwlora.measure import inference_latency
+    from gwlora.precision import resolve_precision
 
     rows = []
     for variant in expand_variants({"variants": METHODS, "lr": 1e-3}).values():
@@ -192,7 +193,7 @@ def method_latency(model_dir: Path, device, frames: int, batches=LATENCY_BATCHES
         model = apply_variant(build_classifier(model_dir, channels, frames, OURS_MODEL), variant).to(device)
         for batch in batches:
             x = torch.randn(batch, channels, WHISPER_N_MELS, frames, device=device)
-            timed = inference_latency(model, variant, x, reps)
+            timed = inference_latency(model, variant, x, reps, resolve_precision("auto", device))
             row = {"variant": variant.name, "family": variant.family, "batch": batch, **{f"{k}_ms": v for k, v in timed.items()}}
             for mode in ("unmerged", "merged"):
                 if mode in timed:
@@ -218,6 +219,7 @@ def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: 
     """Train like the train stage (same step, optimizer, evaluation; early stopping on val loss), return test metrics."""
     from gwlora.families import apply_variant
     from gwlora.model import build_classifier
+    from gwlora.precision import resolve_precision
     from gwlora.scoring import evaluate
     from gwlora.train import make_optimizer, train_step
 
@@ -232,14 +234,15 @@ def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: 
     model = apply_variant(base, variant).to(device).train()
     optimizer = make_optimizer(model, variant.lr, STUDY["weight_decay"])
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    precision = resolve_precision("auto", device)  # the train stage's default
     order = torch.Generator().manual_seed(seed)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     best, best_state, stale, done, start, cut = float("inf"), None, 0, 0, time.perf_counter(), False
     for done in range(1, epochs + 1):
         for idx in torch.randperm(train.n, generator=order).split(STUDY["batch"]):
             x, y = train.batch(idx)
-            train_step(model, optimizer, loss_fn, x, y)
-        metrics = evaluate(model, val, 2 * STUDY["batch"])
+            train_step(model, optimizer, loss_fn, x, y, precision)
+        metrics = evaluate(model, val, 2 * STUDY["batch"], precision)
         if metrics["loss"] < best:
             best, stale = metrics["loss"], 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable}
@@ -251,7 +254,7 @@ def train_for_auc(encoder_dir: Path, splits: dict, variant, context: str, seed: 
             cut = True
             break
     model.load_state_dict(best_state, strict=False)
-    result = evaluate(model, test, 2 * STUDY["batch"])
+    result = evaluate(model, test, 2 * STUDY["batch"], precision)
     return {"variant": variant.name, "context": context, "seed": seed, "test_auc": result["auc"], "test_loss": result["loss"],
             "best_val_loss": best, "epochs": done, "seconds": time.perf_counter() - start, "cut_by_time_budget": cut}
 
@@ -303,6 +306,7 @@ def study_settings() -> dict:
 
 def train_step_of(setup: Setup, variant, context: str, batch: int, mode: str):
     """The train stage's step (gwlora.train.train_step) of `variant` through `mode` (off: eager); (step, compile seconds)."""
+    from gwlora.precision import resolve_precision
     from gwlora.scoring import SplitOnDevice
     from gwlora.train import compile_model, make_optimizer, train_step
 
@@ -311,11 +315,12 @@ def train_step_of(setup: Setup, variant, context: str, batch: int, mode: str):
     split = SplitOnDevice(s.features_dir(), s.device)
     optimizer, loss_fn = make_optimizer(model, variant.lr, 0.01), torch.nn.BCEWithLogitsLoss()
     forward = model if mode == "off" else compile_model(model, mode)
+    precision = resolve_precision("auto", s.device)  # the train stage's default
     order = torch.Generator().manual_seed(0)
 
     def step() -> None:
         x, y = split.batch(torch.randint(split.n, (batch,), generator=order))
-        train_step(forward, optimizer, loss_fn, x, y)
+        train_step(forward, optimizer, loss_fn, x, y, precision)
 
     seconds = 0.0
     if mode != "off":  # compilation happens in the first calls; CUDA graphs record on the third

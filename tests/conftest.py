@@ -30,7 +30,8 @@ def tiny_config(**overrides) -> dict:
     config["data"]["splits"] = {"train": 48, "val": 32, "test": 32}
     config["model"]["random_init"].update(d_model=32, encoder_ffn_dim=64)
     config["model"]["head_hidden"] = [16]
-    config["train"].update(epochs=2, batch_size=8, eval_every_steps=0, early_stopping_patience=0, threads=1)
+    # fp32 pinned: the unit tests compare numbers exactly, whatever bf16 units the machine running them has
+    config["train"].update(epochs=2, batch_size=8, eval_every_steps=0, early_stopping_patience=0, threads=1, precision="fp32")
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         if name:

@@ -37,7 +37,7 @@ def fake_summary(variant, seed) -> Summary:
                     step_time_ms={"full": 500.0, "frozen": 150.0}.get(variant.family, 450.0), samples_per_s=30.0, checkpoint_bytes=params * 4,
                     latency_ms=latency, latency_batch=16, latency_ms_batch1=latency, peak_memory_bytes=2**30,
                     sequence={"positions": 1500, "audio_positions": 1500 - length, "prompt_positions": length, "audio_seconds_lost": 0.02 * length}),
-        settings=Settings(device="cpu", precision="fp32", compile={"setting": "auto", "mode": "off", "fallback": None, "static_shapes": None},
+        settings=Settings(device="cpu", precision="fp32", precision_reason="train.precision: fp32", compile={"setting": "auto", "mode": "off", "fallback": None, "static_shapes": None},
                           batch_size=16, lr=variant.lr, head_lr=variant.lr, schedule={"name": "constant", "warmup_steps": 0, "total_steps": 8},
                           base_model="random-init", context=variant.context or "clip", pooling="mean"),
         rebuild=Rebuild(model_config={}, base_model_dir="base_model", input={"channels": ["H1", "L1"], "n_frames": 100}, eval_batch_size=32),

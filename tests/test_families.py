@@ -126,6 +126,7 @@ def test_adaloras_total_step_is_the_runs_own():
 def test_adaloras_hook_reallocates_the_ranks_down_to_its_target_budget(built):
     """After each optimiser step the hook calls peft's allocator: the ranks fall from init_r to target_r per module on average."""
     from gwlora.model import build_classifier
+    from gwlora.precision import FP32
     from gwlora.train import train_step
 
     variant, steps = adalora_variant(), 12
@@ -135,7 +136,7 @@ def test_adaloras_hook_reallocates_the_ranks_down_to_its_target_budget(built):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     x, y = torch.randn(8, 2, 80, 100), (torch.arange(8) % 2).float()
     for step in range(1, steps + 1):
-        train_step(model, optimizer, torch.nn.BCEWithLogitsLoss(), x, y)
+        train_step(model, optimizer, torch.nn.BCEWithLogitsLoss(), x, y, FP32)
         hook.after_step(step)
     pattern = model.peft_config["default"].rank_pattern
     assert len(pattern) == 2 * 2 and sum(map(sum, pattern.values())) == 2 * len(pattern)  # q_proj and v_proj of both layers

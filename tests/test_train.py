@@ -383,3 +383,30 @@ def test_a_killed_compiled_run_resumes_compiled_to_the_eager_result(built, tmp_p
     assert list(a.step) == list(b.step)
     assert b.val_loss.tolist() == pytest.approx(a.val_loss.tolist(), rel=1e-3, abs=1e-4)
     assert resumed["test_auc"] == pytest.approx(whole["test_auc"], abs=1e-3)
+
+
+BF16_VAL_LOSS_TOLERANCE = 0.05  # nats: how far the bf16 run's best val loss may lie from the fp32 run's on the toy data
+
+
+def test_a_bf16_run_learns_as_well_as_an_fp32_run_and_records_why(built, tmp_path):
+    features = write_toy_features(tmp_path, {"train": 96, "val": 48})  # separable: both must learn it
+    variant = Variant(name="full", family="full", config_key="full", lr=1e-3)
+    fp32 = run(built, variant, tmp_path / "fp32", features=features, precision="fp32", epochs=6)
+    bf16 = run(built, variant, tmp_path / "bf16", features=features, precision="bf16", epochs=6)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert bf16["precision_reason"] == "train.precision: bf16"
+    assert not bf16["did_not_learn"] and bf16["best_val_loss"] < bf16["chance_val_loss"] - 0.05
+    assert bf16["best_val_loss"] == pytest.approx(fp32["best_val_loss"], abs=BF16_VAL_LOSS_TOLERANCE)
+
+
+def test_a_run_resumed_on_a_processor_without_bf16_units_keeps_the_precision_it_started_in(built, tmp_path, monkeypatch, caplog):
+    variant = Variant(name="frozen", family="frozen", config_key="frozen", lr=1e-3)
+    for name in ("amx_tile", "avx512_bf16"):
+        monkeypatch.setattr(torch.cpu, f"_is_{name}_supported", lambda: True, raising=False)
+    interrupted(built, variant, tmp_path, 4, precision="auto", eval_every_steps=4)  # started on an AMX machine: bf16
+    for name in ("amx_tile", "avx512_bf16"):
+        monkeypatch.setattr(torch.cpu, f"_is_{name}_supported", lambda: False, raising=False)
+    with caplog.at_level("INFO", logger="gwlora"):
+        resumed = run(built, variant, tmp_path, precision="auto", eval_every_steps=4)  # resumed on one without
+    assert "resuming from its saved state at step 4" in caplog.text
+    assert resumed["precision"] == "bf16" and resumed["precision_reason"].startswith("resumed")

@@ -28,6 +28,7 @@ import torch
 
 from .cli import StageError, atomic_dir, run_stage, write_json
 from .variants import Variant
+from .precision import recorded_precision
 from .records import PREDICTIONS_FILE, Summary, read_summary
 from .scoring import BEST_DIR, SplitOnDevice, build_model, resolve_device, score_checkpoint
 
@@ -75,7 +76,8 @@ def score_run(
     tpr_fpr = summary.quality.tpr_fpr
     model, _ = build_model(model_dir, expected, rebuild.model_config, variant, identity.seed, target)
     with atomic_dir(out) as tmp:
-        metrics = score_checkpoint(model, variant, run_dir / BEST_DIR, split, rebuild.eval_batch_size, tpr_fpr, tmp / PREDICTIONS_FILE)
+        precision = recorded_precision(summary.settings.precision, target)  # as the run scored its test split
+        metrics = score_checkpoint(model, variant, run_dir / BEST_DIR, split, rebuild.eval_batch_size, tpr_fpr, tmp / PREDICTIONS_FILE, precision)
         record = {
             "variant": identity.variant,
             "run": identity.run,
@@ -87,6 +89,7 @@ def score_run(
             "n_windows": split.n,
             "n_signal": int(split.y.sum().item()),
             "device": str(target),
+            "precision": precision.name,
             "tpr_fpr": tpr_fpr,
             **metrics,
         }

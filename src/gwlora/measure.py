@@ -18,7 +18,7 @@ import torch
 from .families import family
 from .variants import Variant
 from .methods import disabled
-from .scoring import autocast_for
+from .precision import Precision, autocast
 
 log = logging.getLogger("gwlora.measure")
 
@@ -45,7 +45,7 @@ def dir_bytes(path: Path) -> int:
 
 
 @torch.no_grad()
-def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> dict[str, float]:
+def latency_ms(model, x: torch.Tensor, reps: int, precision: Precision, modes: dict | None = None) -> dict[str, float]:
     """Median wall time in milliseconds of one forward pass of batch `x` under each mode (a context-manager factory).
 
     The modes' passes alternate (A B, then B A, ...) after three untimed
@@ -61,7 +61,7 @@ def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> 
                 if x.device.type == "cuda":
                     torch.cuda.synchronize(x.device)
                 start = time.perf_counter()
-                with autocast_for(x.device):
+                with autocast(precision, x.device):
                     model(x)
                 if x.device.type == "cuda":
                     torch.cuda.synchronize(x.device)
@@ -71,7 +71,7 @@ def latency_ms(model, x: torch.Tensor, reps: int, modes: dict | None = None) -> 
     return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
-def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> dict:
+def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> dict:
     """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
 
     The base model is the method switched off (peft's ``disable_adapter``, or
@@ -84,17 +84,17 @@ def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int) -> di
         return {}
     method = family(variant.family)
     if method.base_architecture:
-        return latency_ms(model, x, reps)
+        return latency_ms(model, x, reps, precision)
     if not method.peft_adapter:
-        return latency_ms(model, x, reps, {"base": lambda: disabled(model), "unmerged": nullcontext})
-    out = latency_ms(model, x, reps, {"base": model.disable_adapter, "unmerged": nullcontext})
+        return latency_ms(model, x, reps, precision, {"base": lambda: disabled(model), "unmerged": nullcontext})
+    out = latency_ms(model, x, reps, precision, {"base": model.disable_adapter, "unmerged": nullcontext})
     try:
         model.merge_adapter()
     except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
         log.info("%s: not merged for latency (%s)", variant.name, exc)
         return out
     try:
-        out.update(merged=latency_ms(model, x, reps)["base"])
+        out.update(merged=latency_ms(model, x, reps, precision)["base"])
     finally:
         model.unmerge_adapter()
     return out

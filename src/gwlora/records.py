@@ -106,7 +106,8 @@ class Settings:
     """How the run was set up: device, precision, torch.compile (asked for, ran, why it fell back), batch, learning rates, schedule, model."""
 
     device: str
-    precision: str
+    precision: str  # fp32 | bf16 (autocast): gwlora.precision
+    precision_reason: str  # why: train.precision, or what auto found on the device
     compile: dict
     batch_size: int
     lr: float

@@ -12,7 +12,6 @@ trained tensors otherwise (bitfit's biases, adapters, prompts, ...), and
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from .variants import Variant
 from .download import sha256_of
 from .features import load_features, load_snr
 from .model import build_classifier, count_parameters
+from .precision import Precision, autocast
 from .records import write_predictions
 
 # Keep a split's features on the GPU when smaller than this; otherwise stream pinned batches.
@@ -45,13 +45,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise StageError(f"train.device {name!r}: CUDA is not available on this machine")
     return device
-
-
-def autocast_for(device: torch.device):
-    """The precision of every forward pass: bf16 autocast on CUDA, fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 class SplitOnDevice:
@@ -96,7 +89,7 @@ def padded(idx: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logits_of(model, split: SplitOnDevice, batch_size: int, forward=None) -> torch.Tensor:
+def logits_of(model, split: SplitOnDevice, batch_size: int, precision: Precision, forward=None) -> torch.Tensor:
     """Every window's logit, on the CPU; `forward`: the compiled model, whose static shape pads the last batch (its padding dropped)."""
     model.eval()
     logits = []
@@ -104,22 +97,22 @@ def logits_of(model, split: SplitOnDevice, batch_size: int, forward=None) -> tor
         idx = torch.arange(start, min(start + batch_size, split.n))
         if forward is None:
             x, _ = split.batch(idx)
-            with autocast_for(split.device):
+            with autocast(precision, split.device):
                 logits.append(model(x).float())
             continue
         x, _ = split.batch(padded(idx, batch_size))
-        with autocast_for(split.device):
+        with autocast(precision, split.device):
             logits.append(forward(x)[: len(idx)].float().clone())  # a copy: CUDA graphs reuse their output memory
     model.train()
     return torch.cat(logits).cpu()
 
 
-def evaluate(model, split: SplitOnDevice, batch_size: int, fpr_target: float | None = None, forward=None) -> dict:
+def evaluate(model, split: SplitOnDevice, batch_size: int, precision: Precision, fpr_target: float | None = None, forward=None) -> dict:
     """Loss, AUC, accuracy at logit 0 and Brier score of the model on a split (and TPR at `fpr_target`); ``scores`` holds every window's logit.
 
     `forward`: the compiled model (see :func:`logits_of`).
     """
-    logits = logits_of(model, split, batch_size, forward)
+    logits = logits_of(model, split, batch_size, precision, forward)
     labels = split.y.cpu()
     y, scores = labels.numpy(), logits.numpy()
     both_classes = 0 < y.sum() < len(y)
@@ -174,7 +167,8 @@ def load_best(model, variant: Variant, best_dir: Path) -> None:
         model.load_state_dict(load_file(best_dir / TRAINABLE_FILE, device=device), strict=False)
 
 
-def score_checkpoint(model, variant: Variant, best_dir: Path, split: SplitOnDevice, batch_size: int, fpr_target: float, predictions: Path) -> dict:
+def score_checkpoint(model, variant: Variant, best_dir: Path, split: SplitOnDevice, batch_size: int, fpr_target: float, predictions: Path,
+                     precision: Precision) -> dict:
     """Load a run's best checkpoint into `model` and score `split`: the one way the test split and every shifted test set are scored.
 
     Writes every window's logit to `predictions`; returns loss, AUC, accuracy,
@@ -184,7 +178,7 @@ def score_checkpoint(model, variant: Variant, best_dir: Path, split: SplitOnDevi
     on any machine with the same device type.
     """
     load_best(model, variant, best_dir)
-    metrics = evaluate(model, split, batch_size, fpr_target)
+    metrics = evaluate(model, split, batch_size, precision, fpr_target)
     scores = metrics.pop("scores")
     metrics["one_class"] = bool((scores > 0).all() or (scores <= 0).all())
     write_predictions(predictions, split.y.cpu().numpy(), split.snr, scores)

@@ -51,9 +51,10 @@ from .variants import Variant
 from .measure import dir_bytes, git_commit, hardware, inference_latency, peak_memory_bytes, seconds_since, versions
 from .methods import sequence_cost
 from .model import count_parameters
+from .precision import Precision, RunPrecision, autocast
 from .records import CURVE_FILE, PREDICTIONS_FILE, Costs, CurveRow, Identity, Learning, Provenance, Quality, Rebuild, Settings, Summary, write_curve
 from .run_state import RUN_STATE, Checkpointed, RunState, resume_or_start, run_fingerprint, save_run_state
-from .scoring import (BEST_DIR, SplitOnDevice, autocast_for, build_model, chance_loss, evaluate, learning_problems, load_best, padded,
+from .scoring import (BEST_DIR, SplitOnDevice, build_model, chance_loss, evaluate, learning_problems, load_best, padded,
                       resolve_device, save_best, score_checkpoint)
 
 log = logging.getLogger("gwlora.train")
@@ -100,10 +101,11 @@ def warmup_steps(schedule: dict, total_steps: int) -> int:
 
 
 # deck: train-step
-def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, precision: Precision,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
     """One optimisation step on (x, y), the loss returned unsynchronised; `weight` marks a padded batch's real windows."""
     optimizer.zero_grad(set_to_none=True)  # first: a compiled forward (CUDA graphs) may reuse the old gradients' memory
-    with autocast_for(x.device):
+    with autocast(precision, x.device):  # bf16 matmuls where asked; the weights, optimiser and loss stay fp32
         logits = model(x).float()
         loss = loss_fn(logits, y) if weight is None else (bce(logits, y, reduction="none") * weight).sum() / weight.sum()
     loss.backward()
@@ -139,6 +141,7 @@ class Run:
     compiled: object = None  # the compiled forward when compile_mode is not off
     compile_fallback: str | None = None  # why the run trains eagerly although train.compile asked for a mode
     step_hook: StepHook | None = None  # the family's call after each optimiser step (AdaLoRA's rank allocation)
+    precision_state: RunPrecision | None = None  # train.precision resolved on this device, or as the resumed run recorded it
 
     @property
     def forward(self):
@@ -149,9 +152,13 @@ class Run:
     def checkpointed(self) -> Checkpointed:
         """What the run state saves and restores; a method with state of its own (a rank allocator) adds it to ``parts``."""
         return Checkpointed(path=self.out_dir / RUN_STATE, fingerprint=self.fingerprint, model=self.model,
-                            parts={"optimizer": self.optimizer, "schedule": self.schedule,
+                            parts={"optimizer": self.optimizer, "schedule": self.schedule, "precision": self.precision_state,
                                    **({"step_hook": self.step_hook} if self.step_hook is not None else {})},
                             device=self.device)
+
+    @property
+    def precision(self) -> Precision:
+        return self.precision_state.current
 
     @property
     def label(self) -> str:
@@ -198,6 +205,7 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
     )
     run.schedule = make_schedule(run.optimizer, train_config["schedule"], run.last_step)
     run.step_hook = family(variant.family).step_hook(run.model, variant, run.last_step)
+    run.precision_state = RunPrecision(train_config["precision"], device)
     return run
 
 
@@ -240,12 +248,12 @@ def compile_run(run: Run, state: RunState) -> None:
         x_eval, _ = val.batch(torch.arange(run.eval_batch_size) % val.n)
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
             for _ in range(3 if mode == "reduce-overhead" else 1):
-                with autocast_for(run.device):
+                with autocast(run.precision, run.device):
                     loss = loss_fn(forward(x).float(), y)
                 loss.backward()
             run.optimizer.zero_grad(set_to_none=True)
             run.model.eval()
-            with torch.no_grad(), autocast_for(run.device):
+            with torch.no_grad(), autocast(run.precision, run.device):
                 for _ in range(3 if mode == "reduce-overhead" else 1):
                     forward(x_eval).float().clone()
     except Exception as exc:  # noqa: BLE001 - any compiler failure (no C compiler, an unsupported op, ...) falls back to eager
@@ -281,9 +289,10 @@ def train_run(
     run = prepare_run(features, model_dir, model_config, train_config, variant, seed, out_dir)
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
     state = resume_or_start(run.checkpointed, order, run.label)
+    log.info("%s: computes in %s (%s)", run.label, run.precision.name, run.precision.reason)
     compile_run(run, state)
     if state.step == 0:
-        state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size, forward=run.compiled)["loss"]
+        state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size, run.precision, forward=run.compiled)["loss"]
     log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", run.label, run.trainable_parameters, run.total_parameters, run.device, run.steps_per_epoch)
     # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
     from torch.utils.tensorboard import SummaryWriter
@@ -298,10 +307,10 @@ def train_run(
         for idx in batches[state.batches_done :]:
             if run.compiled is not None and len(idx) < run.batch_size:  # static shapes: pad the epoch's last batch
                 x, y = train.batch(padded(idx, run.batch_size))
-                losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y, real_windows(len(idx), run.batch_size, run.device)))
+                losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y, run.precision, real_windows(len(idx), run.batch_size, run.device)))
             else:
                 x, y = train.batch(idx)
-                losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y))
+                losses.append(train_step(run.forward, run.optimizer, loss_fn, x, y, run.precision))
             run.schedule.step()
             state.advance(len(idx), len(batches), order)
             if run.step_hook is not None:  # after the step, before the next zero_grad
@@ -328,7 +337,7 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
     if len(bad):
         bad_step = state.step - len(losses_t) + int(bad[0]) + 1
         raise StageError(f"{run.label}: non-finite training loss at step {bad_step} (lr {run.variant.lr})")
-    metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size, forward=run.compiled)
+    metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size, run.precision, forward=run.compiled)
     row = CurveRow(step=state.step, epoch=state.step / run.steps_per_epoch, samples_seen=state.samples_seen, train_time_s=state.train_time,
                    train_loss=float(losses_t.mean()), val_loss=metrics["loss"], val_auc=metrics["auc"], val_accuracy=metrics["accuracy"],
                    val_brier=metrics["brier"])
@@ -355,7 +364,7 @@ def summarise(run: Run, state: RunState) -> Summary:
     test = {}
     if "test" in run.splits:
         test = score_checkpoint(run.model, run.variant, run.out_dir / BEST_DIR, run.splits["test"], run.eval_batch_size,
-                                run.train_config["tpr_at_fpr"], run.out_dir / PREDICTIONS_FILE)
+                                run.train_config["tpr_at_fpr"], run.out_dir / PREDICTIONS_FILE, run.precision)
     else:
         load_best(run.model, run.variant, run.out_dir / BEST_DIR)
     summary = Summary(
@@ -402,8 +411,8 @@ def costs_of(run: Run, state: RunState) -> Costs:
         time_to_best_s=state.best["train_time_s"], train_time_s=state.train_time, compile_time_s=state.compile_time, steps=state.step,
         epochs_run=state.step / run.steps_per_epoch, early_stopped=state.stopped, step_time_ms=1000 * state.train_time / state.step,
         samples_per_s=state.samples_seen / state.train_time, checkpoint_bytes=dir_bytes(run.out_dir / BEST_DIR),
-        latency_ms=inference_latency(run.model, run.variant, x, reps), latency_batch=int(x.shape[0]),
-        latency_ms_batch1=inference_latency(run.model, run.variant, x[:1], reps),
+        latency_ms=inference_latency(run.model, run.variant, x, reps, run.precision), latency_batch=int(x.shape[0]),
+        latency_ms_batch1=inference_latency(run.model, run.variant, x[:1], reps, run.precision),
         sequence=sequence_cost(run.variant, run.model_config["context"], classifier.clip_positions, classifier.encoder.embed_positions.num_embeddings),
         peak_memory_bytes=peak_memory_bytes(run.device),
     )
@@ -414,7 +423,7 @@ def settings_of(run: Run) -> Settings:
     head = run.optimizer.param_groups[-1]
     schedule = run.train_config["schedule"]
     return Settings(
-        device=str(run.device), precision="bf16-autocast" if run.device.type == "cuda" else "fp32",
+        device=str(run.device), precision=run.precision.name, precision_reason=run.precision.reason,
         compile={"setting": run.train_config["compile"], "mode": run.compile_mode, "fallback": run.compile_fallback,
                  "static_shapes": STATIC_SHAPES if run.compile_mode != "off" else None},
         batch_size=run.batch_size, lr=run.variant.lr, head_lr=head["initial_lr"] if head["name"] == "head" else None,
