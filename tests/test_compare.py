@@ -93,6 +93,26 @@ def test_select_lr_picks_the_best_mean_validation_metric():
     assert by_auc.value.tolist() == pytest.approx([0.95, 0.79])
 
 
+def test_a_selected_lr_at_the_edge_of_its_grid_is_flagged_and_an_interior_one_is_not():
+    validation = runs_table()[list(VALIDATION_COLUMNS)]
+    by_loss = select_lr(validation, "val_loss")  # full at 1e-4, the smallest; lora-r8 at 1e-3, the largest
+    assert by_loss.grid_edge.tolist() == ["lower", "upper"]
+    assert select_lr(validation, "val_auc").grid_edge.tolist() == ["", "upper"]  # full at 3e-4: inside its grid
+    single = validation[validation.lr == 1e-4]
+    assert select_lr(single, "val_loss").grid_edge.tolist() == ["", ""]  # one lr: no grid, no edge
+
+
+def test_the_deck_and_the_tables_say_when_a_selected_lr_is_at_a_grid_edge():
+    from gwlora.aggregate import display_table
+    from gwlora.findings import edge_words
+
+    assert edge_words("lower") == ", at the lower edge" and edge_words("") == edge_words(None) == ""
+    summary = pd.DataFrame({"variant": ["full", "lora-r8"], "seeds": [3, 3], "did_not_learn": [0, 0], "still_improving": [0, 0],
+                            "lr": [1e-4, 3e-4], "lrs_tried": [3, 3], "lr_grid_edge": ["lower", ""]})
+    shown = display_table(summary, metrics=(), parameters=False)
+    assert shown.lr.tolist() == ["0.0001 (best of 3; lower edge)", "0.0003 (best of 3)"]
+
+
 def test_select_lr_ties_go_to_the_smaller_lr():
     rows = [["full", lr, seed, loss, 0.9] for lr, loss in ((1e-3, 0.3), (1e-4, 0.3), (3e-4, 0.4)) for seed in (0, 1)]
     assert select_lr(validation_table(rows), "val_loss").lr.tolist() == [1e-4]
@@ -369,7 +389,11 @@ def test_verdict_and_describe():
     assert verdict(0.0, 0.01) == "indistinguishable"  # touching zero is not above it
     assert describe(0.012, 0.004, 0.02) == "higher (+0.0120, 95% CI +0.0040 to +0.0200)"
     assert describe(-0.012, -0.02, -0.004) == "lower (-0.0120, 95% CI -0.0200 to -0.0040)"
-    assert describe(0.001, -0.015, 0.01) == "indistinguishable (within ±0.0150 at 95%)"
-    assert describe(-0.002, -0.01, 0.0125) == "indistinguishable (within ±0.0125 at 95%)"
-    assert describe(0.0, 0.0, 0.0) == "indistinguishable (within ±0.0000 at 95%)"
+    # an interval is printed as the interval it is, never as a symmetric ± bound it is not
+    assert describe(0.001, -0.015, 0.01) == "indistinguishable (+0.0010, 95% CI -0.0150 to +0.0100)"
+    assert describe(0.005, -0.0074, 0.0168) == "indistinguishable (+0.0050, 95% CI -0.0074 to +0.0168)"
+    assert describe(0.0, np.nan, np.nan) == "indistinguishable (no 95% interval)"
     assert describe(0.05, 0.01, 0.09, confidence=0.9) == "higher (+0.0500, 90% CI +0.0100 to +0.0900)"
+    # a side that did not converge: no verdict about the methods, the interval still shown
+    assert describe(0.04, 0.01, 0.07, unconverged="full did not learn in 1 of 3 seeds") == (
+        "not converged (full did not learn in 1 of 3 seeds; +0.0400, 95% CI +0.0100 to +0.0700)")

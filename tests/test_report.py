@@ -354,7 +354,7 @@ def test_rank_analysis_reads_only_the_papers_lora_family(tables):
     assert "all overlap" in analysis(pd.concat([summary, pd.DataFrame(extra)], ignore_index=True), overlapping)["ranks"]["text"]
 
 
-@pytest.mark.parametrize("gap, words", [(0.0, "indistinguishable (within ±"), (3.0, "higher (+"), (-3.0, "lower (-")])
+@pytest.mark.parametrize("gap, words", [(0.0, "indistinguishable ("), (3.0, "higher (+"), (-3.0, "lower (-")])
 def test_the_slides_compare_by_the_intervals_not_the_sign(tables, gap, words):
     """Two variants scored on the same windows: a difference inside the noise reads "indistinguishable", a clear one "higher" or "lower"."""
     from gwlora.compare import differences_table

@@ -410,3 +410,16 @@ def test_a_run_resumed_on_a_processor_without_bf16_units_keeps_the_precision_it_
         resumed = run(built, variant, tmp_path, precision="auto", eval_every_steps=4)  # resumed on one without
     assert "resuming from its saved state at step 4" in caplog.text
     assert resumed["precision"] == "bf16" and resumed["precision_reason"].startswith("resumed")
+
+
+def test_a_stop_decided_at_the_last_evaluation_is_no_early_stop_and_convergence_is_recorded(built, tmp_path):
+    from gwlora.scoring import still_improving
+
+    variant = Variant(name="full", family="full", config_key="full", lr=5e-2)  # too high: the val loss rises at the second evaluation
+    summary = run(built, variant, tmp_path, epochs=2, early_stopping_patience=1)
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert curve.val_loss.iloc[-1] > curve.val_loss.iloc[0]  # patience ran out at the last evaluation
+    assert summary["steps"] == 12 and summary["early_stopped"] is False  # every planned step ran
+    assert summary["still_improving"] == still_improving(curve.val_loss.tolist(), stopped_early=False)
+    stopped = run(built, variant, tmp_path / "stopped", epochs=8, eval_every_steps=2, early_stopping_patience=2)
+    assert stopped["early_stopped"] is True and stopped["still_improving"] is False

@@ -53,7 +53,7 @@ from sklearn.metrics import roc_auc_score
 
 from .base_model import load_record
 from .cli import StageError, atomic_file, json_arg, read_json, run_stage, write_json
-from .compare import DIFFERENCE_COLUMNS, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
+from .compare import DIFFERENCE_COLUMNS, NOT_CONVERGED, auc_interval, check_predictions, differences_table, pooled_differences, select_lr
 from . import families
 from .config import SHIFT_PREFIX
 from .encoder import context_seconds, context_suffix
@@ -138,8 +138,10 @@ def mark_selected(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     picked = set(zip(chosen.variant, chosen.lr))
     for row in chosen.itertuples():
         if row.n_lrs > 1:
-            log.info("%s: lr %g selected of %d by mean %s over %d seed(s)", row.variant, row.lr, row.n_lrs, metric, row.n_seeds)
-    return runs.assign(selected=[(v, lr) in picked for v, lr in zip(runs.variant, runs.lr)])
+            log.info("%s: lr %g selected of %d by mean %s over %d seed(s)%s", row.variant, row.lr, row.n_lrs, metric, row.n_seeds,
+                     f", at the {row.grid_edge} edge of its grid" if row.grid_edge else "")
+    edge = dict(zip(chosen.variant, chosen.grid_edge))  # of the variant's selected lr: the same on each of its rows
+    return runs.assign(selected=[(v, lr) in picked for v, lr in zip(runs.variant, runs.lr)], lr_grid_edge=runs.variant.map(edge))
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -150,6 +152,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby("variant", sort=False)
     out = grouped.agg(
         lr=("lr", "first"),
+        lr_grid_edge=("lr_grid_edge", "first"),
         family=("family", "first"),
         config_key=("config_key", "first"),
         **{column: (column, "first") for column in families.table_columns()},
@@ -161,6 +164,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         trainable_percent=("trainable_percent", "first"),
         tpr_fpr=("tpr_fpr", "first"),
         did_not_learn=("did_not_learn", "sum"),
+        still_improving=("still_improving", "sum"),
     )
     out["lrs_tried"] = lrs_tried
     full = runs.loc[runs.family == "full", "trainable_parameters"]
@@ -225,8 +229,10 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
     and the number of runs that did not learn when `learned`."""
     columns = {"variant": summary["variant"], "seeds": summary["seeds"]}
     if learned:  # runs flagged by gwlora.scoring.learning_problems, beside the quality they would otherwise pass for
-        columns["did not learn"] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary["did_not_learn"], summary["seeds"])]
-    columns["lr"] = [f"{lr:g}" + (f" (best of {n})" if n > 1 else "") for lr, n in zip(summary["lr"], summary["lrs_tried"])]
+        for name, column in (("did not learn", "did_not_learn"), ("still improving", "still_improving")):
+            columns[name] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary[column], summary["seeds"])]
+    columns["lr"] = [f"{lr:g}" + (f" (best of {n}{f'; {edge} edge' if edge else ''})" if n > 1 else "")
+                     for lr, n, edge in zip(summary["lr"], summary["lrs_tried"], summary["lr_grid_edge"].fillna(""))]
     if parameters:
         columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
         columns["% of full"] = summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%")
@@ -396,20 +402,47 @@ BOOTSTRAP_RESAMPLES = 2000  # paired bootstrap over test windows, stratified by 
 BOOTSTRAP_SEED = 0
 
 
-def differences(predictions: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
-    """Paired test-AUC differences of every variant (at its selected lr) against full fine-tuning and the frozen encoder."""
+def differences(predictions: dict[tuple[str, int], pd.DataFrame], runs: pd.DataFrame) -> pd.DataFrame:
+    """Paired test-AUC differences of every variant (at its selected lr) against full fine-tuning and the frozen encoder,
+    "not converged" where a side did not learn or was still improving (:func:`with_convergence`)."""
     variants = list(dict.fromkeys(v for v, _ in predictions))
     pairs = [(v, b) for b in BASELINES if b in variants for v in variants if v != b]
     if not pairs:
-        return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
-    return differences_table(predictions, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+        return pd.DataFrame(columns=[*DIFFERENCE_COLUMNS, "unconverged"])
+    return with_convergence(differences_table(predictions, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), runs)
+
+
+CONVERGENCE_FLAGS = {"did_not_learn": "did not learn", "still_improving": "still improving"}  # a run's flags that void a verdict
+
+
+def with_convergence(diffs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """`diffs` whose verdict is "not converged" where a side's selected runs of the compared seeds (a per-seed row's
+    seed, a pooled row's shared seeds) did not learn or were still improving: a verdict about the budget, not the
+    methods. ``unconverged`` says which side and why (empty where both converged); the interval stays as measured."""
+    selected = runs[runs.selected].set_index(["variant", "seed"])
+    out = diffs.copy()
+    reasons = []
+    for row in out.itertuples():
+        pair = out[(out.variant == row.variant) & (out.baseline == row.baseline) & (out.seed.astype(str) != "pooled")]
+        seeds = sorted(set(pair.seed)) if str(row.seed) == "pooled" else [row.seed]
+        of = f"of {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        parts = []
+        for side in (row.variant, row.baseline):
+            flags = selected.loc[[(side, s) for s in seeds if (side, s) in selected.index], list(CONVERGENCE_FLAGS)].astype(bool)
+            counts = [f"{word} in {int(flags[flag].sum())} {of}" for flag, word in CONVERGENCE_FLAGS.items() if flags[flag].any()]
+            if counts:
+                parts.append(f"{side} {', '.join(counts)}")
+        reasons.append("; ".join(parts))
+    out["unconverged"] = reasons
+    out.loc[out.unconverged != "", "verdict"] = NOT_CONVERGED
+    return out
 
 
 def with_differences(summary: pd.DataFrame, diffs: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
     """`summary` with each variant's pooled paired Δ test AUC against `baseline` and its 95% interval."""
     pooled = pooled_differences(diffs, baseline)
     out = summary.copy()
-    for column in ("delta", "ci_low", "ci_high", "verdict"):
+    for column in ("delta", "ci_low", "ci_high", "verdict", "unconverged"):
         out[f"{column}_vs_{baseline}"] = out.variant.map(pooled[column]) if len(pooled) else np.nan
     return out
 
@@ -444,7 +477,7 @@ def shift_runs(runs: pd.DataFrame, test_sets: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SHIFT_RUN_COLUMNS)
 
 
-def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], baseline: str = "full") -> pd.DataFrame:
+def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], runs: pd.DataFrame, baseline: str = "full") -> pd.DataFrame:
     """Per test set and variant (at its selected lr): mean and sd over seeds of AUC, TPR, accuracy and Brier score,
     the AUC's 95% bootstrap interval (``above_chance`` when it excludes 0.5), and the paired test-AUC
     difference against `baseline` on that set with its 95% bootstrap interval."""
@@ -455,8 +488,8 @@ def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], baseline: st
         out[metric] = grouped[metric].mean()
         out[f"{metric}_std"] = grouped[metric].std(ddof=1)
     out = out.reset_index()
-    for column in ("delta", "ci_low", "ci_high", "verdict"):
-        out[f"{column}_vs_{baseline}"] = np.nan if column != "verdict" else None
+    for column in ("delta", "ci_low", "ci_high", "verdict", "unconverged"):
+        out[f"{column}_vs_{baseline}"] = np.nan if column not in ("verdict", "unconverged") else None
     out["auc_ci_low"], out["auc_ci_high"], out["above_chance"] = np.nan, np.nan, None
     for name, by_run in predictions.items():
         labels, logits = check_predictions(by_run)
@@ -469,10 +502,11 @@ def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], baseline: st
         if baseline not in variants:
             continue
         pairs = [(v, baseline) for v in variants if v != baseline]
-        pooled = pooled_differences(differences_table(by_run, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), baseline)
+        table = with_convergence(differences_table(by_run, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), runs)
+        pooled = pooled_differences(table, baseline)
         for variant, row in pooled.iterrows():
             at = (out.test_set == name) & (out.variant == variant)
-            for column in ("delta", "ci_low", "ci_high", "verdict"):
+            for column in ("delta", "ci_low", "ci_high", "verdict", "unconverged"):
                 out.loc[at, f"{column}_vs_{baseline}"] = row[column]
     return out
 
@@ -529,7 +563,7 @@ def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | 
     runs = mark_selected(runs, config["train"]["lr_selection"])
     by_test_set = shift_predictions(runs, test_sets)  # read once, for the differences, the SNR bins and the shift tables
     predictions = by_test_set[IN_DISTRIBUTION]
-    diffs = differences(predictions)
+    diffs = differences(predictions, runs)
     summary = with_differences(summarise(runs), diffs)
     scores = shift_runs(runs, test_sets)
     out_dir = Path(out_dir)
@@ -538,7 +572,7 @@ def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | 
     curves = curves.merge(runs[["variant", "lr", "seed", "selected"]], on=["variant", "lr", "seed"])
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
     tables = {"runs": runs, "curves": curves, "summary": summary, "differences": diffs, "auc_by_snr": auc_by_snr(predictions),
-              "shift_runs": scores, "shift": shift_table(scores, by_test_set), "efficiency": efficiency(by_test_set, float(runs.tpr_fpr.iloc[0])),
+              "shift_runs": scores, "shift": shift_table(scores, by_test_set, runs), "efficiency": efficiency(by_test_set, float(runs.tpr_fpr.iloc[0])),
               "context": context_table(runs[runs.selected], predictions), "latency": latency_table(runs)}
     for name, frame in tables.items():
         with atomic_file(out_dir / f"{name}.csv") as tmp:

@@ -33,8 +33,9 @@ log = logging.getLogger("gwlora.compare")
 VALIDATION_COLUMNS = ("variant", "lr", "seed", "val_loss", "val_auc")
 # metric -> whether lower is better
 LR_METRICS = {"val_loss": True, "val_auc": False}
-SELECT_LR_COLUMNS = ["variant", "lr", "metric", "value", "n_lrs", "n_seeds"]
+SELECT_LR_COLUMNS = ["variant", "lr", "metric", "value", "n_lrs", "n_seeds", "grid_edge"]
 DIFFERENCE_COLUMNS = ["variant", "baseline", "seed", "delta", "ci_low", "ci_high", "seed_sd", "n_seeds", "n_resamples", "verdict"]
+NOT_CONVERGED = "not converged"  # the verdict of a comparison a side of which did not learn or was still improving
 PREDICTION_COLUMNS = ("window", "label", "logit")
 
 # Bootstrap work arrays hold about this many elements per model (bounds memory for large test splits)
@@ -55,7 +56,9 @@ def select_lr(validation: pd.DataFrame, metric: str) -> pd.DataFrame:
 
     Returns one row per variant, in order of first appearance: variant, lr
     (selected), metric, value (its mean over seeds), n_lrs (lrs tried),
-    n_seeds (runs at the selected lr).
+    n_seeds (runs at the selected lr), grid_edge (``lower`` or ``upper`` when
+    the selected lr is the smallest or largest of two or more tried, where a
+    rate outside the grid may do better; else empty).
     """
     if metric not in LR_METRICS:
         raise StageError(f"select_lr: metric {metric!r} is not one of {sorted(LR_METRICS)}")
@@ -96,7 +99,8 @@ def select_lr(validation: pd.DataFrame, metric: str) -> pd.DataFrame:
         else:
             best = finite.min() if lower_is_better else finite.max()
             lr = finite.index[finite == best][0]
-        rows.append([variant, float(lr), metric, float(means[lr]), len(means), int(n_seeds[lr])])
+        edge = "" if len(means) < 2 else "lower" if lr == means.index[0] else "upper" if lr == means.index[-1] else ""
+        rows.append([variant, float(lr), metric, float(means[lr]), len(means), int(n_seeds[lr]), edge])
     return pd.DataFrame(rows, columns=SELECT_LR_COLUMNS)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .cli import StageError, atomic_file
 from . import families
-from .compare import pooled_differences, verdict
+from .compare import NOT_CONVERGED, pooled_differences, verdict
 from .config import ENCODER_LINEAR_MODULES, context_seconds
 from .constants import WHISPER_CHUNK_SECONDS
 
@@ -49,15 +49,17 @@ def _signed(value: float) -> str:
     return f"{value + 0.0:+.4f}"  # + 0.0: no "-0.0000"
 
 
-def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.95) -> str:
-    """An interval in words: "higher (+0.0120, 95% CI +0.0040 to +0.0200)" or "indistinguishable (within ±0.0150 at 95%)"."""
+def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.95, unconverged: str = "") -> str:
+    """An interval in words: "higher (+0.0120, 95% CI +0.0040 to +0.0200)", "indistinguishable (95% CI -0.0074 to +0.0168)",
+    or, when a side did not converge (`unconverged` says which and why), "not converged (...)" with the interval as measured."""
     level = f"{100 * confidence:g}%"
-    word = verdict(ci_low, ci_high)
-    if word == "indistinguishable":
-        if np.isnan(ci_low) or np.isnan(ci_high):
-            return f"indistinguishable (no {level} interval)"
-        return f"indistinguishable (within ±{max(abs(ci_low), abs(ci_high)):.4f} at {level})"
-    return f"{word} ({_signed(delta)}, {level} CI {_signed(ci_low)} to {_signed(ci_high)})"
+    if np.isnan(ci_low) or np.isnan(ci_high):
+        interval = f"no {level} interval"
+    else:
+        interval = f"{_signed(delta)}, {level} CI {_signed(ci_low)} to {_signed(ci_high)}"
+    if unconverged:
+        return f"{NOT_CONVERGED} ({unconverged}; {interval})"
+    return f"{verdict(ci_low, ci_high)} ({interval})"
 
 
 def timing(ratio: float) -> str:
@@ -75,7 +77,8 @@ def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
     if variant not in pooled.index:
         return None
     row = pooled.loc[variant]
-    return {"variant": variant, "baseline": baseline, "verdict": row.verdict, "text": describe(row.delta, row.ci_low, row.ci_high),
+    return {"variant": variant, "baseline": baseline, "verdict": row.verdict,
+            "text": describe(row.delta, row.ci_low, row.ci_high, unconverged=row.get("unconverged") or ""),
             "seeds": int(row.n_seeds), "seed_sd": num(row.seed_sd)}
 
 
@@ -270,9 +273,10 @@ def _changed(base, full, prefix: str = "") -> list[str]:
     return [] if diff is None else [f"{prefix[:-1]} {full}"]
 
 
-def against_full(higher: list[str], lower: list[str]) -> str:
+def against_full(higher: list[str], lower: list[str], unconverged: list[str] = ()) -> str:
     """The paired verdicts of one shifted test set against full fine-tuning, in one sentence."""
-    parts = [f"{word} {', '.join(names)}; " for word, names in (("higher", higher), ("lower", lower)) if names]
+    groups = (("higher", higher), ("lower", lower), (f"{NOT_CONVERGED} (no verdict)", unconverged))
+    parts = [f"{word} {', '.join(names)}; " for word, names in groups if names]
     return "".join(parts) + ("the other intervals cover zero." if parts else "every interval covers zero.")
 
 
@@ -285,12 +289,12 @@ def shift_findings(shift: pd.DataFrame, config: dict) -> list[dict]:
             continue
         best = rows.loc[rows.auc.idxmax()] if rows.auc.notna().any() else rows.iloc[0]
         in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == best.variant)].auc
-        higher, lower = (list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower"))
+        higher, lower, unconverged = (list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower", NOT_CONVERGED))
         sets.append({
             "name": name,
             "changes": _changed(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
             "best": best.variant, "best_auc": num(best.auc), "best_in_distribution": num(in_distribution.iloc[0] if len(in_distribution) else None),
-            "against_full": against_full(higher, lower) if rows.verdict_vs_full.notna().any() else None,
+            "against_full": against_full(higher, lower, unconverged) if rows.verdict_vs_full.notna().any() else None,
             "at_chance": list(rows.variant[~rows.above_chance.astype(bool)]),  # 95% interval of the AUC covers 0.5
             "one_class": list(rows.variant[rows.one_class > 0]),
         })
@@ -363,6 +367,11 @@ def seed_words(seeds: list) -> dict:
             "mean": "the one seed's" if n == 1 else f"mean over {n} seeds", "list": ", ".join(map(str, seeds))}
 
 
+def edge_words(edge) -> str:
+    """", at the lower edge" for a selected lr at the smallest of its grid ("upper": the largest), else nothing."""
+    return f", at the {edge} edge" if isinstance(edge, str) and edge else ""
+
+
 def setup(summary: pd.DataFrame, runs: pd.DataFrame, config: dict) -> dict:
     """The setup slides' words that depend on what ran: context, schedule, seeds, learning-rate selection, what trains."""
     several_lrs = bool((summary.lrs_tried > 1).any())
@@ -372,8 +381,11 @@ def setup(summary: pd.DataFrame, runs: pd.DataFrame, config: dict) -> dict:
         "seeds": seed_words(sorted(int(s) for s in runs.seed.unique())),
         "lr_selected": several_lrs, "lr_heading": "learning rate (selected)" if several_lrs else "learning rate",
         "lr_selection": config["train"]["lr_selection"].replace("_", " "),
+        "grid_edges": [f"{row['variant']} at lr {row['lr']:g}, the {row['lr_grid_edge']} edge of its grid: "
+                       f"a {'lower' if row['lr_grid_edge'] == 'lower' else 'higher'} rate may do better"
+                       for _, row in summary.iterrows() if isinstance(row.get("lr_grid_edge"), str) and row["lr_grid_edge"]],
         "variants": [{"variant": row["variant"], "what_trains": what_trains(row), "lr": f"{row['lr']:g}",
-                      "tried": f" (of {int(row['lrs_tried'])} tried)" if row["lrs_tried"] > 1 else "",
+                      "tried": f" (of {int(row['lrs_tried'])} tried{edge_words(row.get('lr_grid_edge'))})" if row["lrs_tried"] > 1 else "",
                       "params": f"{int(row['trainable_parameters']):,}"} for _, row in summary.iterrows()],
     }
 

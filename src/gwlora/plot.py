@@ -84,7 +84,8 @@ SIZE = (10, 6)  # inches: every single-panel figure
 CURVES = {"val_auc": "validation AUC", "val_loss": "validation loss"}  # the training curves: column -> axis label
 LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", "latency_merged_ms": "merged"}
 # the lr figure's panels: column -> axis label; only the validation one selects the lr
-LR_PANELS = {"val_auc": "validation AUC (selects the lr)", "test_auc": "test AUC (display only)"}
+# the learning-rate figure's panels: both validation metrics train.lr_selection may select on, and the test AUC, which selects nothing
+LR_PANELS = {"best_val_loss": "lowest validation loss", "val_auc": "validation AUC (of that checkpoint)", "test_auc": "test AUC (display only)"}
 # the Pareto figure's costs: column -> (axis label, x scale)
 PARETO_COSTS = {"trainable_parameters": ("trainable parameters", "log"), "peak_memory_mb": ("peak training memory (MiB)", "linear"),
                 "step_time_ms": ("step time (ms)", "linear")}
@@ -354,7 +355,7 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Validation and test AUC against the learning rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
     require(runs, ("variant", "seed", "lr", "selected", *LR_PANELS), "runs.csv")
     chosen = selected_lrs(runs)
-    fig, axes = canvas.figure(1, len(LR_PANELS), size=(16, 6.5), sharey=True)
+    fig, axes = canvas.figure(1, len(LR_PANELS), size=(18, 6.5))
     for ax, (col, label) in zip(axes, LR_PANELS.items()):
         for variant, colour in canvas.colours(runs.variant).items():
             rows = runs[runs.variant == variant]
@@ -362,6 +363,9 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
             ax.scatter(rows.lr, rows[col], color=colour, alpha=0.3, s=25, linewidth=0)
             ax.plot(means.index, means.values, marker="o", markersize=6, linewidth=2, color=colour, label=variant)
             ax.scatter([chosen[variant]], [means[chosen[variant]]], s=300, facecolors="none", edgecolors=colour, linewidths=2.5)
+            if len(means) > 1 and chosen[variant] in (means.index.min(), means.index.max()):  # a rate outside the grid may do better
+                ax.annotate("grid edge", (chosen[variant], means[chosen[variant]]), textcoords="offset points", xytext=(0, 12),
+                            ha="center", fontsize="x-small", color=colour)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel(label)
@@ -370,8 +374,9 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     handles, _ = axes[-1].get_legend_handles_labels()
     axes[-1].legend(handles=[*handles, ring], title="variant", fontsize="x-small", title_fontsize="x-small", loc="best")
     n_seeds = runs.groupby(["variant", "lr"]).seed.nunique().max()
-    fig.suptitle("AUC vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
-                 + "\nring: the lr selected on validation; the test panel shows sensitivity only and selects nothing", fontsize="medium")
+    fig.suptitle("Validation and test metrics vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
+                 + "\nring: the lr selected on validation (train.lr_selection); the test panel shows sensitivity only and selects nothing",
+                 fontsize="medium")
     return fig
 
 

@@ -79,6 +79,7 @@ class Learning:
     did_not_learn: bool
     val_loss_flat: bool
     did_not_learn_because: str
+    still_improving: bool  # its val loss may still have been falling at its last evaluation (gwlora.scoring.still_improving)
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,21 @@ def chance_loss(labels: np.ndarray) -> float:
     return float(-(p * np.log(p) + (1 - p) * np.log(1 - p))) if 0 < p < 1 else 0.0
 
 
+IMPROVING_WINDOW = 2  # evaluations: a run whose lowest val loss fell in its last two was still improving when it ended
+
+
+def still_improving(val_losses: list[float], stopped_early: bool) -> bool:
+    """Whether the val loss may still have been falling when the run ended: more steps could have lowered it.
+
+    True for a run not stopped early whose lowest val loss came at one of its last
+    :data:`IMPROVING_WINDOW` evaluations (so also for any run of that few evaluations:
+    its curve cannot show convergence). A run stopped early by its patience was not.
+    """
+    if stopped_early or not val_losses:
+        return False
+    return int(np.argmin(val_losses)) >= len(val_losses) - IMPROVING_WINDOW
+
+
 def learning_problems(initial_val_loss: float | None, chance_val_loss: float, best_val_loss: float, one_class: bool | None) -> dict[str, str]:
     """Why a run did not learn: {flag: the reason in words}, empty when it did.
 

@@ -54,8 +54,8 @@ from .model import count_parameters
 from .precision import Precision, RunPrecision, autocast
 from .records import CURVE_FILE, PREDICTIONS_FILE, Costs, CurveRow, Identity, Learning, Provenance, Quality, Rebuild, Settings, Summary, write_curve
 from .run_state import RUN_STATE, Checkpointed, RunState, resume_or_start, run_fingerprint, save_run_state
-from .scoring import (BEST_DIR, SplitOnDevice, build_model, chance_loss, evaluate, learning_problems, load_best, padded,
-                      resolve_device, save_best, score_checkpoint)
+from .scoring import (BEST_DIR, IMPROVING_WINDOW, SplitOnDevice, build_model, chance_loss, evaluate, learning_problems, load_best, padded,
+                      resolve_device, save_best, score_checkpoint, still_improving)
 
 log = logging.getLogger("gwlora.train")
 
@@ -397,8 +397,17 @@ def learning_of(run: Run, state: RunState, one_class: bool | None) -> Learning:
     problems = learning_problems(state.initial_val_loss, chance, state.best["val_loss"], one_class)
     for problem in problems.values():
         log.warning("%s did not learn: %s", run.label, problem)
+    improving = still_improving([row["val_loss"] for row in state.curve], stopped_early(run, state))
+    if improving:
+        log.warning("%s: still improving when it ended (its lowest val loss at one of its last %d evaluations)", run.label, IMPROVING_WINDOW)
     return Learning(initial_val_loss=state.initial_val_loss, chance_val_loss=chance, did_not_learn=bool(problems),
-                    val_loss_flat="val_loss_flat" in problems, did_not_learn_because="; ".join(problems.values()))
+                    val_loss_flat="val_loss_flat" in problems, did_not_learn_because="; ".join(problems.values()),
+                    still_improving=improving)
+
+
+def stopped_early(run: Run, state: RunState) -> bool:
+    """Whether patience ended the run before its planned steps (a stop decided at the last evaluation is no early stop)."""
+    return state.stopped and state.step < run.last_step
 
 
 def costs_of(run: Run, state: RunState) -> Costs:
@@ -409,7 +418,7 @@ def costs_of(run: Run, state: RunState) -> Costs:
     classifier = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
     return Costs(
         time_to_best_s=state.best["train_time_s"], train_time_s=state.train_time, compile_time_s=state.compile_time, steps=state.step,
-        epochs_run=state.step / run.steps_per_epoch, early_stopped=state.stopped, step_time_ms=1000 * state.train_time / state.step,
+        epochs_run=state.step / run.steps_per_epoch, early_stopped=stopped_early(run, state), step_time_ms=1000 * state.train_time / state.step,
         samples_per_s=state.samples_seen / state.train_time, checkpoint_bytes=dir_bytes(run.out_dir / BEST_DIR),
         latency_ms=inference_latency(run.model, run.variant, x, reps, run.precision), latency_batch=int(x.shape[0]),
         latency_ms_batch1=inference_latency(run.model, run.variant, x[:1], reps, run.precision),
