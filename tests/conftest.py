@@ -82,7 +82,7 @@ def assert_figure_drawn(path: Path) -> None:
 
         pixels = imread(path)
         assert pixels.ndim == 3 and min(pixels.shape[:2]) >= 100, f"{path.name}: {pixels.shape} is no figure"
-        assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 2, f"{path.name} is blank"
+        assert np.ptp(pixels[..., :3]) > 0.5, f"{path.name} is blank"  # dark marks on a light canvas, not one flat colour
     elif path.suffix == ".svg":
         import xml.etree.ElementTree as ET
 
