@@ -67,10 +67,14 @@ def test_the_shifted_sets_sentence_names_the_unconverged_apart():
 
 def test_tables_count_runs_still_improving_beside_those_that_did_not_learn():
     runs = runs_table({("full", 0): (False, True), ("full", 1): (False, True), ("frozen", 0): (True, False), ("frozen", 1): (False, False)})
+    from gwlora import families
+
     runs = runs.assign(family=runs.variant, config_key=runs.variant, sequence_positions=50, sequence_audio_positions=50,
-                       sequence_audio_seconds_lost=0.0, trainable_parameters=10, trainable_percent=1.0, tpr_fpr=0.01)
-    for column in ("val_auc", "best_val_loss", "test_auc", "test_tpr_at_fpr", "test_accuracy", "test_brier", "time_to_best_s",
-                   "train_time_s", "step_time_ms", "samples_per_s", "peak_memory_mb", "checkpoint_mb", "epochs_run"):
+                       sequence_audio_seconds_lost=0.0, trainable_parameters=10, trainable_percent=1.0, tpr_fpr=0.01, lr_grid_edge="",
+                       **{column: np.nan for column in families.table_columns()})
+    from gwlora.aggregate import METRICS
+
+    for column in METRICS:
         runs[column] = 0.5
     summary = summarise(runs).set_index("variant")
     assert summary.loc["full", "still_improving"] == 2 and summary.loc["frozen", "did_not_learn"] == 1

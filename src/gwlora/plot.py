@@ -84,8 +84,8 @@ SIZE = (10, 6)  # inches: every single-panel figure
 CURVES = {"val_auc": "validation AUC", "val_loss": "validation loss"}  # the training curves: column -> axis label
 LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", "latency_merged_ms": "merged"}
 # the lr figure's panels: column -> axis label; only the validation one selects the lr
-# the learning-rate figure's panels: both validation metrics train.lr_selection may select on, and the test AUC, which selects nothing
-LR_PANELS = {"best_val_loss": "lowest validation loss", "val_auc": "validation AUC (of that checkpoint)", "test_auc": "test AUC (display only)"}
+# the learning-rate figure's panels: the validation AUC (of the checkpoint of lowest val loss) and the test AUC, which selects nothing
+LR_PANELS = {"val_auc": "validation AUC", "test_auc": "test AUC (display only)"}
 # the Pareto figure's costs: column -> (axis label, x scale)
 PARETO_COSTS = {"trainable_parameters": ("trainable parameters", "log"), "peak_memory_mb": ("peak training memory (MiB)", "linear"),
                 "step_time_ms": ("step time (ms)", "linear")}
@@ -355,7 +355,7 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     """Validation and test AUC against the learning rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
     require(runs, ("variant", "seed", "lr", "selected", *LR_PANELS), "runs.csv")
     chosen = selected_lrs(runs)
-    fig, axes = canvas.figure(1, len(LR_PANELS), size=(18, 6.5))
+    fig, axes = canvas.figure(1, len(LR_PANELS), size=(16, 6.5), sharey=True)
     for ax, (col, label) in zip(axes, LR_PANELS.items()):
         for variant, colour in canvas.colours(runs.variant).items():
             rows = runs[runs.variant == variant]
@@ -374,7 +374,7 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     handles, _ = axes[-1].get_legend_handles_labels()
     axes[-1].legend(handles=[*handles, ring], title="variant", fontsize="x-small", title_fontsize="x-small", loc="best")
     n_seeds = runs.groupby(["variant", "lr"]).seed.nunique().max()
-    fig.suptitle("Validation and test metrics vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
+    fig.suptitle("AUC vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
                  + "\nring: the lr selected on validation (train.lr_selection); the test panel shows sensitivity only and selects nothing",
                  fontsize="medium")
     return fig
