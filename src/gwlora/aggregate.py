@@ -150,21 +150,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs[runs.selected]
     order = list(dict.fromkeys(runs.variant))
     grouped = runs.groupby("variant", sort=False)
+    same_in_every_seed = ("lr", "lr_grid_edge", "family", "config_key", *families.table_columns(), "sequence_positions",
+                          "sequence_audio_positions")
     out = grouped.agg(
-        lr=("lr", "first"),
-        lr_grid_edge=("lr_grid_edge", "first"),
-        family=("family", "first"),
-        config_key=("config_key", "first"),
-        **{column: (column, "first") for column in families.table_columns()},
-        sequence_positions=("sequence_positions", "first"),
-        sequence_audio_positions=("sequence_audio_positions", "first"),
+        **{column: (column, "first") for column in same_in_every_seed},
         audio_seconds_lost=("sequence_audio_seconds_lost", "first"),
         seeds=("seed", "nunique"),
-        trainable_parameters=("trainable_parameters", "first"),
-        trainable_percent=("trainable_percent", "first"),
-        tpr_fpr=("tpr_fpr", "first"),
-        did_not_learn=("did_not_learn", "sum"),
-        still_improving=("still_improving", "sum"),
+        **{column: (column, "first") for column in ("trainable_parameters", "trainable_percent", "tpr_fpr")},
+        **{column: (column, "sum") for column in ("did_not_learn", "still_improving")},  # runs flagged, of the seeds
     )
     out["lrs_tried"] = lrs_tried
     full = runs.loc[runs.family == "full", "trainable_parameters"]
