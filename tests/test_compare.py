@@ -396,4 +396,4 @@ def test_verdict_and_describe():
     assert describe(0.05, 0.01, 0.09, confidence=0.9) == "higher (+0.0500, 90% CI +0.0100 to +0.0900)"
     # a side that did not converge: no verdict about the methods, the interval still shown
     assert describe(0.04, 0.01, 0.07, unconverged="full did not learn in 1 of 3 seeds") == (
-        "not converged (full did not learn in 1 of 3 seeds; +0.0400, 95% CI +0.0100 to +0.0700)")
+        "not converged (+0.0400, 95% CI +0.0100 to +0.0700)")

@@ -48,7 +48,8 @@ def test_a_clear_difference_with_a_baseline_still_improving_reads_not_converged_
     per_seed = diffs[diffs.seed.astype(str) != "pooled"].set_index("seed")
     assert per_seed.loc[0, "verdict"] == NOT_CONVERGED and per_seed.loc[1, "verdict"] == "higher"
     found = comparison(diffs, "lora-r8", "full")
-    assert found["verdict"] == NOT_CONVERGED and found["text"].startswith("not converged (full still improving in 1 of 2 seeds; +")
+    assert found["verdict"] == NOT_CONVERGED and found["text"].startswith("not converged (+")
+    assert found["unconverged"] == "full still improving in 1 of 2 seeds"
 
 
 def test_a_side_that_did_not_learn_is_named_and_converged_pairs_keep_their_verdict():

@@ -57,8 +57,8 @@ def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.
         interval = f"no {level} interval"
     else:
         interval = f"{_signed(delta)}, {level} CI {_signed(ci_low)} to {_signed(ci_high)}"
-    if unconverged:
-        return f"{NOT_CONVERGED} ({unconverged}; {interval})"
+    if unconverged:  # which side and why: comparison()'s "unconverged", differences.csv's column
+        return f"{NOT_CONVERGED} ({interval})"
     return f"{verdict(ci_low, ci_high)} ({interval})"
 
 
@@ -79,6 +79,7 @@ def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
     row = pooled.loc[variant]
     return {"variant": variant, "baseline": baseline, "verdict": row.verdict,
             "text": describe(row.delta, row.ci_low, row.ci_high, unconverged=row.get("unconverged") or ""),
+            "unconverged": row.get("unconverged") or "",
             "seeds": int(row.n_seeds), "seed_sd": num(row.seed_sd)}
 
 
