@@ -17,9 +17,7 @@ import logging
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import torch
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+from typing import TYPE_CHECKING
 
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 
@@ -28,8 +26,16 @@ log = logging.getLogger("gwlora.base_model")
 RECORD = "base_model.json"
 UNUSED_HEAD_SEED = 0  # see prepare()
 
+if TYPE_CHECKING:
+    from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
+# torch and transformers are imported where a model is built: reading base_model.json (load_record) stays cheap
+# for the stages that need only the record (aggregate, the deck), which would otherwise pay seconds of imports.
+
 
 def build_random(random_init: dict, seed: int) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+
     config = WhisperConfig(
         d_model=random_init["d_model"],
         encoder_layers=random_init["encoder_layers"],
@@ -63,6 +69,8 @@ def hub_unreachable_reason(timeout: float = 5.0) -> str | None:
 
 
 def _load(name: str, **kwargs) -> tuple[WhisperForAudioClassification, WhisperFeatureExtractor]:
+    from transformers import WhisperFeatureExtractor, WhisperForAudioClassification
+
     return WhisperForAudioClassification.from_pretrained(name, num_labels=2, **kwargs), WhisperFeatureExtractor.from_pretrained(name, **kwargs)
 
 
@@ -91,6 +99,8 @@ def load_pretrained(name: str) -> tuple[WhisperForAudioClassification, WhisperFe
 
 
 def prepare(model_config: dict, seed: int, out: str | Path) -> dict:
+    import torch
+
     pretrained = model_config["pretrained"]
     if pretrained is None:
         model, extractor = build_random(model_config["random_init"], seed)
