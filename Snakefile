@@ -35,7 +35,10 @@ if not workflow.overwrite_configfiles:
 # it is an answer to the workflow, not a setting of the experiment, so it leaves the config before validation.
 CONFIRM_LARGE = bool(config.pop("confirm_large", False))
 try:
-    validate(config, load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+    # a job step (a cluster node runs each job through its own snakemake) re-reads this file per job: the main
+    # process validated the config, so the step skips the checks that import peft to probe it (seconds a job)
+    validate(config, load_schema(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"),
+             probe_libraries=workflow.is_main_process)
 except ConfigError as exc:
     sources = ", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
     raise WorkflowError(f"{sources}: {exc}") from None

@@ -1,4 +1,6 @@
 import copy
+import subprocess
+import sys
 import re
 
 import pytest
@@ -373,3 +375,22 @@ def test_context_axis_with_an_lr_grid_names_both():
     config["train"]["variants"]["full"]["lr"] = [1e-4, 1e-3]
     variants = expand_variants(config["train"], config["model"])
     assert {"full-ctxclip/lr0.0001", "full-ctx2s/lr0.001"} <= set(variants)
+
+
+def test_a_job_step_validates_the_demo_without_importing_peft():
+    """A cluster job step re-reads the Snakefile per job: without the peft probe it validates in a fraction of a second."""
+    script = (
+        "import sys, yaml; from gwlora.config import load_schema, validate; "
+        f"validate(yaml.safe_load(open({str(REPO / 'config' / 'demo.yaml')!r})), load_schema({str(SCHEMA_PATH)!r}), probe_libraries=False); "
+        "print(sorted(m for m in ('peft', 'torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_the_library_probe_a_bad_peft_config_is_left_to_the_main_process():
+    config = tiny_config()
+    config["train"]["variants"] = {"peft-x": {"type": "NOPE", "lr": 1e-3}}
+    validate(copy.deepcopy(config), copy.deepcopy(SCHEMA), probe_libraries=False)  # the step trusts its parent's check
+    with pytest.raises(ConfigError, match=r"train\.variants\.peft-x\.type: unknown peft type 'NOPE'"):
+        validate(config, copy.deepcopy(SCHEMA))

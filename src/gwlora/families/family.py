@@ -44,6 +44,7 @@ class Family:
     method = False  # an adaptation method compared on the deck's methods slide (not a baseline)
     latency_modes: tuple[str, ...] = ("base", "unmerged")  # of LATENCY_MODES: what its inference latency can measure
     peft_adapter = False  # its trained model is a peft model: checkpoints by save_pretrained, base by disable_adapter
+    check_imports = False  # its check imports a library to probe it (seconds): left out where the config was checked before
 
     @property
     def base_architecture(self) -> bool:

@@ -116,6 +116,7 @@ class Peft(PeftFamily):
     pattern = "^peft-[a-z0-9]+(-[a-z0-9]+)*$"
     parameters = ("peft_type", "peft_config")
     columns = ("peft_type",)
+    check_imports = True  # peft (and so torch and transformers) to probe the type on a one-layer encoder
 
     def expand(self, key, spec):
         return [(key, {"peft_type": spec["type"].upper(), "peft_config": peft_kwargs(spec)})]
