@@ -6,6 +6,11 @@ import copy
 import os
 from pathlib import Path
 
+# pytest-xdist (pyproject's addopts: one worker per core): each worker computes on its share of the cores, set
+# before numpy and torch start their thread pools; a test that asks for threads (train.threads) still gets them
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 import numpy as np
 import pytest
 import yaml
@@ -21,6 +26,28 @@ OUTLINE = ("Introduction", "Background", "Fine-Tuning and Parameter-Efficient Ad
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the end-to-end (slow) tests spread over the workers' starting blocks.
+
+    The worksteal scheduler gives each worker one contiguous block of the collection to start with (and
+    idle workers steal from the back of the others'): each block starts with its share of the slow tests,
+    so no worker runs several workflows end to end in a row while another has only unit tests. Every
+    worker orders its collection alike, as xdist requires.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if workers < 2 or not slow:
+        return
+    size = -(-len(items) // workers)
+    blocks: list[list] = [[] for _ in range(workers)]
+    for i, item in enumerate(slow):
+        blocks[i % workers].append(item)
+    for item in items:
+        if not item.get_closest_marker("slow"):
+            next(block for block in blocks if len(block) < size).append(item)
+    items[:] = [item for block in blocks for item in block]
 
 
 def tiny_config(**overrides) -> dict:
