@@ -57,8 +57,8 @@ def figure_names():
 
 
 def per_run(estimate_of):
-    """A resources callable (train): the gwlora.resources estimate for the job's run (its context), larger on each retry."""
-    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, context=VARIANTS[wildcards.variant].context)
+    """A resources callable (train): the gwlora.resources estimate for the job's run (its context, its cache), larger on each retry."""
+    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, variant=VARIANTS[wildcards.variant])
 
 
 def per_split(estimate_of):
