@@ -120,3 +120,39 @@ def test_a_refused_cache_trains_the_whole_model_and_says_why(toy, tmp_path, monk
     assert not (dirs["train"] / OUTPUTS_FILE).exists()
     record = train(toy, PARTIAL, tmp_path / "run", dirs, epochs=1)["encoder_cache"]
     assert record["used"] is False and "GiB, above the 0 GiB bound" in record["reason"]
+
+
+def test_the_estimates_follow_the_cheaper_cached_runs():
+    from gwlora import resources
+    from gwlora.config import expand_variants
+
+    config = tiny_config(data__splits={"train": 20000, "val": 2000, "test": 2000}, train__epochs=20)
+    variants = expand_variants(config["train"], config["model"])
+    full, frozen, partial = (resources.train_runtime(config, variant=variants[name]) for name in ("full", "frozen", "partial-top1"))
+    assert frozen < partial < full
+    jobs = [row["job"] for row in resources.estimates(config)]
+    assert {"train frozen (each lr and seed, on cached pooled)", "encoder_outputs clip pooled train", "encoder_outputs clip top1-input val"} <= set(jobs)
+    off = {**config, "train": {**config["train"], "encoder_cache": "off"}}
+    assert resources.train_runtime(off, variant=variants["frozen"]) == full and not any(j.startswith("encoder_outputs") for j in map(
+        lambda row: row["job"], resources.estimates(off)))
+
+
+def test_the_workflow_plans_one_cache_job_per_context_point_and_split(tmp_path):
+    """Every lr and seed of frozen (and partial) reads the same two caches; the whole-encoder variants none."""
+    import yaml
+
+    from test_workflow import snakemake, workflow_copy
+
+    root = workflow_copy(tmp_path)
+    config = yaml.safe_load((root / "config" / "demo.yaml").read_text())
+    config["train"]["seeds"] = [0, 1]
+    config["train"]["variants"] = {"full": {"lr": 1e-4}, "frozen": {"lr": [1e-3, 1e-2]}, "partial": {"layers": 1, "lr": 1e-4}}
+    (root / "config" / "cache.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(root, "-n", "--cores", "2", "--printshellcmds", "--configfile", "config/cache.yaml").stdout
+    assert re.search(r"^train\s+8$", out, re.M), out
+    commands = [line for line in out.splitlines() if "gwlora.train " in line]
+    assert re.search(r"^encoder_outputs\s+4$", out, re.M), out  # (clip) x (pooled, top1-input) x (train, val)
+    frozen = [re.search(r"--train-encoder-outputs (\S+) --val-encoder-outputs (\S+)", c).groups() for c in commands if "runs/frozen" in c]
+    assert len(frozen) == 4 and set(frozen) == {("results/demo/encoder_outputs/clip/pooled/train", "results/demo/encoder_outputs/clip/pooled/val")}
+    assert sum("encoder_outputs/clip/top1-input/train" in c for c in commands) == 2
+    assert not any("encoder-outputs" in c for c in commands if "runs/full/" in c)
