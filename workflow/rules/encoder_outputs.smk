@@ -1,29 +1,3 @@
-import shlex
-
-from gwlora.cache_points import CACHED_SPLITS, variant_cache_point
-
-ENCODER_OUTPUTS = f"{RESULTS}/encoder_outputs/{{context}}/{{point}}/{{split}}"
-
-
-def encoder_cache_inputs(wildcards):
-    """The train rule's cached encoder outputs (train and val): a frozen or partial variant's under train.encoder_cache auto, else none.
-
-    One cache per (context, cache point, split), so every lr and seed of a variant, and every variant with the same frozen prefix, shares it.
-    """
-    variant = VARIANTS[wildcards.variant]
-    point = variant_cache_point(config["train"], variant)
-    if point is None:
-        return {}
-    context = run_model_config(config["model"], variant)["context"]
-    return {f"{split}_encoder_outputs": ENCODER_OUTPUTS.format(context=context, point=point, split=split) for split in CACHED_SPLITS}
-
-
-def encoder_cache_args(wildcards, input):
-    """The train stage's --train-encoder-outputs and --val-encoder-outputs, where the job has them."""
-    return "".join(f" --{split}-encoder-outputs {shlex.quote(input[f'{split}_encoder_outputs'])}"
-                   for split in CACHED_SPLITS if f"{split}_encoder_outputs" in input.keys())
-
-
 rule encoder_outputs:
     """What a frozen encoder prefix makes of one split, computed once per context and cache point (gwlora.encoder_cache)."""
     input:
