@@ -17,6 +17,14 @@ def fake_predictions(path, labels, rng, audio, quality):
     write_predictions(path, labels, snr, logits)
 
 
+def fake_encoder_cache(variant) -> dict:
+    """summary.json's encoder_cache as the train stage records it: used by the frozen and partial runs."""
+    used = variant.family in ("frozen", "partial")
+    return {"setting": "auto", "used": used, "inputs": "pooled encoder outputs" if used else None, "precision": "fp32" if used else None,
+            "source": "the encoder_outputs stage" if used else None, "compute_s": 0.0,
+            "reason": None if used else f"{variant.family} trains the whole encoder: no frozen prefix"}
+
+
 def fake_summary(variant, seed) -> Summary:
     """A made-up summary.json of `variant` and `seed`: the full run looks better and slower than frozen; seed 1 of full did not learn."""
     params = {"full": 100_000, "frozen": 10_000}.get(variant.family, 12_000)
@@ -40,7 +48,8 @@ def fake_summary(variant, seed) -> Summary:
                     sequence={"positions": 1500, "audio_positions": 1500 - length, "prompt_positions": length, "audio_seconds_lost": 0.02 * length}),
         settings=Settings(device="cpu", precision="fp32", precision_reason="train.precision: fp32", compile={"setting": "auto", "mode": "off", "fallback": None, "static_shapes": None},
                           batch_size=16, lr=variant.lr, head_lr=variant.lr, schedule={"name": "constant", "warmup_steps": 0, "total_steps": 8},
-                          base_model="random-init", context=variant.context or "clip", pooling="mean"),
+                          base_model="random-init", context=variant.context or "clip", pooling="mean",
+                          encoder_cache=fake_encoder_cache(variant)),
         rebuild=Rebuild(model_config={}, base_model_dir="base_model", input={"channels": ["H1", "L1"], "n_frames": 100}, eval_batch_size=32),
         provenance=Provenance(versions={"python": "3.11", "torch": "2", "transformers": "5", "peft": "0.15"},
                               hardware={"cpu": "test CPU", "cpu_count": 2, "torch_threads": 1}, git_commit="abc"),

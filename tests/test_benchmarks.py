@@ -26,7 +26,7 @@ def smoke(tmp_path_factory):
 def test_smoke_suite_prints_every_comparison_with_ratio_and_target(smoke):
     stdout, record = smoke
     numbers = [str(r["number"]) for r in record["results"]]
-    assert numbers == ["1", "2", "3", "4a", "4b", "5", "6"]
+    assert numbers == ["1", "2", "3", "4a", "4b", "5", "6", "8a", "8b", "8c"]
     for r in record["results"]:
         assert r["ratio"] is not None and r["ratio"] > 0, r
         assert r["target"][:2] in (">=", "<=", "< "), r

@@ -126,11 +126,11 @@ def write_features(out: str | Path, features: np.ndarray, labels, snr, **meta) -
 CACHE_FILES = ("features.npy", "labels.npy", "snr.npy")
 
 
-def verify_cache(path: Path) -> dict:
-    """The cache's meta.json, after checking every array file against the size and SHA-256 it records."""
+def verify_cache(path: Path, stage: str = "features") -> dict:
+    """The cache's meta.json, after checking every array file against the size and SHA-256 it records (`stage`: the rule that made it)."""
     if not (path / "meta.json").exists():
-        raise StageError(f"{path} is not a feature cache made by the features stage (no meta.json)")
-    rebuild = f"delete {path} and run the workflow again (or snakemake --forcerun features) to rebuild it"
+        raise StageError(f"{path} is not a cache made by the {stage} stage (no meta.json)")
+    rebuild = f"delete {path} and run the workflow again (or snakemake --forcerun {stage}) to rebuild it"
     meta = read_json(path / "meta.json", rebuild)
     if "files" not in meta:
         raise StageError(f"{path / 'meta.json'} records no sizes or checksums (an older cache): {rebuild}")

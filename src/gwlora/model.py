@@ -81,12 +81,18 @@ class StrainClassifier(nn.Module):
         b, c = features.shape[:2]
         x = self.pad_to_context(features.flatten(0, 1))
         hidden = self.encoder(input_features=x).last_hidden_state  # [B*C, positions, d]
-        if self.pooling == "last":
-            pooled = hidden[:, -1]
-        else:
-            pooled = hidden[:, : self.clip_positions].mean(dim=1)
-        return self.head(pooled.reshape(b, c * pooled.shape[-1])).squeeze(-1)
+        return self.classify(self.pool(hidden), b)
         # deck: end
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B*C, positions, d] -> [B*C, d]: the last position, or the mean over the clip's own positions."""
+        if self.pooling == "last":
+            return hidden[:, -1]
+        return hidden[:, : self.clip_positions].mean(dim=1)
+
+    def classify(self, pooled: torch.Tensor, b: int) -> torch.Tensor:
+        """The head on B windows' pooled channels ([B*C, d], channel-minor) -> B logits (also what a cached frozen run trains)."""
+        return self.head(pooled.reshape(b, self.n_channels * pooled.shape[-1])).squeeze(-1)
 
 
 def build_classifier(model_dir, n_channels: int, n_frames: int, model_config: dict) -> StrainClassifier:

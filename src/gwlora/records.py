@@ -104,7 +104,7 @@ class Costs:
 
 @dataclass(frozen=True)
 class Settings:
-    """How the run was set up: device, precision, torch.compile (asked for, ran, why it fell back), batch, learning rates, schedule, model."""
+    """How the run was set up: device, precision, torch.compile (asked for, ran, why it fell back), batch, learning rates, schedule, model, encoder cache."""
 
     device: str
     precision: str  # fp32 | bf16 (autocast): gwlora.precision
@@ -117,6 +117,8 @@ class Settings:
     base_model: str
     context: str
     pooling: str
+    # gwlora.encoder_cache: setting, used, inputs (what was cached), precision (it was computed in), source, compute_s, reason (why not)
+    encoder_cache: dict
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ prints them for a config:
   context's 100 frames per second: 1500 for 30 s, 100 for 2 s, the clip's
   for ``clip``; a run on the context axis gets its own context's); a
   training step costs three forward passes; validation runs at every
-  evaluation, test once. Throughput :data:`GPU_FLOPS` on a GPU (any
+  evaluation, test once. A variant that trains on cached encoder outputs
+  (:mod:`gwlora.encoder_cache`: ``frozen``, ``partial-top<k>``) pays, per
+  training step and validation window, only for its top k layers
+  (``channels * k * (2 * p * T + 4 * T**2 * d)``, ``p`` a layer's
+  parameters; nothing for the frozen encoder's head), and the whole encoder
+  once on the test split; its ``encoder_outputs`` jobs pay the forward pass
+  of their split once. Throughput :data:`GPU_FLOPS` on a GPU (any
   ``train.device`` but ``cpu``), :data:`CPU_FLOPS_PER_THREAD` per thread on a
   CPU. Wall time = :data:`TRAIN_OVERHEAD_S` + :data:`SAFETY` x compute time.
 * training memory (host RAM): the three splits' features, loaded whole
@@ -45,6 +51,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .cache_points import CACHED_SPLITS, MAX_CACHE_BYTES, cache_bytes, cached_top_layers, top_layers_of
 from .cli import StageError, run_stage
 from .constants import INJECTION_SOURCES, SPLITS, WHISPER_FULL_POSITIONS, WHISPER_N_MELS, WHISPER_SAMPLE_RATE
 from .config import shifted_splits, split_source
@@ -89,6 +96,36 @@ def forward_flops(model: dict, data: dict, context: str | None = None) -> float:
     return channels(data) * (2 * encoder_parameters(model) * t + 4 * layers * t * t * d)
 
 
+def top_layer_flops(model: dict, data: dict, context: str | None, top_layers: int) -> float:
+    """FLOPs of one forward pass of the top `top_layers` encoder layers over one window (0: the head alone, counted as nothing)."""
+    d, _, ffn, _ = encoder_shape(model, assume_hub_size=True)
+    t = positions(model, data, context)
+    return channels(data) * top_layers * (2 * (4 * d * d + 2 * d * ffn) * t + 4 * t * t * d)
+
+
+def planned_cache_bytes(config: dict, windows: int, context: str | None, top_layers: int) -> int:
+    """float32 bytes of one split's cached encoder outputs of `windows` windows (gwlora.cache_points.cache_bytes)."""
+    d, _, _, _ = encoder_shape(config["model"], assume_hub_size=True)
+    return cache_bytes(top_layers, windows, channels(config["data"]), positions(config["model"], config["data"], context), d)
+
+
+def trains_cached(config: dict, variant, context: str | None) -> int | None:
+    """The trainable top layers of a variant that will train on cached encoder outputs, or None (the whole encoder every step).
+
+    None too where its cache would exceed :data:`MAX_CACHE_BYTES` (the stage refuses it); an encoder
+    with dropout, which the stage refuses too, is not known before it is loaded (Whisper's has none).
+    """
+    top = cached_top_layers(config["train"], variant)
+    if top is None or planned_cache_bytes(config, max(config["data"]["splits"][s] for s in CACHED_SPLITS), context, top) > MAX_CACHE_BYTES:
+        return None
+    return top
+
+
+def run_context(context: str | None, variant) -> str | None:
+    """The context a run trains at: its variant's (on the context axis), else `context` (None: model.context's longest)."""
+    return variant.context if variant is not None and variant.context else context
+
+
 def evaluations(train: dict, n_train: int) -> int:
     """Validation passes of one run: once per epoch, or every `eval_every_steps` steps."""
     epochs, every = train["epochs"], train["eval_every_steps"]
@@ -106,19 +143,31 @@ def _mb(nbytes: float, attempt: int) -> int:
     return math.ceil(mb / MEM_STEP_MB) * MEM_STEP_MB * attempt
 
 
-def train_runtime(config: dict, attempt: int = 1, context: str | None = None) -> int:
-    """Wall time in minutes of one training job (one variant, one seed), at its `context` (default: model.context's longest)."""
+def train_runtime(config: dict, attempt: int = 1, context: str | None = None, variant=None) -> int:
+    """Wall time in minutes of one training job (one variant, one seed), at its `context` (default: model.context's longest).
+
+    `variant` (a :class:`gwlora.variants.Variant`, or None: one that runs the whole encoder) gives the run's context
+    and whether it trains on cached encoder outputs.
+    """
     data, model, train = config["data"], config["model"], config["train"]
-    splits = data["splits"]
+    splits, context = data["splits"], run_context(context, variant)
     fwd = forward_flops(model, data, context)
-    flops = fwd * (3 * splits["train"] * train["epochs"] + splits["val"] * evaluations(train, splits["train"]) + splits["test"])
+    top = trains_cached(config, variant, context)
+    trained = fwd if top is None else top_layer_flops(model, data, context, top)
+    flops = trained * (3 * splits["train"] * train["epochs"] + splits["val"] * evaluations(train, splits["train"])) + fwd * splits["test"]
     rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
     return _minutes(TRAIN_OVERHEAD_S + SAFETY * flops / rate, attempt)
 
 
-def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None) -> int:
-    """Host memory of one training job at its `context`, in Snakemake's mem_mb (counted in MiB, 2**20 bytes, as SLURM's --mem)."""
+def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None, variant=None) -> int:
+    """Host memory of one training job at its `context`, in Snakemake's mem_mb (counted in MiB, 2**20 bytes, as SLURM's --mem).
+
+    A `variant` that trains on cached encoder outputs holds its train and val caches too.
+    """
     data, model, train = config["data"], config["model"], config["train"]
+    context = run_context(context, variant)
+    top = trains_cached(config, variant, context)
+    cached = 0 if top is None else sum(planned_cache_bytes(config, data["splits"][s], context, top) for s in CACHED_SPLITS)
     windows = sum(data["splits"].values())
     features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data["window_seconds"])
     weights = 16 * encoder_parameters(model)
@@ -126,7 +175,40 @@ def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None) -> 
     if train["device"] == "cpu":
         d, layers, _, _ = encoder_shape(model, assume_hub_size=True)
         activations = 4 * 16 * train["batch_size"] * channels(data) * positions(model, data, context) * d * layers
-    return _mb(features + weights + activations, attempt)
+    return _mb(features + weights + activations + cached, attempt)
+
+
+def encoder_outputs_runtime(config: dict, split: str, context: str, attempt: int = 1) -> int:
+    """Wall time in minutes of one encoder_outputs job: the encoder's forward pass over one split, once."""
+    data, train = config["data"], config["train"]
+    rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
+    return _minutes(STAGE_OVERHEAD_S + SAFETY * forward_flops(config["model"], data, context) * data["splits"][split] / rate, attempt)
+
+
+def encoder_outputs_mem_mb(config: dict, split: str, context: str, point: str, attempt: int = 1) -> int:
+    """Host memory of one encoder_outputs job: the split's features, the encoder's weights and the cache it writes."""
+    data, windows = config["data"], config["data"]["splits"][split]
+    features = 4 * windows * channels(data) * WHISPER_N_MELS * clip_frames(data["window_seconds"])
+    return _mb(features + 4 * encoder_parameters(config["model"]) + planned_cache_bytes(config, windows, context, top_layers_of(point)), attempt)
+
+
+def cached_variants(config: dict) -> list[tuple]:
+    """(variant, context, cache point) of each variant of a validated config that trains on cached encoder outputs."""
+    from .cache_points import cache_point
+    from .config import expand_variants, run_model_config
+
+    found = []
+    for variant in expand_variants(config["train"], config["model"]).values():
+        context = run_model_config(config["model"], variant)["context"]
+        top = trains_cached(config, variant, context)
+        if top is not None:
+            found.append((variant, context, cache_point(top)))
+    return found
+
+
+def cache_jobs(config: dict) -> list[tuple[str, str]]:
+    """The (context, cache point) of each encoder_outputs job of a config, shared by every lr and seed; each runs once per cached split."""
+    return list(dict.fromkeys((context, point) for _, context, point in cached_variants(config)))
 
 
 def _strain_bytes(data: dict, windows: int) -> float:
@@ -198,9 +280,9 @@ def plan_hours(config: dict) -> dict:
 
     variants = expand_variants(config["train"], config["model"])
     seeds = len(config["train"]["seeds"])
-    per_context = {c: train_runtime(config, context=c) for c in {v.context for v in variants.values()}}
-    model_minutes = seeds * sum(per_context[v.context] for v in variants.values())
+    model_minutes = seeds * sum(train_runtime(config, variant=v) for v in variants.values())
     model_minutes += sum(evaluate_runtime(config, split) for split in shifted_splits(config))
+    model_minutes += sum(encoder_outputs_runtime(config, s, context) for context, _ in cache_jobs(config) for s in CACHED_SPLITS)
     data_minutes = sum(dataset_runtime(config, s) + features_runtime(config, s) for s in [*SPLITS, *shifted_splits(config)])
     on_gpu = config["train"]["device"] != "cpu"
     return {
@@ -234,11 +316,24 @@ def confirm_plan(config: dict, confirmed: bool) -> str:
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
+def cached_train_rows(config: dict) -> list[dict]:
+    """One estimate row per variant that trains on cached encoder outputs (each of its lrs and seeds asks the same)."""
+    rows = {}
+    for variant, _, point in cached_variants(config):
+        rows.setdefault(variant.name, {"job": f"train {variant.name} (each lr and seed, on cached {point})",
+                                       "minutes": train_runtime(config, variant=variant), "mem_mb": train_mem_mb(config, variant=variant)})
+    return list(rows.values())
+
+
 def estimates(config: dict) -> list[dict]:
     """Wall time (minutes) and memory (mem_mb, in MiB) of every costly job of a validated config, first attempt."""
     listed = isinstance(config["model"]["context"], list)
     rows = [{"job": f"train (each variant and seed{f', context {c}' if listed else ''})", "minutes": train_runtime(config, context=c),
              "mem_mb": train_mem_mb(config, context=c)} for c in contexts(config["model"])]
+    rows += cached_train_rows(config)
+    for context, point in cache_jobs(config):
+        rows += [{"job": f"encoder_outputs {context} {point} {split}", "minutes": encoder_outputs_runtime(config, split, context),
+                  "mem_mb": encoder_outputs_mem_mb(config, split, context, point)} for split in CACHED_SPLITS]
     for split in [*SPLITS, *shifted_splits(config)]:
         rows.append({"job": f"dataset {split}", "minutes": dataset_runtime(config, split), "mem_mb": dataset_mem_mb(config, split)})
         rows.append({"job": f"features {split}", "minutes": features_runtime(config, split), "mem_mb": features_mem_mb(config, split)})
@@ -260,9 +355,11 @@ def _run(args):
         config = load_and_validate(args.config, args.schema)
     except ConfigError as exc:
         raise StageError(str(exc)) from None
-    print(f"{'job':<32} {'minutes':>8} {'memory (MiB)':>12}")
-    for row in estimates(config):
-        print(f"{row['job']:<32} {row['minutes']:>8} {row['mem_mb']:>12}")
+    rows = estimates(config)
+    width = max(32, *(len(row["job"]) for row in rows))
+    print(f"{'job':<{width}} {'minutes':>8} {'memory (MiB)':>12}")
+    for row in rows:
+        print(f"{row['job']:<{width}} {row['minutes']:>8} {row['mem_mb']:>12}")
     print("(a retried job asks for its attempt number times as much; a profile's set-resources overrides these)")
     print(confirm_plan(config, confirmed=True))
 

@@ -53,14 +53,25 @@ class SplitOnDevice:
     def __init__(self, features_dir: str | Path, device: torch.device):
         x, y, self.meta = load_features(features_dir)
         self.snr = load_snr(features_dir)
+        self._place(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).float(), device)
+
+    def _place(self, x_t: torch.Tensor, y_t: torch.Tensor, device: torch.device) -> None:
         self.device = device
-        self.n = len(y)
-        x_t, y_t = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).float()
+        self.n = len(y_t)
         self.resident = device.type == "cpu" or x_t.numel() * x_t.element_size() <= DEVICE_RESIDENT_BYTES
         if self.resident:
             self.x, self.y = x_t.to(device), y_t.to(device)
         else:
             self.x, self.y = x_t.pin_memory(), y_t.pin_memory()
+
+    def with_inputs(self, x: torch.Tensor) -> SplitOnDevice:
+        """The same windows (labels, SNRs, meta) with other inputs, row-aligned: what a frozen encoder prefix made of them."""
+        if len(x) != self.n:
+            raise StageError(f"{len(x)} inputs for a split of {self.n} windows")
+        other = object.__new__(SplitOnDevice)
+        other.meta, other.snr = self.meta, self.snr
+        other._place(x.contiguous().cpu(), self.y.cpu(), self.device)
+        return other
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.resident:

@@ -45,6 +45,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits as bce
 from tqdm import tqdm
 
 from .base_model import load_record
+from .encoder_cache import CacheUse, attach as attach_encoder_cache
 from .cli import StageError, json_arg, run_stage
 from .families import StepHook, family
 from .variants import Variant
@@ -142,11 +143,21 @@ class Run:
     compile_fallback: str | None = None  # why the run trains eagerly although train.compile asked for a mode
     step_hook: StepHook | None = None  # the family's call after each optimiser step (AdaLoRA's rank allocation)
     precision_state: RunPrecision | None = None  # train.precision resolved on this device, or as the resumed run recorded it
+    cache: CacheUse | None = None  # cached encoder outputs to train and validate on (gwlora.encoder_cache), set once the precision is known
 
     @property
     def forward(self):
-        """What training and evaluation call: the compiled model, else the model itself."""
-        return self.model if self.compiled is None else self.compiled
+        """What training and evaluation call: the compiled model, else the model itself (from the cache point up, when cached)."""
+        return self.fit_model if self.compiled is None else self.compiled
+
+    @property
+    def fit_model(self) -> torch.nn.Module:
+        """What trains and validates: the classifier above its frozen prefix on cached outputs, else the whole classifier."""
+        return self.cache.module if self.cache is not None and self.cache.used else self.model
+
+    def fit_split(self, name: str) -> SplitOnDevice:
+        """The train or val split as :attr:`fit_model` reads it: cached encoder outputs, else the features."""
+        return self.cache.splits[name] if self.cache is not None and self.cache.used else self.splits[name]
 
     @property
     def checkpointed(self) -> Checkpointed:
@@ -242,8 +253,8 @@ def compile_run(run: Run, state: RunState) -> None:
         return
     start = time.perf_counter()
     try:
-        forward = compile_model(run.model, mode)
-        train, val, loss_fn = run.splits["train"], run.splits["val"], torch.nn.BCEWithLogitsLoss()
+        forward = compile_model(run.fit_model, mode)
+        train, val, loss_fn = run.fit_split("train"), run.fit_split("val"), torch.nn.BCEWithLogitsLoss()
         x, y = train.batch(torch.arange(run.batch_size) % train.n)
         x_eval, _ = val.batch(torch.arange(run.eval_batch_size) % val.n)
         with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
@@ -279,8 +290,13 @@ def train_run(
     variant: Variant,
     seed: int,
     out_dir: str | Path,
+    encoder_outputs: dict[str, str | Path] | None = None,
 ) -> dict:
     """Train one variant with one seed; write curve.csv, summary.json, predictions.csv, best/ and tensorboard/ into `out_dir`.
+
+    `encoder_outputs`: the encoder_outputs stage's train and val caches for a
+    variant with a frozen prefix (:mod:`gwlora.encoder_cache`); without them,
+    such a variant computes its cache itself (unless ``train.encoder_cache`` is off).
 
     The run state is saved at every evaluation; a run that was killed resumes
     from it when started again with the same settings, and ends exactly as an
@@ -290,15 +306,16 @@ def train_run(
     order = torch.Generator().manual_seed(seed)  # data order: a function of the seed only
     state = resume_or_start(run.checkpointed, order, run.label)
     log.info("%s: computes in %s (%s)", run.label, run.precision.name, run.precision.reason)
+    run.cache = attach_encoder_cache(run.model, variant, run.splits, model_config, train_config, run.precision, encoder_outputs, features, run.label)
     compile_run(run, state)
     if state.step == 0:
-        state.initial_val_loss = evaluate(run.model, run.splits["val"], run.eval_batch_size, run.precision, forward=run.compiled)["loss"]
+        state.initial_val_loss = evaluate(run.fit_model, run.fit_split("val"), run.eval_batch_size, run.precision, forward=run.compiled)["loss"]
     log.info("%s: %d trainable of %d parameters on %s, %d steps/epoch", run.label, run.trainable_parameters, run.total_parameters, run.device, run.steps_per_epoch)
     # imported here, so that gwlora.train imports without tensorboard (e.g. on a bare GPU machine)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run.out_dir / "tensorboard"), purge_step=state.step + 1 if state.step else None)
-    loss_fn, train, losses = torch.nn.BCEWithLogitsLoss(), run.splits["train"], []
+    loss_fn, train, losses = torch.nn.BCEWithLogitsLoss(), run.fit_split("train"), []
     bar = tqdm(total=run.last_step, initial=state.step, desc=run.label, unit="step", mininterval=2.0)
     segment_start = time.perf_counter()
     while state.epoch <= train_config["epochs"] and not state.stopped:
@@ -337,7 +354,7 @@ def evaluate_and_checkpoint(run: Run, state: RunState, losses: list[torch.Tensor
     if len(bad):
         bad_step = state.step - len(losses_t) + int(bad[0]) + 1
         raise StageError(f"{run.label}: non-finite training loss at step {bad_step} (lr {run.variant.lr})")
-    metrics = evaluate(run.model, run.splits["val"], run.eval_batch_size, run.precision, forward=run.compiled)
+    metrics = evaluate(run.fit_model, run.fit_split("val"), run.eval_batch_size, run.precision, forward=run.compiled)
     row = CurveRow(step=state.step, epoch=state.step / run.steps_per_epoch, samples_seen=state.samples_seen, train_time_s=state.train_time,
                    train_loss=float(losses_t.mean()), val_loss=metrics["loss"], val_auc=metrics["auc"], val_accuracy=metrics["accuracy"],
                    val_brier=metrics["brier"])
@@ -438,11 +455,14 @@ def settings_of(run: Run) -> Settings:
         batch_size=run.batch_size, lr=run.variant.lr, head_lr=head["initial_lr"] if head["name"] == "head" else None,
         schedule={**schedule, "warmup_steps": warmup_steps(schedule, run.last_step), "total_steps": run.last_step},
         base_model=load_record(run.model_dir)["source"], context=run.model_config["context"], pooling=run.model_config["pooling"],
+        encoder_cache=run.cache.record,
     )
 def _parser(p):
     p.add_argument("--train-features", required=True, help="train split features (the features stage's directory)")
     p.add_argument("--val-features", required=True, help="val split features (evaluations and the best checkpoint)")
     p.add_argument("--test-features", help="test split features (final metrics of the best checkpoint)")
+    p.add_argument("--train-encoder-outputs", help="train split's cached encoder outputs (the encoder_outputs stage), for frozen and partial")
+    p.add_argument("--val-encoder-outputs", help="val split's cached encoder outputs, with --train-encoder-outputs")
     p.add_argument("--model", required=True, help="base model directory")
     p.add_argument("--model-config", type=json_arg, required=True, help="validated `model` config section, as JSON")
     p.add_argument("--train-config", type=json_arg, required=True, help="validated `train` config section, as JSON")
@@ -468,6 +488,7 @@ def _run(args):
         variant=Variant.from_dict(args.variant),
         seed=args.seed,
         out_dir=args.out,
+        encoder_outputs={"train": args.train_encoder_outputs, "val": args.val_encoder_outputs} if args.train_encoder_outputs else None,
     )
     log.info(
         "%s seed %d: val AUC %.4f and val loss %.4f (best checkpoint), test AUC %s, %.1f s training, %d trainable parameters",

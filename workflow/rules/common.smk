@@ -1,7 +1,9 @@
 import json
+import shlex
 
 from gwlora import gpus
 from gwlora import resources as estimate
+from gwlora.cache_points import CACHED_SPLITS, variant_cache_point
 from gwlora.config import SHIFT_PREFIX, run_model_config, split_source
 from gwlora.plot import figure_names as plot_figure_names
 from gwlora.run_state import train_stage_settings
@@ -57,10 +59,33 @@ def figure_names():
 
 
 def per_run(estimate_of):
-    """A resources callable (train): the gwlora.resources estimate for the job's run (its context), larger on each retry."""
-    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, context=VARIANTS[wildcards.variant].context)
+    """A resources callable (train): the gwlora.resources estimate for the job's run (its context, its cache), larger on each retry."""
+    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, variant=VARIANTS[wildcards.variant])
 
 
 def per_split(estimate_of):
     """A resources callable (dataset, features): the estimate for the job's split, larger on each retry."""
     return lambda wildcards, attempt: estimate_of(config, wildcards.split, attempt=attempt)
+
+
+# The encoder_outputs rule's caches: what a frozen encoder prefix makes of a split (gwlora.encoder_cache)
+ENCODER_OUTPUTS = f"{RESULTS}/encoder_outputs/{{context}}/{{point}}/{{split}}"
+
+
+def encoder_cache_inputs(wildcards):
+    """The train rule's cached encoder outputs (train and val): a frozen or partial variant's under train.encoder_cache auto, else none.
+
+    One cache per (context, cache point, split), so every lr and seed of a variant, and every variant with the same frozen prefix, shares it.
+    """
+    variant = VARIANTS[wildcards.variant]
+    point = variant_cache_point(config["train"], variant)
+    if point is None:
+        return {}
+    context = run_model_config(config["model"], variant)["context"]
+    return {f"{split}_encoder_outputs": ENCODER_OUTPUTS.format(context=context, point=point, split=split) for split in CACHED_SPLITS}
+
+
+def encoder_cache_args(wildcards, input):
+    """The train stage's --train-encoder-outputs and --val-encoder-outputs, where the job has them."""
+    return "".join(f" --{split}-encoder-outputs {shlex.quote(input[f'{split}_encoder_outputs'])}"
+                   for split in CACHED_SPLITS if f"{split}_encoder_outputs" in input.keys())

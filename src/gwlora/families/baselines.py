@@ -32,6 +32,9 @@ class Frozen(Family):
         freeze_encoder(model)
         return model
 
+    def trainable_top_layers(self, variant):
+        return 0  # the head alone: its input, the pooled encoder output, is cached
+
     def trains(self, record):
         return "head only"
 
@@ -63,6 +66,9 @@ class Partial(Family):
             layer.requires_grad_(True)
         model.encoder.layer_norm.requires_grad_(True)
         return model
+
+    def trainable_top_layers(self, variant):
+        return variant.params["layers"]  # the hidden states entering the first of them are cached
 
     def trains(self, record):
         return f"top {int(record['layers'])} layers + head"

@@ -82,6 +82,16 @@ class Family:
         """What the training loop calls after each of the run's `total_steps` optimiser steps, or None (most families)."""
         return None
 
+    def trainable_top_layers(self, variant: "Variant") -> int | None:
+        """How many of the encoder's top layers train (0: none), or None where something below them trains too.
+
+        Not None means the encoder below those layers is a frozen prefix whose output
+        never changes during training, so :mod:`gwlora.encoder_cache` computes it once
+        and the run trains on it; None (the default) for every family that needs the
+        whole encoder at every step (full fine-tuning, LoRA, adapters, prompts, ...).
+        """
+        return None
+
     def before_loading(self, model: "nn.Module", variant: "Variant", best_dir: "Path") -> None:
         """Ready `model` (the variant applied) for the checkpoint saved in `best_dir`; most families need nothing."""
 
