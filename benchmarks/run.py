@@ -30,7 +30,8 @@ sys.path.insert(1, str(HERE.parent / "src"))  # the checkout's own package, inst
 import torch
 from common import Setup, markdown_table, scratch, synthetic_strain, tiny_model_dir
 
-MODULES = {1: "cmp1_seed", 2: "cmp2_trainer", 3: "cmp3_context", 4: "cmp4_lora", 5: "cmp5_features", 6: "cmp6_workflow"}
+MODULES = {1: "cmp1_seed", 2: "cmp2_trainer", 3: "cmp3_context", 4: "cmp4_lora", 5: "cmp5_features", 6: "cmp6_workflow",
+           7: "cmp7_precision"}
 DEFAULT_MODEL = HERE.parent / ".." / "shared" / "models" / "whisper-tiny.en-encoder"
 
 
