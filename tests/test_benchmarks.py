@@ -19,7 +19,7 @@ BENCH = REPO / "benchmarks"
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     done = subprocess.run([sys.executable, str(BENCH / "run.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=600, check=False)  # 7 comparisons; 300 s ran out on a loaded 2-core machine
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, json.loads(out.read_text())
 
@@ -87,7 +87,7 @@ def test_precision_comparison_names_the_processor_and_whether_it_has_native_bf16
                            "7-peft-ia3", "7-attn"}
     assert sevens["7-full"]["target"] == ">= 3" and sevens["7-lora-r8"]["target"] == ">= 3.5"
     assert all(r["extra"]["fp32_step_s"] > 0 and r["extra"]["bf16_step_s"] > 0 for n, r in sevens.items() if n != "7-attn")
-    assert set(sevens["7-attn"]["extra"]) == {"clip/fp32", "clip/bf16", "2s/fp32", "2s/bf16"}
+    assert {"50/fp32", "50/bf16"} <= set(sevens["7-attn"]["extra"])  # the clip's 50 positions, both precisions
     if not cpu_bf16_units():
         assert "no native bf16 matrix unit" in stdout and sevens["7-full"]["verdict"] == "n/a"
 

@@ -20,10 +20,11 @@ from .encoder import context_frames
 
 # The attention kernel of every run, measured (docs/benchmarks.md, "fp32 against bf16"; benchmarks/cmp7_precision.py's
 # 7-attn): on the AMD EPYC (AVX2, no AVX512/AMX) torch's SDPA, whose CPU kernel is flash attention, ties the explicit
-# matmuls of attn_implementation="eager" at 50 positions in fp32 and beats them at 100 positions (1.2x) and 1500 (2.3x),
-# and in (emulated) bf16 by 2.1x at 50 and 100; on CUDA SDPA is the flash/memory-efficient kernel. So SDPA on every
-# device and precision measured. Not measured: a CPU with AMX or AVX512-BF16, where issue 20 saw the flash backward
-# take 28% of the bf16 step at 50 positions; if 7-attn shows eager faster there, choose it here by device and precision.
+# matmuls of attn_implementation="eager" at 50 positions in fp32, beats them at 100 positions (1.1-1.2x) and at 1500
+# (2.3-2.5x), and in (emulated) bf16 by 1.7-2.2x at 50 and 100; on CUDA SDPA is the flash/memory-efficient kernel. So
+# SDPA on every device and precision measured. Not measured: a CPU with AMX or AVX512-BF16, where issue 20 saw the flash
+# backward take 28% of the bf16 step at 50 positions; if 7-attn shows eager faster there, choose it here by device and
+# precision.
 ATTENTION_KERNEL = "sdpa"
 
 
