@@ -6,7 +6,8 @@
 
 Comparisons: 1 the original study's pipeline, 2 HF Trainer + peft, 3 clip vs 30 s
 context, 4 LoRA r=8 vs full fine-tuning (4a step time, 4b memory), 5 feature
-extraction, 6 workflow overhead. Each prints its ratio next to its target,
+extraction, 6 workflow overhead, 7 the training step of each family in fp32 vs
+bf16 autocast and the attention kernels (issue 20). Each prints its ratio next to its target,
 PASS or MISS; docs/benchmarks.md records the figures and explains any miss.
 benchmarks/gpu.py is the same on a CUDA machine, with Whisper small.
 """
