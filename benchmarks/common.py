@@ -85,11 +85,14 @@ def tiny_model_dir(out: Path, d_model: int = 32, layers: int = 2) -> Path:
     return out
 
 
-def ours(setup: Setup, variant: Variant, context: str = "clip", pooling: str = "mean") -> torch.nn.Module:
-    """The workflow's classifier for `variant`, built by gwlora.model exactly as the train stage builds it."""
+def ours(setup: Setup, variant: Variant, context: str = "clip", pooling: str = "mean", **build) -> torch.nn.Module:
+    """The workflow's classifier for `variant`, built by gwlora.model exactly as the train stage builds it.
+
+    `build`: build_classifier's keywords (``attn_implementation``, ``precision``), to time another choice.
+    """
     torch.manual_seed(0)
     config = dict(OURS_MODEL, context=context, pooling=pooling)
-    base = build_classifier(setup.model_dir, N_CHANNELS, setup.n_samples // WHISPER_HOP_LENGTH, config)
+    base = build_classifier(setup.model_dir, N_CHANNELS, setup.n_samples // WHISPER_HOP_LENGTH, config, **build)
     return apply_variant(base, variant).to(setup.device).train()
 
 
@@ -169,14 +172,17 @@ def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="gwlora-bench-"))
 
 
-def our_step(setup: Setup, model: torch.nn.Module, lr: float) -> tuple[Callable[[], None], torch.optim.Optimizer]:
-    """One step of the train stage's loop: a batch from the device-resident cache, then `gwlora.train.train_step`."""
+def our_step(setup: Setup, model: torch.nn.Module, lr: float, precision: str = "auto") -> tuple[Callable[[], None], torch.optim.Optimizer]:
+    """One step of the train stage's loop: a batch from the device-resident cache, then `gwlora.train.train_step`.
+
+    `precision`: train.precision (auto, the train stage's default; fp32; bf16).
+    """
     from gwlora.precision import resolve_precision
     from gwlora.scoring import SplitOnDevice
     from gwlora.train import make_optimizer, train_step
 
     split = SplitOnDevice(setup.features_dir(), setup.device)
-    precision = resolve_precision("auto", setup.device)  # the train stage's default, train.precision auto
+    precision = resolve_precision(precision, setup.device)
     optimizer = make_optimizer(model, lr, 0.01)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     order = torch.Generator().manual_seed(0)

@@ -6,7 +6,8 @@
 
 Comparisons: 1 the original study's pipeline, 2 HF Trainer + peft, 3 clip vs 30 s
 context, 4 LoRA r=8 vs full fine-tuning (4a step time, 4b memory), 5 feature
-extraction, 6 workflow overhead, 8 frozen and partial runs on cached encoder
+extraction, 6 workflow overhead, 7 the training step of each family in fp32 vs
+bf16 autocast and the attention kernels, 8 frozen and partial runs on cached encoder
 outputs (issue 20). Each prints its ratio next to its target,
 PASS or MISS; docs/benchmarks.md records the figures and explains any miss.
 benchmarks/gpu.py is the same on a CUDA machine, with Whisper small.
@@ -32,7 +33,7 @@ import torch
 from common import Setup, markdown_table, scratch, synthetic_strain, tiny_model_dir
 
 MODULES = {1: "cmp1_seed", 2: "cmp2_trainer", 3: "cmp3_context", 4: "cmp4_lora", 5: "cmp5_features", 6: "cmp6_workflow",
-           8: "cmp8_encoder_cache"}
+           7: "cmp7_precision", 8: "cmp8_encoder_cache"}
 DEFAULT_MODEL = HERE.parent / ".." / "shared" / "models" / "whisper-tiny.en-encoder"
 
 

@@ -18,7 +18,17 @@ from .cli import StageError
 from .encoder import context_frames
 
 
-def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implementation: str = "sdpa"):
+# The attention kernel of every run, measured (docs/benchmarks.md, "fp32 against bf16"; benchmarks/cmp7_precision.py's
+# 7-attn): on the AMD EPYC (AVX2, no AVX512/AMX) torch's SDPA, whose CPU kernel is flash attention, ties the explicit
+# matmuls of attn_implementation="eager" at 50 positions in fp32, beats them at 100 positions (1.1-1.2x) and at 1500
+# (2.3-2.5x), and in (emulated) bf16 by 1.7-2.2x at 50 and 100; on CUDA SDPA is the flash/memory-efficient kernel. So
+# SDPA on every device and precision measured. Not measured: a CPU with AMX or AVX512-BF16, where issue 20 saw the flash
+# backward take 28% of the bf16 step at 50 positions; if 7-attn shows eager faster there, choose it here by device and
+# precision.
+ATTENTION_KERNEL = "sdpa"
+
+
+def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implementation: str = ATTENTION_KERNEL):
     """The Whisper encoder of `model_dir`, sized for `n_frames` (clip), a duration (``2s``: 200 frames) or 3000 frames (30s).
 
     Every context but ``30s`` slices the positional embedding to its positions
@@ -95,8 +105,8 @@ class StrainClassifier(nn.Module):
         return self.head(pooled.reshape(b, self.n_channels * pooled.shape[-1])).squeeze(-1)
 
 
-def build_classifier(model_dir, n_channels: int, n_frames: int, model_config: dict) -> StrainClassifier:
-    encoder = load_encoder(model_dir, n_frames, model_config["context"])
+def build_classifier(model_dir, n_channels: int, n_frames: int, model_config: dict, attn_implementation: str = ATTENTION_KERNEL) -> StrainClassifier:
+    encoder = load_encoder(model_dir, n_frames, model_config["context"], attn_implementation)
     return StrainClassifier(encoder, n_channels, n_frames, model_config["pooling"], model_config["head_hidden"])
 
 

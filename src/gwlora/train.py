@@ -76,6 +76,9 @@ def is_head(name: str) -> bool:
 def make_optimizer(model, lr: float, weight_decay: float, head_lr_multiplier: float = 1.0) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, one fused kernel for all of them (CPU and CUDA).
 
+    ``fused=True`` has a CPU kernel since torch 2.4 (this project needs 2.13), for fp32 master weights as
+    here; measured against ``foreach`` in docs/benchmarks.md ("fp32 against bf16").
+
     Two parameter groups: the head at ``lr * head_lr_multiplier``, everything
     else that trains (encoder weights, adapters) at ``lr``.
     """
@@ -200,6 +203,8 @@ def prepare_run(features, model_dir, model_config: dict, train_config: dict, var
     """Device, features on it, the seeded model with the variant applied, and its optimizer."""
     device = resolve_device(train_config["device"])
     if device.type == "cpu":
+        # the rule's `threads:` (train.threads, --threads): the intra-op pool every matmul and attention kernel uses.
+        # The inter-op pool is left alone: eager training forks no inter-op work, and it can only be sized before any.
         torch.set_num_threads(train_config["threads"])
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
