@@ -58,7 +58,7 @@ def figure_names():
 
 def per_run(estimate_of):
     """A resources callable (train): the gwlora.resources estimate for the job's run (its context), larger on each retry."""
-    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, context=VARIANTS[wildcards.variant].context)
+    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, context=RUN_VARIANTS[wildcards.variant].context)
 
 
 def per_split(estimate_of):
