@@ -23,6 +23,7 @@ os.environ.update(PATH=os.pathsep.join(filter(None, [str(Path(sys.executable).pa
 from gwlora.cli import StageError
 from gwlora.config import ConfigError, expand_variants, load_schema, shifted_splits, validate
 from gwlora.constants import SPLITS
+from gwlora.lr_search import extension_variants, grids
 
 # config/config.yaml is the default; `--configfile FILE` replaces it rather than
 # merging into it, so a config never inherits variants it does not list.
@@ -48,12 +49,19 @@ report: "workflow/report/workflow.rst"  # `snakemake --report report.zip`: figur
 RESULTS = f"results/{config['experiment']}"
 REPORT = "report"  # the deck's source, relative to the working directory like every path here
 VARIANTS = expand_variants(config["train"], config["model"])  # model.context may list contexts: a variant axis
+LR_SEARCH = config["train"]["lr_search"]  # grids extended past their edges, round by round (workflow/rules/lr_search.smk)
+LR_GRIDS = grids(VARIANTS)  # each compared variant's name -> its configured lr grid
+# the runs an lr search may add (gwlora.lr_search): known before any run, so that they are wildcards like the grid's
+EXTENSIONS = extension_variants(VARIANTS, LR_SEARCH["max_extensions"]) if LR_SEARCH["extend"] else {}
+RUN_VARIANTS = {**VARIANTS, **EXTENSIONS}  # every run the workflow may train, by run id: the grid's and the search's
 SEEDS = config["train"]["seeds"]
 TEST_SETS = list(config["evaluation"]["test_sets"])  # shifted test sets, scored by every run (data folder shift-<name>)
 
 wildcard_constraints:
     split="|".join(map(re.escape, [*SPLITS, *shifted_splits(config)])),
-    variant="|".join(map(re.escape, VARIANTS)),
+    variant="|".join(map(re.escape, RUN_VARIANTS)),
+    search="|".join(map(re.escape, LR_GRIDS)),
+    round=r"\d+",
     seed=r"\d+",
     test_set="|".join(map(re.escape, TEST_SETS)) or "(?!)",
 
@@ -66,6 +74,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/encoder_outputs.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/lr_search.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/deck.smk"

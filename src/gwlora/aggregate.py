@@ -19,7 +19,8 @@ Outputs, in one directory:
   sd over seeds), with the paired test-AUC difference against full fine-tuning
   on that set and its 95% bootstrap interval;
 * ``efficiency.csv``: detection efficiency (TPR at the FPR) against injected
-  SNR per test set and variant, with binomial intervals (injection data only);
+  SNR per test set and variant, with exact binomial intervals per seed and their
+  spread over seeds (injection data only);
 * ``context.csv``: when ``model.context`` lists several contexts (a variant
   axis), per variant and context: test AUC over seeds, the paired difference to
   the reference context (30 s, else the longest listed) with its 95% interval,
@@ -446,7 +447,7 @@ SHIFT_METRICS = ("auc", "tpr_at_fpr", "accuracy", "brier")
 SHIFT_RUN_COLUMNS = ["test_set", "variant", "lr", "seed", "selected", *SHIFT_METRICS, "one_class", "did_not_learn"]
 EFFICIENCY_BINS = 5  # equal-count bins of a test set's injected SNR
 EFFICIENCY_COLUMNS = ["test_set", "variant", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "seeds",
-                      "threshold_fpr", "efficiency", "ci_low", "ci_high"]
+                      "threshold_fpr", "efficiency", "ci_low", "ci_high", "seed_min", "seed_max"]
 
 
 def shift_predictions(runs: pd.DataFrame, test_sets: list[str]) -> dict[str, dict[tuple[str, int], pd.DataFrame]]:
@@ -504,19 +505,46 @@ def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], runs: pd.Dat
     return out
 
 
-def _binomial_interval(k: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Clopper-Pearson interval of k successes in n trials (k may be a mean count over seeds)."""
-    alpha = 1 - confidence
-    low = stats.beta.ppf(alpha / 2, k, n - k + 1) if k > 0 else 0.0
-    high = stats.beta.ppf(1 - alpha / 2, k + 1, n - k) if k < n else 1.0
-    return float(low), float(high)
+def _binomial_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact) interval of `k` successes in `n` trials: one run's detected count in one SNR bin.
+
+    `k` must be a count, never a mean over seeds: a mean is not a binomial count, and its interval has no coverage.
+    """
+    if int(k) != k or not 0 <= k <= n:
+        raise StageError(f"a binomial interval needs a whole count of successes between 0 and {n}, not {k}")
+    ci = stats.binomtest(int(k), n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def _detected_counts(pred: pd.DataFrame, fpr: float, edges: np.ndarray) -> np.ndarray:
+    """One run's detected signals per SNR bin, at the threshold that lets `fpr` of its noise windows through."""
+    noise, signal = pred.logit[pred.label == 0].to_numpy(), pred[pred.label == 1]
+    threshold = np.quantile(noise, 1 - fpr, method="higher")
+    in_bin = snr_bin_of(edges, signal.snr)
+    return np.array([(signal.logit.to_numpy()[in_bin == b] > threshold).sum() for b in range(len(edges) - 1)])
+
+
+def _seed_spread(counts: np.ndarray, n: int) -> list[float]:
+    """efficiency (mean over seeds), ci_low, ci_high (the envelope of the seeds' exact intervals), seed_min, seed_max."""
+    intervals = np.array([_binomial_interval(k, n) for k in counts])
+    fractions = counts / n
+    return [float(fractions.mean()), float(intervals[:, 0].min()), float(intervals[:, 1].max()),
+            float(fractions.min()), float(fractions.max())]
 
 
 def efficiency(predictions: dict[str, dict], fpr: float) -> pd.DataFrame:
     """Detection efficiency against injected SNR per test set and variant: the fraction of signals above the
     threshold that lets `fpr` of the set's noise windows through (the (1 - fpr) quantile of their logits), in
-    equal-count SNR bins, with a 95% Clopper-Pearson interval on the mean detected count over seeds.
-    Test sets without injected SNRs (audio) give no rows."""
+    equal-count SNR bins. Test sets without injected SNRs (audio) give no rows.
+
+    Intervals are computed per seed and then spread, never on a count averaged over seeds (not a binomial count).
+    Each seed's run detects a whole number k of the bin's n signals: a binomial count with its exact
+    Clopper-Pearson interval (scipy.stats.binomtest). Pooling k and n over seeds was rejected because every
+    seed scores the same windows, so the pooled n would count each window once per seed and narrow the interval
+    by up to sqrt(seeds). A row reports `efficiency` (the seeds' mean fraction), `ci_low` / `ci_high` (the
+    envelope of the seeds' 95% intervals: the lowest lower bound and the highest upper bound, so the bars cover
+    both the bin's sampling and the seeds' spread; with one seed, that seed's exact interval) and
+    `seed_min` / `seed_max` (the lowest and highest seed's fraction)."""
     rows = []
     for name, by_run in predictions.items():
         first = next(iter(by_run.values()))
@@ -526,19 +554,13 @@ def efficiency(predictions: dict[str, dict], fpr: float) -> pd.DataFrame:
         edges, which = snr_bins(signal_snr, EFFICIENCY_BINS)
         detected: dict[str, list[np.ndarray]] = {}
         for (variant, _), pred in by_run.items():
-            noise, signal = pred.logit[pred.label == 0].to_numpy(), pred[pred.label == 1]
-            threshold = np.quantile(noise, 1 - fpr, method="higher")
-            in_bin = snr_bin_of(edges, signal.snr)
-            detected.setdefault(variant, []).append(np.array([(signal.logit.to_numpy()[in_bin == b] > threshold).sum() for b in range(len(edges) - 1)]))
+            detected.setdefault(variant, []).append(_detected_counts(pred, fpr, edges))
         for variant, counts in detected.items():
-            mean = np.mean(counts, axis=0)
             for b in range(len(edges) - 1):
                 n = int((which == b).sum())
-                if n == 0:
-                    continue
-                low, high = _binomial_interval(mean[b], n)
-                rows.append([name, variant, b, edges[b], edges[b + 1], float(np.median(signal_snr[which == b])), n, len(counts), fpr,
-                             mean[b] / n, low, high])
+                if n:
+                    rows.append([name, variant, b, edges[b], edges[b + 1], float(np.median(signal_snr[which == b])), n, len(counts), fpr,
+                                 *_seed_spread(np.array(counts)[:, b], n)])
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 

@@ -21,6 +21,7 @@ from . import families
 from .constants import AUDIO_SOURCES, SPLITS, WHISPER_CHUNK_SECONDS, WHISPER_FRAMES_PER_SECOND, WHISPER_FULL_FRAMES
 from .encoder import ENCODER_LINEAR_MODULES, context_frames, context_seconds, context_suffix, contexts, encoder_shape
 from .errors import ConfigError
+from .lr_search import check_grids, extension_variants
 from .variants import Variant
 
 __all__ = [  # besides this module's own: what the stages import from here
@@ -276,7 +277,10 @@ def _check_semantics(config: dict, probe_libraries: bool = True) -> None:
         config["train"]["compile"] = "off"
     _check_contexts(config["model"], data["window_seconds"])
     _check_model_fits(config, probe_libraries)
-    expand_variants(config["train"], config["model"])  # learning rates that would name two runs alike
+    variants = expand_variants(config["train"], config["model"])  # learning rates that would name two runs alike
+    if config["train"]["lr_search"]["extend"]:
+        check_grids(variants)
+        extension_variants(variants, config["train"]["lr_search"]["max_extensions"])  # an added rate the grid already runs
 
 
 # --------------------------------------------------------------------------- encoder context

@@ -30,8 +30,8 @@ RUN_STATE = "checkpoint/last.pt"
 # The run state file: one header line naming the SHA-256 of the torch.save payload that follows it.
 _STATE_HEADER = b"gwlora-run-state sha256="
 # Keys of the config's `train` section the train stage does not read: each job gets its own variant and seed, and
-# lr_selection is the aggregate stage's. The workflow passes the section without them, so changing them retrains nothing.
-NOT_TRAIN_STAGE_KEYS = ("variants", "seeds", "lr_selection")
+# lr_selection and lr_search are the aggregate stage's and the workflow's. The workflow passes the section without them, so changing them retrains nothing.
+NOT_TRAIN_STAGE_KEYS = ("variants", "seeds", "lr_selection", "lr_search")
 # Keys that change how fast a run goes or how it is measured, not the weights it reaches: a state saved under other values resumes.
 MEASUREMENT_KEYS = ("threads", "device", "latency_batches", "compile")
 

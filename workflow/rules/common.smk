@@ -4,6 +4,7 @@ import shlex
 from gwlora import gpus
 from gwlora import resources as estimate
 from gwlora.cache_points import CACHED_SPLITS, variant_cache_point
+from gwlora.cli import read_json
 from gwlora.config import SHIFT_PREFIX, run_model_config, split_source
 from gwlora.plot import figure_names as plot_figure_names
 from gwlora.run_state import train_stage_settings
@@ -60,7 +61,7 @@ def figure_names():
 
 def per_run(estimate_of):
     """A resources callable (train): the gwlora.resources estimate for the job's run (its context, its cache), larger on each retry."""
-    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, variant=VARIANTS[wildcards.variant])
+    return lambda wildcards, attempt: estimate_of(config, attempt=attempt, variant=RUN_VARIANTS[wildcards.variant])
 
 
 def per_split(estimate_of):
@@ -77,7 +78,7 @@ def encoder_cache_inputs(wildcards):
 
     One cache per (context, cache point, split), so every lr and seed of a variant, and every variant with the same frozen prefix, shares it.
     """
-    variant = VARIANTS[wildcards.variant]
+    variant = RUN_VARIANTS[wildcards.variant]
     point = variant_cache_point(config["train"], variant)
     if point is None:
         return {}
@@ -89,3 +90,47 @@ def encoder_cache_args(wildcards, input):
     """The train stage's --train-encoder-outputs and --val-encoder-outputs, where the job has them."""
     return "".join(f" --{split}-encoder-outputs {shlex.quote(input[f'{split}_encoder_outputs'])}"
                    for split in CACHED_SPLITS if f"{split}_encoder_outputs" in input.keys())
+
+
+# --- train.lr_search (workflow/rules/lr_search.smk): the rounds decided so far and the runs they add
+
+RUN_OF = {(v.name, v.lr): run for run, v in RUN_VARIANTS.items()}  # (variant name, lr) -> run id
+
+
+def decided(search, round):
+    """Round `round`'s decision for variant `search` (a checkpoint: Snakemake runs it first when it is not decided)."""
+    return read_json(checkpoints.lr_search.get(search=search, round=round).output.decision)
+
+
+def searched_lrs(search, rounds):
+    """The rates of variant `search` tried before round `rounds`: its grid, then the rate each earlier round added."""
+    return [*LR_GRIDS[search], *(lr for k in range(rounds) for lr in decided(search, k)["train"])]
+
+
+def final_lrs(search):
+    """Every rate of variant `search` once its search ends: the first round that adds nothing lists them."""
+    for k in range(2 * LR_SEARCH["max_extensions"] + 1):  # each round but the last adds one rate, at most max_extensions an edge
+        decision = decided(search, k)
+        if not decision["train"]:
+            return decision["tried"]
+    raise WorkflowError(f"lr search of {search}: still adding rates after {k + 1} rounds; delete {RESULTS}/lr_search/{search}")
+
+
+def added_run_files(search):
+    """The files of every run the search of variant `search` added: each seed's summary and predictions, and its shifted test sets' scores."""
+    added = [RUN_OF[search, lr] for lr in sorted(set(final_lrs(search)) - set(LR_GRIDS[search]))]
+    return [*expand([rules.train.output.summary, rules.train.output.predictions], variant=added, seed=SEEDS),
+            *expand(rules.evaluate_extension.output.metrics, variant=added, seed=SEEDS, test_set=TEST_SETS)]
+
+
+def lr_search_inputs():
+    """The aggregate rule's inputs of the lr searches, one item a variant, so that each search's checkpoints advance on their own
+    (Snakemake stops an input function at its first undecided checkpoint; one function for all would search one variant at a time)."""
+    if not LR_SEARCH["extend"]:
+        return {}
+    return {f"lr_search_{i}": (lambda wildcards, search=search: added_run_files(search)) for i, search in enumerate(LR_GRIDS)}
+
+
+def added_summaries(input):
+    """The summary.json files among the aggregate job's lr-search inputs."""
+    return [p for key, files in input.items() if key.startswith("lr_search_") for p in files if Path(p).name == "summary.json"]

@@ -11,9 +11,9 @@ rule train:
         summary=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/summary.json",
         predictions=f"{RESULTS}/runs/{{variant}}/seed{{seed}}/predictions.csv",
     params:
-        model=lambda wc: as_json(run_model_config(config["model"], VARIANTS[wc.variant])),  # the run's own context
+        model=lambda wc: as_json(run_model_config(config["model"], RUN_VARIANTS[wc.variant])),  # the run's own context
         train=as_json(train_stage_settings(config["train"])),  # without the keys the stage does not read: changing them retrains nothing
-        variant=lambda wc: as_json(VARIANTS[wc.variant].to_dict()),
+        variant=lambda wc: as_json(RUN_VARIANTS[wc.variant].to_dict()),
         run_dir=subpath(output.summary, parent=True),
         device=config["train"]["device"],
         encoder_outputs=encoder_cache_args,
