@@ -7,6 +7,7 @@ rule aggregate:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
         shifted=expand(rules.evaluate.output.metrics, test_set=TEST_SETS),
+        matched_filter=matched_filter_outputs(),  # the optimal detector's run, read like any run (train.variants.matched-filter)
         model=rules.base_model.output,
         data=expand(rules.dataset.output, split=[*SPLITS, *shifted_splits(config)]),
     output:
@@ -26,7 +27,7 @@ rule aggregate:
         latency=report(f"{RESULTS}/tables/latency.csv", caption="../report/latency_table.rst", category="Tables", labels={"table": "latency"}),
         findings=f"{RESULTS}/tables/findings.json",  # what the deck states: verdicts, ratios, claims (gwlora.findings)
     params:
-        run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs],
+        run_dirs=lambda wc, input: [str(Path(p).parent) for p in input.runs] + ([MATCHED_FILTER_RUN] if MATCHED_FILTER else []),
         out_dir=subpath(output.runs, parent=True),
         config=as_json(aggregate_config(config)),
     conda:
