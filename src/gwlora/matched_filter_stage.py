@@ -97,6 +97,33 @@ def read_bank(path: str | Path) -> tuple[TemplateSpace, Bank, dict]:
     return TemplateSpace.from_data(record["settings"]), bank, record
 
 
+# --------------------------------------------------------------------------- the workflow's plan (workflow/rules/matched_filter.smk)
+
+
+def workflow_banks(config: dict) -> dict[str, tuple[str, dict]]:
+    """Per scored data set (``test``, which val shares, and each ``shift-<name>``): its bank's (key, settings); {}
+    unless the validated `config` has the family. Equal settings give equal keys: one bank for them all."""
+    from .config import shifted_splits, split_source
+    from .families.matched_filter import NAME
+
+    spec = config["train"]["variants"].get(NAME)
+    if spec is None:
+        return {}
+    masses = config["data"]["injection"]["masses"]
+    out = {}
+    for split in ["test", *shifted_splits(config)]:
+        settings = bank_settings(split_source(config, split)[0], masses)
+        out[split] = (bank_key(settings, spec, config["train"]["seeds"][0]), settings)
+    return out
+
+
+def run_files(run_dir: str | None, test_sets) -> list[str]:
+    """The files of the matched filter's run `run_dir` that aggregate reads (none without one)."""
+    if run_dir is None:
+        return []
+    return [f"{run_dir}/summary.json", *(f"{run_dir}/shift/{name}/metrics.json" for name in test_sets)]
+
+
 # --------------------------------------------------------------------------- scoring
 
 

@@ -7,7 +7,7 @@ rule aggregate:
         runs=expand(rules.train.output.summary, variant=VARIANTS, seed=SEEDS),
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
         shifted=expand(rules.evaluate.output.metrics, test_set=TEST_SETS),
-        matched_filter=matched_filter_outputs(),  # the optimal detector's run, read like any run (train.variants.matched-filter)
+        matched_filter=MATCHED_FILTER_FILES,  # the optimal detector's run, read like any run (train.variants.matched-filter)
         model=rules.base_model.output,
         data=expand(rules.dataset.output, split=[*SPLITS, *shifted_splits(config)]),
     output:
