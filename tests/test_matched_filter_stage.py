@@ -175,3 +175,22 @@ def test_the_findings_sentence_follows_its_interval():
     assert "below the matched filter" in _optimal(-0.1, -0.15, -0.05, eff=(0.3, 0.2, 0.4))["rows"][0]["efficiency"]
     assert "not told apart" in _optimal(-0.1, -0.15, -0.05, eff=(0.7, 0.55, 0.85))["rows"][0]["efficiency"]
     assert _optimal(-0.1, -0.15, -0.05)["oracle"].startswith("0.90")
+
+
+def test_the_bank_command_writes_a_checked_bank(tmp_path):
+    import json
+
+    from gwlora.cli import StageError
+    from gwlora.matched_filter_stage import main, read_bank
+
+    data = tiny_config()["data"]
+    settings = bank_settings(data, data["injection"]["masses"])
+    out, log = tmp_path / "bank.json", tmp_path / "bank.log"
+    argv = ["--log", str(log), "bank", "--settings", json.dumps(settings), "--spec", json.dumps(TINY_BANK), "--seed", "0", "--out", str(out)]
+    assert main(argv) == 0 and log.is_file()  # the rule's command line, --log before the subcommand
+    space, bank, record = read_bank(out)
+    assert len(bank.masses) == record["bank"]["size"] >= 1 and space.fs == data["sample_rate"]
+    record["bank"]["masses"][0][0] += 1.0
+    out.write_text(json.dumps(record))
+    with pytest.raises(StageError, match="checksum does not match"):
+        read_bank(out)

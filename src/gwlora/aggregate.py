@@ -39,6 +39,12 @@ Outputs, in one directory:
   only this directory and the figures, never run folders or the model;
 * ``findings.json``: every verdict, ratio, claim and budget the deck states,
   computed from these tables (:mod:`gwlora.findings`); the deck only prints them.
+
+With ``train.variants.matched-filter`` its run (:mod:`gwlora.matched_filter_stage`) is one more row of
+every table (no lr: it is its own selection), and a second baseline: ``differences.csv`` pairs every
+variant with it, ``summary.csv`` and ``shift.csv`` gain ``<column>_vs_matched-filter``, ``summary.csv``
+its costs (:data:`MATCHED_FILTER_COSTS`), ``shift.csv`` the fraction of injections outside its bank
+(``outside_bank``), and ``efficiency.csv`` the oracle's efficiency per bin (``oracle_efficiency``).
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import resource
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from sklearn.metrics import roc_auc_score
 from .cli import StageError, atomic_dir, atomic_file, json_arg, read_json, run_stage, write_json
 from .dataset import load_split
 from .matched_filter import Bank, TemplateSpace, WindowFilter, place_bank, trials_from_noise
-from .measure import git_commit, hardware, versions
+from .measure import git_commit, hardware, peak_memory_bytes, versions
 from .records import (CURVE_FILE, PREDICTIONS_FILE, Costs, Identity, Learning, Provenance, Quality, Rebuild, Settings, Summary, write_curve,
                       write_predictions)
 from .scoring import chance_loss, tpr_at_fpr
@@ -170,7 +169,6 @@ def run_summary(variant: Variant, seed: int, val: dict, test: dict, fpr: float, 
     """The run's summary.json: the search's quality on val and test, and a training run's fields it has not (NaN, None, 0)."""
     v, t = metrics(val, fpr), metrics(test, fpr)
     nan = math.nan
-    scoring_s = val["seconds"] + test["seconds"]
     return Summary(
         identity=Identity(variant=variant.name, run=variant.run, family=variant.family, config_key=variant.config_key,
                           variant_config=variant.to_dict(), seed=seed, trainable_parameters=0, total_parameters=0, trainable_percent=0.0),
@@ -179,10 +177,10 @@ def run_summary(variant: Variant, seed: int, val: dict, test: dict, fpr: float, 
         learning=Learning(initial_val_loss=None, chance_val_loss=chance_loss(val["labels"]), did_not_learn=False, val_loss_flat=False,
                           did_not_learn_because="", still_improving=False),
         costs=Costs(time_to_best_s=nan, train_time_s=nan, compile_time_s=0.0, steps=0, epochs_run=0.0, early_stopped=False, step_time_ms=nan,
-                    samples_per_s=(len(val["labels"]) + len(test["labels"])) / scoring_s, checkpoint_bytes=bank_bytes, latency_ms={},
+                    samples_per_s=nan, checkpoint_bytes=bank_bytes, latency_ms={},  # its throughput: matched_filter.json
                     latency_batch=0, latency_ms_batch1={}, sequence={"positions": None, "audio_positions": None, "prompt_positions": None,
                                                                      "audio_seconds_lost": None},
-                    peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+                    peak_memory_bytes=peak_memory_bytes(torch.device("cpu"))),
         settings=Settings(device="cpu", precision="fp32", precision_reason="the matched filter: float32 correlations, float64 sums",
                           compile={}, batch_size=0, lr=nan, head_lr=None, schedule={}, base_model="none (a template bank)", context="clip",
                           pooling="none"),

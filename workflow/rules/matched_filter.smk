@@ -35,8 +35,8 @@ if MATCHED_FILTER:
         log:
             f"{RESULTS}/logs/template_bank/{{bank}}.log",
         shell:
-            "python -m gwlora.matched_filter_stage bank --settings {params.settings:q} --spec {params.spec:q} --seed {params.seed}"
-            " --out {output:q} --log {log:q}"
+            "python -m gwlora.matched_filter_stage --log {log:q} bank --settings {params.settings:q} --spec {params.spec:q}"
+            " --seed {params.seed} --out {output:q}"
 
     rule matched_filter:
         """The matched filter's run: the val and test splits and every shifted test set scored by the network SNR of its bank."""
@@ -67,6 +67,6 @@ if MATCHED_FILTER:
         benchmark:
             f"{RESULTS}/benchmarks/matched_filter.tsv"
         shell:
-            "python -m gwlora.matched_filter_stage score --variant {params.variant:q} --seed {params.seed}"
+            "python -m gwlora.matched_filter_stage --log {log:q} score --variant {params.variant:q} --seed {params.seed}"
             " --val {input.val:q} --test {input.test:q} --bank {input.bank:q} {params.shift} --fpr {params.fpr}"
-            " --threads {threads} --out {params.run_dir:q} --log {log:q}"
+            " --threads {threads} --out {params.run_dir:q}"
