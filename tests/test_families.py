@@ -25,12 +25,12 @@ def test_the_schemas_family_section_is_the_registrys():
 
 
 def test_family_order_and_the_methods_come_from_the_registry():
-    assert list(families.FAMILIES) == ["full", "frozen", "partial", "lora", "bitfit", "adapter", "prompt", "peft"]
+    assert list(families.FAMILIES) == ["full", "frozen", "partial", "lora", "bitfit", "adapter", "prompt", "peft", "matched-filter"]
     assert families.method_families() == ("lora", "bitfit", "adapter", "prompt", "peft")
 
 
 def test_an_unknown_family_is_named_with_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown method family 'lora2' \(known: full, frozen, partial, lora, .*peft\)"):
+    with pytest.raises(ConfigError, match=r"unknown method family 'lora2' \(known: full, frozen, partial, lora, .*peft, matched-filter\)"):
         families.what_trains({"family": "lora2", "rank": 8})
     with pytest.raises(ConfigError, match="unknown method family 'lora2'"):
         families.sort_key({"family": "lora2", "config_key": "lora2"})

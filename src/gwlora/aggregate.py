@@ -40,6 +40,12 @@ Outputs, in one directory:
   only this directory and the figures, never run folders or the model;
 * ``findings.json``: every verdict, ratio, claim and budget the deck states,
   computed from these tables (:mod:`gwlora.findings`); the deck only prints them.
+
+With ``train.variants.matched-filter`` its run (:mod:`gwlora.matched_filter_stage`) is one more row of
+every table (no lr: it is its own selection), and a second baseline: ``differences.csv`` pairs every
+variant with it, ``summary.csv`` and ``shift.csv`` gain ``<column>_vs_matched-filter``, ``summary.csv``
+its costs (:data:`MATCHED_FILTER_COSTS`), ``shift.csv`` the fraction of injections outside its bank
+(``outside_bank``), and ``efficiency.csv`` the oracle's efficiency per bin (``oracle_efficiency``).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from .compare import DIFFERENCE_COLUMNS, NOT_CONVERGED, auc_interval, check_pred
 from . import families
 from .config import SHIFT_PREFIX
 from .encoder import context_seconds, context_suffix
+from .families.matched_filter import NAME as MATCHED_FILTER
 from .findings import BASELINES, IN_DISTRIBUTION, FINDINGS_FILE, findings, write_findings
 from .variants import Variant
 from .markdown import escape as escape_markdown
@@ -134,7 +141,8 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def mark_selected(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """`runs` with a `selected` column: each variant's lr chosen on validation only (:func:`gwlora.compare.select_lr`)."""
-    validation = runs[["variant", "lr", "seed", "best_val_loss", "val_auc"]].rename(columns={"best_val_loss": "val_loss"})
+    untrained = runs.lr.isna()  # the matched filter: nothing trained, no lr to select, its one run is its row
+    validation = runs.loc[~untrained, ["variant", "lr", "seed", "best_val_loss", "val_auc"]].rename(columns={"best_val_loss": "val_loss"})
     chosen = select_lr(validation, metric)
     picked = set(zip(chosen.variant, chosen.lr))
     for row in chosen.itertuples():
@@ -142,7 +150,7 @@ def mark_selected(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
             log.info("%s: lr %g selected of %d by mean %s over %d seed(s)%s", row.variant, row.lr, row.n_lrs, metric, row.n_seeds,
                      f", at the {row.grid_edge} edge of its grid" if row.grid_edge else "")
     edge = dict(zip(chosen.variant, chosen.grid_edge))  # of the variant's selected lr: the same on each of its rows
-    return runs.assign(selected=[(v, lr) in picked for v, lr in zip(runs.variant, runs.lr)], lr_grid_edge=runs.variant.map(edge))
+    return runs.assign(selected=np.array([(v, lr) in picked for v, lr in zip(runs.variant, runs.lr)]) | untrained.to_numpy(), lr_grid_edge=runs.variant.map(edge))
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -225,7 +233,7 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
     if learned:  # runs flagged by gwlora.scoring.learning_problems, beside the quality they would otherwise pass for
         for name, column in (("did not learn", "did_not_learn"), ("still improving", "still_improving")):
             columns[name] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary[column], summary["seeds"])]
-    columns["lr"] = [f"{lr:g}" + (f" (best of {n}{f'; {edge} edge' if edge else ''})" if n > 1 else "")
+    columns["lr"] = ["none" if pd.isna(lr) else f"{lr:g}" + (f" (best of {n}{f'; {edge} edge' if edge else ''})" if n > 1 else "")
                      for lr, n, edge in zip(summary["lr"], summary["lrs_tried"], summary["lr_grid_edge"].fillna(""))]
     if parameters:
         columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
@@ -400,7 +408,7 @@ def differences(predictions: dict[tuple[str, int], pd.DataFrame], runs: pd.DataF
     """Paired test-AUC differences of every variant (at its selected lr) against full fine-tuning and the frozen encoder,
     "not converged" where a side did not learn or was still improving (:func:`with_convergence`)."""
     variants = list(dict.fromkeys(v for v, _ in predictions))
-    pairs = [(v, b) for b in BASELINES if b in variants for v in variants if v != b]
+    pairs = [(v, b) for b in (*BASELINES, MATCHED_FILTER) if b in variants for v in variants if v != b]
     if not pairs:
         return pd.DataFrame(columns=[*DIFFERENCE_COLUMNS, "unconverged"])
     return with_convergence(differences_table(predictions, pairs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED), runs)
@@ -482,8 +490,6 @@ def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], runs: pd.Dat
         out[metric] = grouped[metric].mean()
         out[f"{metric}_std"] = grouped[metric].std(ddof=1)
     out = out.reset_index()
-    for column in ("delta", "ci_low", "ci_high", "verdict", "unconverged"):
-        out[f"{column}_vs_{baseline}"] = np.nan if column not in ("verdict", "unconverged") else None
     out["auc_ci_low"], out["auc_ci_high"], out["above_chance"] = np.nan, np.nan, None
     for name, by_run in predictions.items():
         labels, logits = check_predictions(by_run)
@@ -492,6 +498,16 @@ def shift_table(scores: pd.DataFrame, predictions: dict[str, dict], runs: pd.Dat
             at = (out.test_set == name) & (out.variant == variant)
             out.loc[at, ["auc_ci_low", "auc_ci_high"]] = ci["ci_low"], ci["ci_high"]
             out.loc[at, "above_chance"] = ci["above_chance"]
+    return with_shift_differences(out, predictions, runs, baseline)
+
+
+def with_shift_differences(shift: pd.DataFrame, predictions: dict[str, dict], runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """`shift` (:func:`shift_table`) with each variant's pooled paired test-AUC difference against `baseline` on each
+    test set, its 95% bootstrap interval and verdict (columns ``<column>_vs_<baseline>``; empty without that baseline)."""
+    out = shift.copy()
+    for column in ("delta", "ci_low", "ci_high", "verdict", "unconverged"):
+        out[f"{column}_vs_{baseline}"] = np.nan if column not in ("verdict", "unconverged") else None
+    for name, by_run in predictions.items():
         variants = list(dict.fromkeys(v for v, _ in by_run))
         if baseline not in variants:
             continue
@@ -564,6 +580,61 @@ def efficiency(predictions: dict[str, dict], fpr: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
 
 
+# --------------------------------------------------------------------------- the optimal detector (train.variants.matched-filter)
+
+MATCHED_FILTER_COSTS = ("bank_size", "minimal_match", "bank_placement_s", "windows_per_s")  # summary.csv columns, its row only
+
+
+def matched_filter_record(runs: pd.DataFrame) -> dict | None:
+    """The matched filter's matched_filter.json (bank, throughput, the oracle's trials per test set), or None without one."""
+    from .matched_filter_stage import RECORD_FILE
+
+    rows = runs[runs.family == MATCHED_FILTER]
+    if rows.empty:
+        return None
+    path = Path(rows.run_dir.iloc[0]) / RECORD_FILE
+    if not path.is_file():
+        raise StageError(f"{path} is missing: run the matched_filter rule again")
+    return read_json(path)
+
+
+def with_matched_filter(summary: pd.DataFrame, shift: pd.DataFrame, record: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """summary.csv with the search's costs (:data:`MATCHED_FILTER_COSTS`) on its row, and shift.csv with the fraction
+    of each test set's injections whose masses lie outside its bank's range (``outside_bank``), NaN elsewhere."""
+    summary, shift = summary.copy(), shift.copy()
+    own = summary.family == MATCHED_FILTER
+    for column in MATCHED_FILTER_COSTS:
+        summary[column] = np.where(own, record[column], np.nan)
+    shift["outside_bank"] = np.nan
+    for name, facts in record["sets"].items():
+        at = (shift.test_set == name) & (shift.variant == MATCHED_FILTER)
+        shift.loc[at, "outside_bank"] = facts["outside_bank"] / max(1, facts["n_signal"])
+    return summary, shift
+
+
+def with_oracle(eff: pd.DataFrame, predictions: dict[str, dict], record: dict | None) -> pd.DataFrame:
+    """efficiency.csv with ``oracle_efficiency``: per test set and SNR bin, the mean detection probability of its signals
+    for a search that knows each signal's template (:func:`gwlora.matched_filter.oracle_efficiency` at the table's FPR,
+    its noise trials measured by the matched filter on the set's noise windows); `eff` unchanged without a matched filter."""
+    if record is None:
+        return eff
+    out = eff.assign(oracle_efficiency=np.nan)
+    from .matched_filter import oracle_efficiency
+
+    for name, by_run in predictions.items():
+        facts = record["sets"].get(name)
+        if facts is None or not (out.test_set == name).any():
+            continue
+        first = next(iter(by_run.values()))
+        signal_snr = first.snr[first.label == 1].to_numpy()
+        edges, which = snr_bins(signal_snr, EFFICIENCY_BINS)
+        chance = oracle_efficiency(signal_snr, float(out.threshold_fpr.iloc[0]), facts["oracle_trials"], facts["n_detectors"])
+        for b in range(len(edges) - 1):
+            if (which == b).any():
+                out.loc[(out.test_set == name) & (out.snr_bin == b), "oracle_efficiency"] = chance[which == b].mean()
+    return out
+
+
 def stage_config(config: dict) -> dict:
     """The parts of the validated workflow config the aggregate stage reads (so a change elsewhere does not re-run it)."""
     return {"data": config["data"], "evaluation": config["evaluation"], "model": {"context": config["model"]["context"]},
@@ -581,13 +652,19 @@ def aggregate(run_dirs: list[str | Path], out_dir: str | Path, model_dir: str | 
     diffs = differences(predictions, runs)
     summary = with_differences(summarise(runs), diffs)
     scores = shift_runs(runs, test_sets)
+    shift = shift_table(scores, by_test_set, runs)
+    search = matched_filter_record(runs)
+    if search is not None:  # the optimal detector: a second baseline, its costs and the injections beyond its bank
+        summary, shift = with_matched_filter(with_differences(summary, diffs, MATCHED_FILTER),
+                                             with_shift_differences(shift, by_test_set, runs, MATCHED_FILTER), search)
     out_dir = Path(out_dir)
     study = study_record(run_dirs, model_dir, data_dirs)
     write_json(out_dir / "study.json", study)
     curves = curves.merge(runs[["variant", "lr", "seed", "selected"]], on=["variant", "lr", "seed"])
     curves = curves[curves.selected].drop(columns="selected")  # the variants' curves: at the selected lr
     tables = {"runs": runs, "curves": curves, "summary": summary, "differences": diffs, "auc_by_snr": auc_by_snr(predictions),
-              "shift_runs": scores, "shift": shift_table(scores, by_test_set, runs), "efficiency": efficiency(by_test_set, float(runs.tpr_fpr.iloc[0])),
+              "shift_runs": scores, "shift": shift,
+              "efficiency": with_oracle(efficiency(by_test_set, float(runs.tpr_fpr.iloc[0])), by_test_set, search),
               "context": context_table(runs[runs.selected], predictions), "latency": latency_table(runs)}
     for name, frame in tables.items():
         with atomic_file(out_dir / f"{name}.csv") as tmp:

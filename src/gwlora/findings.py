@@ -21,6 +21,7 @@ from . import families
 from .compare import NOT_CONVERGED, pooled_differences, verdict
 from .config import ENCODER_LINEAR_MODULES, context_seconds
 from .constants import WHISPER_CHUNK_SECONDS
+from .families.matched_filter import NAME as MATCHED_FILTER
 
 FINDINGS_FILE = "findings.json"
 # Timings are single measurements on a shared machine: ratios closer to 1 than this are not told apart.
@@ -393,6 +394,7 @@ def setup(summary: pd.DataFrame, runs: pd.DataFrame, config: dict) -> dict:
 
 def findings(tables: dict[str, pd.DataFrame], study: dict, config: dict) -> dict:
     """Everything the deck states beyond the tables themselves, from the aggregate stage's tables (by file stem)."""
+    optimal, tables = optimal_detector(tables), trained_only(tables)  # the optimal detector has a slide of its own
     summary = tables["summary"]
     best = best_row(summary).variant
     return {
@@ -408,6 +410,80 @@ def findings(tables: dict[str, pd.DataFrame], study: dict, config: dict) -> dict
         "not_learned": not_learned(tables["runs"]),
         "methods_compared": bool(summary.family.isin(METHOD_FAMILIES[1:]).any()),
         "other_peft_methods": bool(summary.family.isin(("bitfit", "peft")).any()),
+        "optimal_detector": optimal,
+    }
+
+
+# --------------------------------------------------------------------------- the optimal detector (train.variants.matched-filter)
+
+EFFICIENCY_SNR = (8.0, 12.0)  # the SNR range whose efficiency the "Against the optimal detector" slide states
+
+
+def trained_only(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """`tables` without the matched filter's rows: "best", "highest" and the methods' verdicts are about trained variants."""
+    out = {}
+    for name, frame in tables.items():
+        keep = pd.Series(True, index=frame.index)
+        for column in ("variant", "baseline"):
+            if column in frame:
+                keep &= frame[column] != MATCHED_FILTER
+        out[name] = frame[keep].reset_index(drop=True)
+    return out
+
+
+def efficiency_in(eff: pd.DataFrame, variant: str) -> tuple[float, float, float] | None:
+    """`variant`'s detection efficiency over the SNR bins of `eff` (weighted by their signals) and its 95% interval, or None."""
+    from .aggregate import _binomial_interval
+
+    rows = eff[eff.variant == variant]
+    if rows.empty:
+        return None
+    n = int(rows.n_signal.sum())
+    detected = float((rows.efficiency * rows.n_signal).sum())
+    return (detected / n, *_binomial_interval(detected, n))
+
+
+def efficiency_words(mine: tuple | None, search: tuple | None) -> str:
+    """An efficiency and its interval, and how it stands against the matched filter's: only where the intervals part."""
+    if mine is None:
+        return "n/a"
+    text = f"{mine[0]:.2f} (95% CI {mine[1]:.2f} to {mine[2]:.2f})"
+    if search is None:
+        return text
+    if mine[2] < search[1]:
+        return f"{text}, below the matched filter's {search[0]:.2f}"
+    if mine[1] > search[2]:
+        return f"{text}, above the matched filter's {search[0]:.2f}"
+    return f"{text}, not told apart from the matched filter's {search[0]:.2f} by their intervals"
+
+
+def optimal_detector(tables: dict[str, pd.DataFrame]) -> dict | None:
+    """The "Against the optimal detector" slide: the bank, its test AUC, each trained variant's paired test-AUC
+    difference against it and its efficiency at SNR 8-12 against the search's and the oracle's; None without one."""
+    summary = tables["summary"]
+    own = summary[summary.family == MATCHED_FILTER]
+    if own.empty:
+        return None
+    search = own.iloc[0]
+    eff = tables["efficiency"]
+    low, high = EFFICIENCY_SNR
+    window = eff[(eff.test_set == IN_DISTRIBUTION) & eff.snr_median.between(low, high)]
+    found = efficiency_in(window, MATCHED_FILTER)
+    oracle = window[window.variant == MATCHED_FILTER]
+    rows = []
+    for variant in summary.variant[summary.family != MATCHED_FILTER]:
+        c = comparison(tables["differences"], variant, MATCHED_FILTER)
+        rows.append({"variant": variant, "auc": c["text"] if c else "n/a", "efficiency": efficiency_words(efficiency_in(window, variant), found)})
+    shift = tables.get("shift", pd.DataFrame())
+    beyond = shift[(shift.variant == MATCHED_FILTER) & (shift.outside_bank > 0)] if "outside_bank" in shift else shift.iloc[:0]
+    return {
+        "bank_size": f"{int(search.bank_size)}", "minimal_match": f"{search.minimal_match:g}", "windows_per_s": f"{search.windows_per_s:.1f}",
+        "test_auc": num(search.test_auc), "snr_range": f"{low:g}–{high:g}",
+        "search_efficiency": efficiency_words(found, None),
+        "oracle": "n/a" if oracle.empty or "oracle_efficiency" not in oracle else
+                  f"{float((oracle.oracle_efficiency * oracle.n_signal).sum() / oracle.n_signal.sum()):.2f}",
+        "rows": rows,
+        "outside_bank": [f"{row.test_set}: {100 * row.outside_bank:.0f}% of its injections" for row in beyond.itertuples()],
     }
 
 

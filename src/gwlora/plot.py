@@ -50,6 +50,7 @@ import pandas as pd
 
 from .cli import StageError, atomic_file, run_stage
 from .config import expand_variants
+from .families.matched_filter import NAME as MATCHED_FILTER
 from .families import family
 from .constants import INJECTION_SOURCES, WHISPER_FRAMES_PER_SECOND
 
@@ -305,6 +306,7 @@ def plot_efficiency(eff: pd.DataFrame, canvas: Canvas) -> plt.Figure:
             offset = (i - (len(palette) - 1) / 2) * step / max(1, len(palette) - 1)
             ax.errorbar(r.snr_median + offset, r.efficiency, yerr=[r.efficiency - r.ci_low, r.ci_high - r.efficiency], color=colour,
                         marker="o", capsize=3, linewidth=2, label=variant)
+        draw_oracle(ax, rows)
         ax.set_title(f"{name}", fontsize="medium")
         ax.set_xlabel("injected network SNR (bin median)")
         ax.set_ylim(-0.02, 1.02)
@@ -402,6 +404,8 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     require(summary, ("variant", "test_auc", "test_auc_ci95", *PARETO_COSTS), "summary.csv")
     if summary.variant.duplicated().any():
         raise StageError(f"summary.csv has several rows for {sorted(set(summary.variant[summary.variant.duplicated()]))}")
+    own = summary.family == MATCHED_FILTER if "family" in summary else pd.Series(False, index=summary.index)
+    search, summary = summary[own], summary[~own]  # the matched filter trains nothing: a line, not a point on the front
     rows = summary.set_index("variant")
     fig, axes = canvas.figure(1, len(PARETO_COSTS), size=(21, 7), sharey=True)
     for ax, (col, (label, scale)) in zip(axes, PARETO_COSTS.items()):
@@ -411,6 +415,7 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas) -> plt.Figure:
             ax.annotate(variant, (x, y), xytext=(6, 6), textcoords="offset points", fontsize="x-small", color=colour)
         front = summary[pareto_front(summary[col], summary.test_auc)].sort_values([col, "test_auc"])
         ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
+        draw_matched_filter(ax, search)
         ax.set_xscale(scale)
         if scale == "log":
             ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels (2e6, 3e6, ...) overlap
@@ -421,6 +426,25 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     axes[0].legend(handles, labels, fontsize="x-small", loc="best")
     fig.suptitle("Test AUC vs costs, each variant at its selected lr (bars: 95% interval over seeds; dashed: Pareto front)", fontsize="medium")
     return fig
+
+
+def draw_oracle(ax, rows: pd.DataFrame) -> None:
+    """The oracle's efficiency (a search that knows each signal's template, at the table's FPR) on one test set's panel."""
+    if "oracle_efficiency" not in rows or rows.oracle_efficiency.isna().all():
+        return
+    oracle = rows.dropna(subset=["oracle_efficiency"]).groupby("snr_bin").agg(snr=("snr_median", "first"), p=("oracle_efficiency", "first"))
+    ax.plot(oracle.snr, oracle.p, color="black", linestyle=":", linewidth=2.5, marker="s", label="oracle (perfect template)")
+
+
+def draw_matched_filter(ax, search: pd.DataFrame) -> None:
+    """The matched filter on a Pareto panel: it trains nothing, so no point on the cost axis; its test AUC as a line, its cost in words."""
+    if search.empty:
+        return
+    row = search.iloc[0]
+    ax.axhline(row.test_auc, color="black", linestyle=":", linewidth=2)
+    cost = f"bank of {int(row.bank_size)}, {row.windows_per_s:.0f} windows/s" if "bank_size" in row and pd.notna(row.bank_size) else "no training"
+    ax.annotate(f"matched filter ({cost})", (0.01, row.test_auc), xycoords=("axes fraction", "data"), xytext=(0, 4),
+                textcoords="offset points", fontsize="x-small")
 
 
 def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
@@ -544,8 +568,13 @@ def make_figures(
     if "runs" in data:  # every figure but the lr sensitivity shows each variant at its selected lr
         data["selected_runs"] = data["runs"][data["runs"]["selected"].astype(bool)] if "selected" in data["runs"] else data["runs"]
     data["examples"] = None if examples is None else Path(examples)
+    canvas_variants = data.get("runs", pd.DataFrame()).get("variant", [])
+    for key in ("runs", "selected_runs"):  # the lr, parameter and training-cost figures: the matched filter trains nothing
+        if key in data and "family" in data[key]:
+            data[key] = data[key][data[key].family != MATCHED_FILTER]
     # one colour per variant across all figures: display order of the curves, then any variant only the other tables hold
-    canvas = Canvas(out_dir, [v for key in ("curves", "runs", "summary", "auc_by_snr") if key in data for v in data[key].get("variant", [])])
+    canvas = Canvas(out_dir, [v for key in ("curves", "runs", "summary", "auc_by_snr") if key in data for v in data[key].get("variant", [])]
+                    + list(canvas_variants))
     paths = []
     for name in names:
         figure = FIGURES[name]

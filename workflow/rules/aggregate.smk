@@ -8,6 +8,7 @@ rule aggregate:
         predictions=expand(rules.train.output.predictions, variant=VARIANTS, seed=SEEDS),
         shifted=expand(rules.evaluate.output.metrics, test_set=TEST_SETS),
         **lr_search_inputs(),  # with lr_search.extend: per variant, the files of the runs its search added (lr_search.smk)
+        matched_filter=MATCHED_FILTER_FILES,  # the optimal detector's run, read like any run (train.variants.matched-filter)
         model=rules.base_model.output,
         data=expand(rules.dataset.output, split=[*SPLITS, *shifted_splits(config)]),
     output:
@@ -27,7 +28,7 @@ rule aggregate:
         latency=report(f"{RESULTS}/tables/latency.csv", caption="../report/latency_table.rst", category="Tables", labels={"table": "latency"}),
         findings=f"{RESULTS}/tables/findings.json",  # what the deck states: verdicts, ratios, claims (gwlora.findings)
     params:
-        run_dirs=lambda wc, input: [str(Path(p).parent) for p in [*input.runs, *added_summaries(input)]],
+        run_dirs=lambda wc, input: [str(Path(p).parent) for p in [*input.runs, *added_summaries(input)]] + ([MATCHED_FILTER_RUN] if MATCHED_FILTER else []),
         out_dir=subpath(output.runs, parent=True),
         config=as_json(aggregate_config(config)),
     conda:

@@ -18,6 +18,7 @@ from .baselines import FROZEN, FULL, PARTIAL
 from .bitfit import BITFIT
 from .family import LATENCY_MODES, Family, StepHook
 from .lora import LORA
+from .matched_filter import MATCHED_FILTER
 from .peft import PEFT
 from .prompt import PROMPT
 
@@ -40,7 +41,7 @@ def register(new: Family) -> Family:
     return new
 
 
-for _builtin in (FULL, FROZEN, PARTIAL, LORA, BITFIT, ADAPTER, PROMPT, PEFT):
+for _builtin in (FULL, FROZEN, PARTIAL, LORA, BITFIT, ADAPTER, PROMPT, PEFT, MATCHED_FILTER):
     register(_builtin)
 
 

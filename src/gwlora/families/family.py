@@ -43,6 +43,7 @@ class Family:
     sort_by: tuple[str, ...] = ()  # those parameters its variants are listed by (depth, rank, size)
     method = False  # an adaptation method compared on the deck's methods slide (not a baseline)
     latency_modes: tuple[str, ...] = ("base", "unmerged")  # of LATENCY_MODES: what its inference latency can measure
+    trained = True  # it plans training runs (the matched filter trains nothing: its own rule scores it)
     peft_adapter = False  # its trained model is a peft model: checkpoints by save_pretrained, base by disable_adapter
     check_imports = False  # its check imports a library to probe it (seconds): left out where the config was checked before
 
