@@ -221,3 +221,19 @@ def test_the_provenance_counts_variant_lr_pairs_and_adapted_ways_leave_out_the_b
     runs = pd.DataFrame([{"variant": v, "lr": lr, "seed": s} for v in summary.variant for lr in lrs for s in seeds])
     found = counts(summary, runs)
     assert found["provenance"] == words and found["adapted"] == 3 and found["variants"] == 5
+
+
+def test_the_failed_jobs_errors_are_told_once_more_in_one_line_each(tmp_path):
+    """With no internet the download and the base model fail; their errors, not the JSON command lines, come last."""
+    from gwlora.rulegraph import failures
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "base_model.log").write_text("base-model failed\nTraceback (most recent call last):\n  ...\n"
+                                                      "gwlora.cli.StageError: model.pretrained 'openai/whisper-small': not in the local cache\n")
+    snakemake_log = ("Error in rule base_model:\n    message: None\n    jobid: 6\n    output: results/x/base_model\n"
+                     "    log: logs/base_model.log (check log file(s) for error details)\n    shell:\n        python -m gwlora.base_model "
+                     "--model-config '{\"pretrained\": \"openai/whisper-small\"}'\n"
+                     "Error in rule download:\n    jobid: 5\n    log: logs/download.log (check log file(s) for error details)\n")
+    assert failures(snakemake_log, tmp_path) == [
+        "base_model: model.pretrained 'openai/whisper-small': not in the local cache (log: logs/base_model.log)",
+        "download: no log written (log: logs/download.log)"]
