@@ -230,6 +230,14 @@ def test_a_variant_that_did_not_learn_is_on_no_pareto_front_and_the_bars_are_the
     assert f"left out, as they did not learn: {flagged}" in fig._suptitle.get_text() and "bootstrap interval" in fig._suptitle.get_text()
 
 
+def test_with_no_variant_that_learned_the_pareto_figure_draws_no_front(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    summary = pd.read_csv(paths["summary"]).assign(did_not_learn=1)
+    fig = plot_pareto(summary, Canvas(tmp_path, summary.variant))
+    assert all(line.get_label() != "Pareto front" for ax in fig.axes for line in ax.lines)
+    assert "no variant learned" in fig._suptitle.get_text()
+
+
 def test_shifted_set_bars_rise_from_chance_with_their_intervals(tmp_path):
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     rows = pd.read_csv(paths["shift_runs"])

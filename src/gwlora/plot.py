@@ -461,8 +461,8 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
         summary = summary.drop(columns=["auc_ci_low", "auc_ci_high"], errors="ignore").merge(test, on="variant", how="left")
     shown = ranked(summary)  # the deck's rule: a variant with a run that did not learn is on no front
     left_out = [v for v in summary.variant if v not in set(shown.variant)]
-    if shown.empty:
-        raise StageError(f"summary.csv: no variant learned ({', '.join(left_out)}), so there is no front to draw")
+    nobody = shown.empty  # then every point is drawn, hollow, and no front
+    shown = summary if nobody else shown
     if {"auc_ci_low", "auc_ci_high"} <= set(shown) and shown.auc_ci_low.notna().any():
         errors, bars = [shown.test_auc - shown.auc_ci_low, shown.auc_ci_high - shown.test_auc], "95% bootstrap interval over test windows"
     else:
@@ -470,15 +470,16 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
     errors = [pd.Series(np.maximum(0.0, e.to_numpy(dtype=float)), index=shown.variant) for e in errors]  # an interval beside its mean: to it
     fig, axes = canvas.figure(1, len(PARETO_COSTS), size=(21, 7), sharey=True)
     for ax, (col, (label, scale)) in zip(axes, PARETO_COSTS.items()):
-        front = shown[pareto_front(shown[col], shown.test_auc)].sort_values([col, "test_auc"])
+        front = shown.iloc[:0] if nobody else shown[pareto_front(shown[col], shown.test_auc)].sort_values([col, "test_auc"])
         for row in shown.itertuples():
             yerr = [[errors[0][row.variant]], [errors[1][row.variant]]]
             ax.errorbar([getattr(row, col)], [row.test_auc], yerr=None if np.isnan(yerr[0][0]) else yerr, fmt="o", markersize=9, capsize=4,
-                        color=canvas.palette[row.variant], label=row.variant)
+                        color=canvas.palette[row.variant], mfc="none" if nobody else canvas.palette[row.variant], label=row.variant)
         for i, row in enumerate(front.itertuples()):  # names on the front only, alternating above and below: the legend names the rest
             ax.annotate(row.variant, (getattr(row, col), row.test_auc), xytext=(6, 8 if i % 2 == 0 else -14), textcoords="offset points",
                         fontsize="x-small", color=canvas.palette[row.variant])
-        ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
+        if len(front):
+            ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
         ax.set_xscale(scale)
         if scale == "log":
             ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels (2e6, 3e6, ...) overlap
@@ -488,7 +489,11 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize="x-small", loc="outside right upper")
     title = f"Test AUC vs costs, each variant at its selected lr (bars: {bars}; dashed: Pareto front)"
-    fig.suptitle(title + (f"\nleft out, as they did not learn: {', '.join(left_out)}" if left_out else ""), fontsize="medium")
+    if nobody:
+        title += "\nno variant learned (hollow: every one had a run that did not), so no front is drawn"
+    elif left_out:
+        title += f"\nleft out, as they did not learn: {', '.join(left_out)}"
+    fig.suptitle(title, fontsize="medium")
     return fig
 
 
