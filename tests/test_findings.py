@@ -237,3 +237,21 @@ def test_the_failed_jobs_errors_are_told_once_more_in_one_line_each(tmp_path):
     assert failures(snakemake_log, tmp_path) == [
         "base_model: model.pretrained 'openai/whisper-small': not in the local cache (log: logs/base_model.log)",
         "download: no log written (log: logs/download.log)"]
+
+
+def test_a_run_recorded_before_the_latency_quartiles_still_reads_and_a_new_one_keeps_them(tmp_path):
+    """summary.json gained latency_quartiles_ms (the repetitions behind each median); older records read without it."""
+    from gwlora.config import expand_variants
+    from gwlora.records import read_summary
+    from run_fixtures import fake_summary
+
+    variant = next(iter(expand_variants(tiny_config()["train"]).values()))
+    fake_summary(variant, 0).write(tmp_path)
+    record = json.loads((tmp_path / "summary.json").read_text())
+    assert record["latency_quartiles_ms"] == {}
+    record.pop("latency_quartiles_ms")
+    (tmp_path / "summary.json").write_text(json.dumps(record))
+    assert read_summary(tmp_path).costs.latency_quartiles_ms == {}
+    record["latency_quartiles_ms"] = {"eval": {"base": [2.9, 3.1]}}
+    (tmp_path / "summary.json").write_text(json.dumps(record))
+    assert read_summary(tmp_path).costs.latency_quartiles_ms["eval"]["base"] == [2.9, 3.1]
