@@ -247,6 +247,9 @@ def test_shifted_set_bars_rise_from_chance_with_their_intervals(tmp_path):
     bars = [patch for patch in ax.patches]
     assert bars and all(patch.get_y() == 0.5 for patch in bars)  # from chance, never from 0.45
     assert sum(getattr(c, "has_yerr", False) for c in ax.containers) == len(bars)
+    fig.canvas.draw()
+    title = ax.title.get_window_extent()
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1  # not clipped
 
 
 def test_efficiency_intervals_of_nine_variants_stay_apart(tmp_path):

@@ -325,7 +325,7 @@ def plot_shift_auc(shift_runs: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame
     ax.set_xticks(range(len(order)), order)
     ax.set_xlabel("test set (test: in distribution)")
     ax.set_ylabel("AUC of the best checkpoint")
-    ax.set_title("AUC beyond the training distribution (bars from chance, 0.5" + ("; 95% intervals)" if intervals is not None else ")"))
+    ax.set_title("AUC per test set (bars from chance, 0.5" + ("; 95% intervals)" if intervals is not None else ")"), fontsize="medium")
     ax.legend(title="variant", fontsize="x-small", title_fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
@@ -507,10 +507,10 @@ def active_bins(noise: np.ndarray) -> int:
 
 def excess_track(excess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(frames, bins) of the time–frequency track: per frame the bin where the signal most exceeds the noise's median, in the
-    frames where that excess stands out (above the median plus three robust standard deviations of every bin's excess)."""
+    frames where that excess stands out (above the median plus four robust standard deviations of every bin's excess)."""
     peak = excess.max(axis=0)
     spread = 1.4826 * np.median(np.abs(excess - np.median(excess)))
-    frames = np.flatnonzero(peak > np.median(excess) + 3 * max(spread, 1e-6))
+    frames = np.flatnonzero(peak > np.median(excess) + 4 * max(spread, 1e-6))
     return frames, excess[:, frames].argmax(axis=0)
 
 
@@ -547,8 +547,8 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
             ax.set_ylabel(f"mel bin (0–{top - 1})" if col == 0 else "")
         frames, bins = excess_track(excess)
         axes[1, col].scatter((frames + 0.5) * seconds / meta["n_frames"], bins + 0.5, s=12, facecolors="none", edgecolors="black", linewidths=1)
-    look = ("what to look for: the chirp, power sweeping up in frequency to the merger; circles mark where the signal most exceeds the noise"
-            if not names else "what to look for: where the positive clip's power differs from the typical negative clip (circles)")
+    look = ("what to look for: the chirp, power sweeping up in frequency to the merger;\ncircles mark where the signal most exceeds the noise"
+            if not names else "what to look for: where the positive clip's power differs\nfrom the typical negative clip (circles)")
     fig.suptitle(look, fontsize="small")
     return fig
 
