@@ -255,3 +255,17 @@ def test_a_run_recorded_before_the_latency_quartiles_still_reads_and_a_new_one_k
     record["latency_quartiles_ms"] = {"eval": {"base": [2.9, 3.1]}}
     (tmp_path / "summary.json").write_text(json.dumps(record))
     assert read_summary(tmp_path).costs.latency_quartiles_ms["eval"]["base"] == [2.9, 3.1]
+
+
+def test_the_latency_passes_leave_their_quartiles_for_the_noise_rule():
+    """gwlora.measure keeps every timed pass; the quartiles bracket the median, one pair per mode."""
+    import torch
+    from gwlora.measure import latency_ms, latency_samples, quartiles
+    from gwlora.precision import Precision
+
+    model, x = torch.nn.Linear(8, 2), torch.zeros(4, 8)
+    samples = latency_samples(model, x, 5, Precision("fp32", "test"))
+    assert len(samples["base"]) == 5 and model.training  # warm-up passes untimed; the model back in training mode
+    (low, high), = quartiles(samples).values()
+    assert low <= float(np.median(samples["base"])) <= high
+    assert set(latency_ms(model, x, 3, Precision("fp32", "test"))) == {"base"}
