@@ -96,3 +96,14 @@ rule all:
         rules.aggregate.output,
         rules.plot.output,
         rules.deck.output,
+
+
+onerror:
+    # Snakemake prints each failed job's full command line (JSON configs, a thousand characters each); the stages' own
+    # one-line errors come once more here, last, where a reader looks first
+    from gwlora.rulegraph import failures
+
+    logs = [Path(str(p)) for p in (log if isinstance(log, (list, tuple)) else [log]) if p]  # Snakemake gives its log file(s)
+    summary = failures("".join(p.read_text(errors="replace") for p in logs if p.is_file()))
+    if summary:
+        print("\nWhat failed (each job's own error; the traceback is in its log):", *summary, sep="\n  ", file=sys.stderr)

@@ -13,7 +13,8 @@ from gwlora.cli import StageError
 from gwlora.config import expand_variants
 from gwlora.constants import INJECTION_SOURCES
 from gwlora.plot import (
-    FIGURES, Canvas, figure_names, main, make_figures, pareto_front, plot_curves, plot_lr_sensitivity, plot_pareto, plot_rank,
+    FIGURES, MIN_AUC_SPAN, Canvas, dodge_offsets, figure_names, main, make_figures, pareto_front, plot_curves, plot_efficiency, plot_examples,
+    plot_latency, plot_lr_sensitivity, plot_pareto, plot_rank, plot_shift_auc,
 )
 
 ALWAYS = ["example_inputs", "val_auc_vs_time", "val_loss_vs_time", "test_auc_vs_parameters", "costs", "lr_sensitivity", "pareto"]
@@ -69,7 +70,7 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
                              "selected": lr == selected, "trainable_parameters": 1000 * (i + 1),
                              "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus,
                              "test_auc": 0.7 + 0.01 * i + bonus - 0.005 * seed, "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
-                             "latency_base_ms": 5.0 if latency else np.nan,
+                             "latency_base_ms": 5.0 if latency else np.nan, "latency_batch": 16,
                              "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
                              "latency_merged_ms": 5.1 if latency and lora else np.nan})
                 for k, name_of_set in enumerate(test_sets):
@@ -97,6 +98,11 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
     for key, rows in (("curves", curves), ("runs", runs), ("summary", summary), ("auc_by_snr", snr), ("shift_runs", shift), ("efficiency", eff)):
         paths[key] = root / f"{key}.csv"
         pd.DataFrame(rows, columns=columns.get(key)).to_csv(paths[key], index=False)
+    selected = pd.DataFrame(shift, columns=SHIFT_RUN_COLUMNS)
+    shift_table = selected[selected.selected].groupby(["test_set", "variant"], sort=False).agg(auc=("auc", "mean"), did_not_learn=("did_not_learn", "sum"))
+    shift_table = shift_table.reset_index().assign(auc_ci_low=lambda t: t.auc - 0.03, auc_ci_high=lambda t: t.auc + 0.02)
+    paths["shift"] = root / "shift.csv"
+    shift_table.to_csv(paths["shift"], index=False)
     paths["examples"] = write_toy_features(root, {"test": 8})["test"]
     return paths
 
@@ -104,7 +110,7 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
 def draw(paths: dict, out, names) -> list:
     """make_figures on every table of `paths`, drawing `names`."""
     return make_figures(paths["curves"], out, paths["runs"], paths["auc_by_snr"], paths["examples"], figures=names, summary_csv=paths["summary"],
-                        shift_runs_csv=paths["shift_runs"], efficiency_csv=paths["efficiency"])
+                        shift_runs_csv=paths["shift_runs"], efficiency_csv=paths["efficiency"], shift_csv=paths.get("shift"))
 
 
 def files_of(names) -> list[str]:
@@ -207,6 +213,84 @@ def test_pareto_figure_marks_intervals_and_front(tmp_path):
         step = next(line for line in ax.lines if line.get_label() == "Pareto front")
         # costs grow with the variant's index and so does test AUC (at the selected lr): every variant is on the front
         assert len(step.get_xdata()) == len(summary)
+
+
+def test_a_variant_that_did_not_learn_is_on_no_pareto_front_and_the_bars_are_the_test_windows_intervals(tmp_path):
+    """The best-looking variant had a run that did not learn: it is left out (and named so), the front is drawn from the rest."""
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    summary = pd.read_csv(paths["summary"]).assign(did_not_learn=0)
+    flagged = summary.variant.iloc[-1]  # the highest test AUC
+    summary.loc[summary.index[-1], "did_not_learn"] = 1
+    fig = plot_pareto(summary, Canvas(tmp_path, summary.variant), shift=pd.read_csv(paths["shift"]))
+    for ax in fig.axes:
+        labels = [c.get_label() for c in ax.containers]
+        assert flagged not in labels and len(labels) == len(summary) - 1
+        assert all(c.has_yerr for c in ax.containers)  # shift.csv's bootstrap intervals: one for every variant, one seed or many
+        assert flagged not in [t.get_text() for t in ax.texts]
+    assert f"left out, as they did not learn: {flagged}" in fig._suptitle.get_text() and "bootstrap interval" in fig._suptitle.get_text()
+
+
+def test_with_no_variant_that_learned_the_pareto_figure_draws_no_front(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    summary = pd.read_csv(paths["summary"]).assign(did_not_learn=1)
+    fig = plot_pareto(summary, Canvas(tmp_path, summary.variant))
+    assert all(line.get_label() != "Pareto front" for ax in fig.axes for line in ax.lines)
+    assert "no variant learned" in fig._suptitle.get_text()
+
+
+def test_shifted_set_bars_rise_from_chance_with_their_intervals(tmp_path):
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    rows = pd.read_csv(paths["shift_runs"])
+    fig = plot_shift_auc(rows, Canvas(tmp_path, rows.variant), shift=pd.read_csv(paths["shift"]))
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (0.0, 1.0)
+    bars = [patch for patch in ax.patches]
+    assert bars and all(patch.get_y() == 0.5 for patch in bars)  # from chance, never from 0.45
+    assert sum(getattr(c, "has_yerr", False) for c in ax.containers) == len(bars)
+    fig.canvas.draw()
+    title = ax.title.get_window_extent()
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1  # not clipped
+
+
+def test_efficiency_intervals_of_nine_variants_stay_apart(tmp_path):
+    variants = [f"v{i}" for i in range(9)]
+    eff = pd.DataFrame([{"test_set": "test", "variant": v, "snr_median": 4.5 + 2 * b, "efficiency": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                         "threshold_fpr": 0.01} for v in variants for b in range(3)])
+    offsets = dodge_offsets(9, eff.snr_median)
+    assert len(set(np.round(offsets, 6))) == 9 and offsets.max() - offsets.min() < 2.0  # apart, and inside their bin
+    ax = plot_efficiency(eff, Canvas(tmp_path, variants)).axes[0]
+    xs = sorted(x for line in ax.lines if line.get_marker() == "o" for x in line.get_xdata()[:1])
+    assert len(xs) == 9 and min(np.diff(xs)) > 0.1
+
+
+def test_the_rank_axis_does_not_magnify_a_tiny_gap(tmp_path):
+    """Ranks 0.0002 apart in validation AUC: the axis spans at least MIN_AUC_SPAN, so no trend is drawn from the gap."""
+    runs = pd.DataFrame([{"variant": f"lora-r{r}", "family": "lora", "config_key": "lora", "rank": r, "val_auc": 0.9 + 0.0001 * k, "seed": 0}
+                         for k, r in enumerate((2, 4, 8))])
+    ax = plot_rank(runs, Canvas(tmp_path, runs.variant)).axes[0]
+    low, high = ax.get_ylim()
+    assert high - low >= MIN_AUC_SPAN and "lowest val loss" in ax.get_ylabel() and "best" not in ax.get_ylabel()
+
+
+def test_the_latency_figure_states_its_batch_and_the_passes_spread(tmp_path):
+    runs = pd.DataFrame([{"variant": "lora-r4", "family": "lora", "latency_batch": 16, "latency_base_ms": 5.0, "latency_unmerged_ms": 6.0,
+                          "latency_merged_ms": 5.1, **{f"latency_{m}_{q}_ms": v for m in ("base", "unmerged", "merged")
+                                                       for q, v in (("q25", 4.8), ("q75", 6.3))}}])
+    fig = plot_latency(runs, Canvas(tmp_path, runs.variant))
+    ax = fig.axes[0]
+    assert "batch of 16 windows" in ax.get_title() and sum(getattr(c, "has_yerr", False) for c in ax.containers) == 3
+    fig.canvas.draw()
+    title = ax.title.get_window_extent()
+    assert fig.bbox.x0 <= title.x0 and title.x1 <= fig.bbox.x1  # not clipped
+
+
+def test_the_example_figure_marks_the_chirp_of_the_loudest_injection(tmp_path):
+    features = write_toy_features(tmp_path, {"test": 8})["test"]
+    fig = plot_examples(features, Canvas(tmp_path, []))
+    axes = np.array(fig.axes).reshape(3, -1)
+    assert "network SNR" in axes[0, 0].get_title() and "minus the median" in axes[1, 0].get_title()
+    assert "what to look for" in fig._suptitle.get_text()
+    assert all(ax.collections for ax in axes[1])  # the track's circles on every channel's excess panel
 
 
 def test_lr_sensitivity_rings_the_selected_lr(tmp_path):

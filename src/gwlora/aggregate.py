@@ -116,6 +116,9 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for mode in LATENCY_MODES:
             row[f"latency_{mode}_ms"] = record["latency_ms"].get(mode, np.nan)  # base only, unless the variant adds or merges
             row[f"latency_{mode}_b1_ms"] = record["latency_ms_batch1"].get(mode, np.nan)
+            for key, suffix in (("eval", ""), ("batch1", "_b1")):  # the repetitions' quartiles, for findings' noise rule
+                spread = record.get("latency_quartiles_ms", {}).get(key, {}).get(mode, [np.nan, np.nan])
+                row[f"latency_{mode}{suffix}_q25_ms"], row[f"latency_{mode}{suffix}_q75_ms"] = spread
         for key in SEQUENCE_COLUMNS:
             row[f"sequence_{key}"] = record["sequence"][key]
         row["run_dir"] = str(run_dir)

@@ -328,14 +328,20 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or path.exists() or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
 
 
+def matching_hub_id(path: Path) -> str:
+    """The hub model a local directory's name points to ("whisper-tiny.en-encoder" -> "openai/whisper-tiny.en"), else Whisper small."""
+    size = re.match(r"whisper-(tiny|base|small|medium|large)(\.en)?", path.name)
+    return f"openai/{size.group(0)}" if size else "openai/whisper-small"
+
+
 def _check_local_model(pretrained: str) -> None:
     path = Path(pretrained).expanduser()
     if not looks_like_path(pretrained):
         return
     if not path.is_dir():
         raise ConfigError(
-            f"invalid config: model.pretrained: local encoder directory {pretrained!r} does not exist. Save one with "
-            "transformers (WhisperForAudioClassification.from_pretrained('openai/whisper-small').save_pretrained(DIR) "
+            f"invalid config: model.pretrained: local encoder directory {pretrained!r} ({path.resolve()}) does not exist. "
+            f"Save one with transformers (WhisperForAudioClassification.from_pretrained({matching_hub_id(path)!r}).save_pretrained(DIR) "
             "and WhisperFeatureExtractor likewise) on a machine with internet, give a hub id, or use null for the "
             "random demo encoder (config/demo.yaml)"
         )

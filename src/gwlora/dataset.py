@@ -273,7 +273,8 @@ def _run(args):
     if args.test_set:
         record["test_set"] = args.test_set
     save_split(ds, record, args.out)
-    log.info("wrote %s: %d windows (%d with a signal), detectors %s", args.out, record["n_windows"], record["n_signal"], ",".join(record["detectors"]))
+    channels = "channels" if record["detectors"] == ["audio"] else "detectors"  # an audio set's one channel is no detector
+    log.info("wrote %s: %d windows (%d with a signal), %s %s", args.out, record["n_windows"], record["n_signal"], channels, ",".join(record["detectors"]))
 
 
 def main(argv=None) -> int:

@@ -4,8 +4,13 @@ The aggregate stage computes them from its own tables and writes them to
 ``tables/findings.json`` (:func:`write_findings`); the deck stage reads that
 file and its template only prints (loops and values, no thresholds). Comparative
 words ("higher", "lower", "indistinguishable") come from the 95% intervals of
-the paired bootstrap, never from the sign of a point estimate; timing words
-respect :data:`TIMING_NOISE`.
+the paired bootstrap, never from the sign of a point estimate. The verdict rules
+are stated once here: a run that did not learn, or a variant whose selected runs
+did not learn, is never ranked (:func:`ranked`); the configured
+``train.lr_selection`` metric picks "best" as it picks learning rates
+(:data:`SELECTION`); a timing difference is stated only where the two sides'
+repetitions do not overlap (:func:`separation`), else it is "not resolved by
+these timings".
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from .constants import WHISPER_CHUNK_SECONDS
 from .families.matched_filter import NAME as MATCHED_FILTER
 
 FINDINGS_FILE = "findings.json"
-# Timings are single measurements on a shared machine: ratios closer to 1 than this are not told apart.
-TIMING_NOISE = 0.10
+# What "best" means: train.lr_selection -> (summary column, whether higher is better, words); the lrs are picked the same way
+SELECTION = {"val_loss": ("best_val_loss", False, "lowest validation loss"), "val_auc": ("val_auc", True, "highest validation AUC")}
+NOT_RESOLVED = "not resolved by these timings"
+# The noise rule the deck states: timings are told apart only where their repetitions do not overlap
+TIMING_RULE = ("a timing difference is stated only where the two sides' repetitions do not overlap (step times: the range over seeds; "
+               "latency: the quartiles of each run's repeated passes, in every run); otherwise it is " + NOT_RESOLVED)
 # The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
 PAPER_ADAPTER_OVERHEAD = (2, 30)
 # The methods set against LoRA on the comparison slide (besides the full and frozen baselines): the registry's methods
@@ -63,13 +72,28 @@ def describe(delta: float, ci_low: float, ci_high: float, confidence: float = 0.
     return f"{verdict(ci_low, ci_high)} ({interval})"
 
 
-def timing(ratio: float) -> str:
-    """A cost ratio in words that respect the timing noise."""
+def separation(a_low, a_high, b_low, b_high) -> int:
+    """+1 when side a's range lies wholly above side b's, -1 wholly below, 0 when they overlap or a bound is missing."""
+    bounds = np.array([a_low, a_high, b_low, b_high], dtype=float)
+    if np.isnan(bounds).any():
+        return 0
+    return 1 if bounds[0] > bounds[3] else -1 if bounds[1] < bounds[2] else 0
+
+
+def seed_separation(a, b) -> int:
+    """:func:`separation` of two sides' repeated timings (one per seed): their ranges, never a single timing per side."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) < 2 or len(b) < 2:
+        return 0  # one timing per side: nothing says how much it varies
+    return separation(a.min(), a.max(), b.min(), b.max())
+
+
+def timing(ratio: float, side: int) -> str:
+    """A cost ratio in words: the ratio, and "not resolved by these timings" unless the repetitions separate the sides."""
     if pd.isna(ratio):
         return "n/a"
-    if abs(ratio - 1) < TIMING_NOISE:
-        return f"{ratio:.2f}×, within the ±{TIMING_NOISE:.0%} a single timing can vary"
-    return f"{ratio:.2f}×"
+    return f"{ratio:.2f}×" if side else f"{ratio:.2f}×, {NOT_RESOLVED}"
 
 
 def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
@@ -89,9 +113,21 @@ def _variant_facts(row: pd.Series) -> dict:
             "params": f"{int(row.trainable_parameters):,}", "lr": f"{row.lr:g}", "checkpoint_mib": num(row.checkpoint_mb, 2)}
 
 
-def best_row(rows: pd.DataFrame) -> pd.Series:
-    """The row with the highest validation AUC of its tested checkpoint (the first when none has one)."""
-    return rows.loc[rows.val_auc.idxmax()] if rows.val_auc.notna().any() else rows.iloc[0]
+def ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows that may be called best, highest or lead anything: variants none of whose selected runs was flagged as not learning."""
+    if "did_not_learn" not in rows:
+        return rows
+    return rows[pd.to_numeric(rows.did_not_learn, errors="coerce").fillna(0).astype(float) == 0]
+
+
+def best_row(rows: pd.DataFrame, selection: str = "val_loss") -> pd.Series | None:
+    """The row that ranks first by the configured lr-selection metric (:data:`SELECTION`) among rows that learned; None when none did."""
+    column, higher, _ = SELECTION[selection]
+    rows = ranked(rows)
+    rows = rows[rows[column].notna()]
+    if rows.empty:
+        return None
+    return rows.loc[rows[column].idxmax() if higher else rows[column].idxmin()]
 
 
 def rank_sweep(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict | None:
@@ -117,41 +153,75 @@ def rank_sweep(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict | None:
     return out
 
 
-def step_time_words(ratio: float) -> str:
-    """What a LoRA step's time against full fine-tuning's says, beyond the timing noise or not."""
-    if ratio < 1 - TIMING_NOISE:
-        return "the gradients and optimiser updates of the frozen weights were saved"
-    if ratio > 1 + TIMING_NOISE:
-        return "slower"
-    return "no speed-up, as the original study found; the frozen encoder still runs the full forward and backward pass"
+def selected_runs(runs: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """The runs of `variant` at its selected lr (every run when the table has no selection)."""
+    rows = runs[runs.variant == variant]
+    return rows[rows.selected.astype(bool)] if "selected" in rows else rows
 
 
-def lora_costs(top: pd.Series, full: pd.Series) -> dict:
+def step_separation(runs: pd.DataFrame, variant: str, reference: str) -> int:
+    """Whether `variant`'s per-seed step times lie wholly above (+1) or below (-1) `reference`'s, else 0."""
+    return seed_separation(selected_runs(runs, variant).step_time_ms, selected_runs(runs, reference).step_time_ms)
+
+
+def step_time_words(side: int, seeds: int) -> str:
+    """What a LoRA step's time against full fine-tuning's says: only what the repeated (per-seed) timings separate."""
+    if side < 0:
+        return "faster in every seed than full fine-tuning in any; the frozen weights need no gradients or optimiser updates"
+    if side > 0:
+        return "slower in every seed than full fine-tuning in any"
+    if seeds < 2:
+        return f"{NOT_RESOLVED}: one timing per side says nothing of how much a timing varies"
+    return f"{NOT_RESOLVED}: the seeds' step times of the two overlap"
+
+
+def lora_costs(top: pd.Series, full: pd.Series, runs: pd.DataFrame) -> dict:
     """The best LoRA variant's costs against full fine-tuning's: parameters, step time, memory, checkpoint."""
     step_ratio = top.step_time_ms / full.step_time_ms
-    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": timing(step_ratio),
-            "not_faster": bool(step_ratio >= 1 - TIMING_NOISE), "step_time_means": step_time_words(step_ratio),
+    side = step_separation(runs, top.variant, full.variant)
+    seeds = min(len(selected_runs(runs, top.variant)), len(selected_runs(runs, full.variant)))
+    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": timing(step_ratio, side),
+            "not_faster": side > 0, "step_time_means": step_time_words(side, seeds),
             "memory_ratio": num(top.peak_memory_mb / full.peak_memory_mb, 2), "checkpoint_ratio": num(top.checkpoint_mb / full.checkpoint_mb, 3)}
 
 
-def best_lora(lora: pd.DataFrame, diffs: pd.DataFrame, full: pd.Series | None) -> dict:
-    """The LoRA variant with the highest validation AUC: its facts, comparisons, costs and latency."""
-    top = best_row(lora)
+def latency_separation(runs: pd.DataFrame, variant: str, mode: str, batch1: bool = False) -> int:
+    """Whether `mode`'s repeated passes (their quartiles) lie above (+1) or below (-1) the base's in every selected run of `variant`."""
+    suffix = "_b1" if batch1 else ""
+    columns = [f"latency_{m}{suffix}_{q}_ms" for m in (mode, "base") for q in ("q25", "q75")]
+    rows = selected_runs(runs, variant)
+    if rows.empty or not set(columns) <= set(rows):
+        return 0  # repetitions not recorded (a run of an earlier version): nothing to judge by
+    sides = {separation(*(getattr(r, c) for c in columns)) for r in rows.itertuples()}
+    return sides.pop() if len(sides) == 1 else 0
+
+
+def best_lora(lora: pd.DataFrame, diffs: pd.DataFrame, full: pd.Series | None, runs: pd.DataFrame, selection: str) -> dict | None:
+    """The LoRA variant that ranks first by `selection` among those that learned: its facts, comparisons, costs and latency."""
+    top = best_row(lora, selection)
+    if top is None:
+        return None
     entry = {**_variant_facts(top), "rank": int(top["rank"]), "step_ms": num(top.step_time_ms, 1),
              "vs_full": comparison(diffs, top.variant, "full"), "vs_frozen": comparison(diffs, top.variant, "frozen")}
     if full is not None:
-        entry["costs"] = lora_costs(top, full)
+        entry["costs"] = lora_costs(top, full, runs)
     merged, unmerged, base = top.latency_merged_ms, top.latency_unmerged_ms, top.latency_base_ms
     if not pd.isna(merged):
         entry["latency"] = {"base": num(base, 1), "unmerged": num(unmerged, 1), "merged": num(merged, 1),
-                            "unmerged_vs_base": timing(unmerged / base), "merged_vs_base": timing(merged / base)}
+                            "unmerged_vs_base": timing(unmerged / base, latency_separation(runs, top.variant, "unmerged")),
+                            "merged_vs_base": timing(merged / base, latency_separation(runs, top.variant, "merged"))}
     return entry
 
 
-def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
-    """Findings stated on the analysis slides, each computed from the summary and the paired differences."""
-    best = best_row(summary)
-    out = {"best_variant": best.variant, "best_val_auc": num(best.val_auc)}
+def analysis(summary: pd.DataFrame, diffs: pd.DataFrame, runs: pd.DataFrame | None = None, selection: str = "val_loss") -> dict:
+    """Findings stated on the analysis slides, each computed from the summary, the runs (their repeated timings; none:
+    no timing is resolved) and the paired differences; "best" is by `selection`, the configured ``train.lr_selection``."""
+    runs = pd.DataFrame(columns=["variant", "selected", "step_time_ms"]) if runs is None else runs
+    column, _, words = SELECTION[selection]
+    best = best_row(summary, selection)
+    out = {"best_by": words, "best_variant": None if best is None else best.variant,
+           "best_value": None if best is None else num(best[column]),
+           "not_ranked": [v for v in summary.variant if v not in set(ranked(summary).variant)]}
     baselines = {f: summary[summary.family == f].iloc[0] for f in BASELINES if (summary.family == f).any()}
     for family, row in baselines.items():
         out[family] = _variant_facts(row)
@@ -162,8 +232,8 @@ def analysis(summary: pd.DataFrame, diffs: pd.DataFrame) -> dict:
         for v in summary.variant if any(c["variant"] == v for c in out["comparisons"])
     ]
     lora = summary[summary.family == "lora"]
-    if len(lora):
-        out["lora"] = best_lora(lora, diffs, baselines.get("full"))
+    if len(lora) and (entry := best_lora(lora, diffs, baselines.get("full"), runs, selection)) is not None:
+        out["lora"] = entry
     if sweep := rank_sweep(summary, diffs):
         out["ranks"] = sweep
     return out
@@ -194,12 +264,13 @@ def latency_rows(latency: pd.DataFrame) -> dict:
     return {"batches": batches, "rows": rows, "base_only": base_only}
 
 
-def _seen(seen: bool) -> str:
-    return "confirmed" if seen else "not seen here"
+def _verdict(side: int, seen: int) -> str:
+    """A claim's verdict from the repetitions: "confirmed" when they separate the sides the claim's way (`seen`), "not seen here" the other way."""
+    return NOT_RESOLVED if side == 0 else "confirmed" if side == seen else "not seen here"
 
 
-def adapter_claim(latency: pd.DataFrame) -> dict | None:
-    """Adapters add inference latency: confirmed when an adapter's batch-1 overhead over the base exceeds the timing noise."""
+def adapter_claim(latency: pd.DataFrame, runs: pd.DataFrame) -> dict | None:
+    """Adapters add inference latency: confirmed when an adapter's batch-1 passes lie above its base's in every run."""
     adapters = latency[(latency.family == "adapter") & (latency.batch == 1)]
     if adapters.empty:
         return None
@@ -209,21 +280,22 @@ def adapter_claim(latency: pd.DataFrame) -> dict | None:
         "variant": worst.variant, "batch1": overhead(worst.unmerged_overhead_percent),
         "study_batch": int(big.batch.iloc[0]) if len(big) else None,
         "at_study_batch": overhead(big.set_index("variant").unmerged_overhead_percent.get(worst.variant, float("nan"))) if len(big) else None,
-        "verdict": _seen(bool(worst.unmerged_overhead_percent > 100 * TIMING_NOISE)),
+        "verdict": _verdict(latency_separation(runs, worst.variant, "unmerged", batch1=True), seen=1),
     }
 
 
-def merged_lora_claim(latency: pd.DataFrame) -> dict | None:
-    """Merged LoRA adds no latency: confirmed when its batch-1 overhead is within the timing noise."""
+def merged_lora_claim(latency: pd.DataFrame, runs: pd.DataFrame) -> dict | None:
+    """Merged LoRA adds no latency: "not seen here" when a merged LoRA's batch-1 passes lie above its base's in every run,
+    "confirmed" when below, else not resolved (the repetitions do not tell merged and base apart)."""
     merged = latency[(latency.batch == 1) & (latency.family == "lora") & latency.merged_ms.notna()]
     if merged.empty:
         return None
-    row = merged.loc[merged.merged_overhead_percent.abs().idxmax()]
+    row = merged.loc[merged.merged_overhead_percent.idxmax()]
     return {"variant": row.variant, "batch1": overhead(row.merged_overhead_percent),
-            "verdict": _seen(bool(abs(row.merged_overhead_percent) < 100 * TIMING_NOISE))}
+            "verdict": _verdict(latency_separation(runs, row.variant, "merged", batch1=True), seen=-1)}
 
 
-def prompt_claim(summary: pd.DataFrame, context) -> dict | None:
+def prompt_claim(summary: pd.DataFrame, runs: pd.DataFrame, context) -> dict | None:
     """Prompts reduce the available sequence length: confirmed when they took audio positions (30 s context);
     with clip context they lengthen the sequence instead."""
     prompts = summary[summary.family == "prompt"]
@@ -238,21 +310,23 @@ def prompt_claim(summary: pd.DataFrame, context) -> dict | None:
     else:
         effect = f"lengthen the sequence to {positions} positions ({num(longest.sequence_audio_positions, 0)} of audio), no audio lost"
         if len(frozen):
-            effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0])} the frozen encoder’s"
+            side = step_separation(runs, longest.variant, frozen.variant.iloc[0])
+            effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0], side)} the frozen encoder’s"
     return {"variant": longest.variant, "length": length, "context": ", ".join(np.atleast_1d(context)), "effect": effect,
-            "verdict": _seen(lost)}
+            "verdict": "confirmed" if lost else "not seen here"}
 
 
-def introduction_claims(summary: pd.DataFrame, latency: pd.DataFrame, context) -> dict:
+def introduction_claims(summary: pd.DataFrame, latency: pd.DataFrame, runs: pd.DataFrame, context) -> dict:
     """The outline's claims about the other methods, each with this run's number and a verdict from the data."""
-    claims = {"adapter": adapter_claim(latency), "lora_merged": merged_lora_claim(latency), "prompt": prompt_claim(summary, context)}
+    claims = {"adapter": adapter_claim(latency, runs), "lora_merged": merged_lora_claim(latency, runs),
+              "prompt": prompt_claim(summary, runs, context)}
     return {name: claim for name, claim in claims.items() if claim is not None}
 
 
-def snr_findings(auc_snr: pd.DataFrame, best_variant: str) -> dict | None:
-    """The AUC of the lowest and highest injection-SNR bins for the best variant (mean over its seeds)."""
+def snr_findings(auc_snr: pd.DataFrame, best_variant: str | None) -> dict | None:
+    """The AUC of the lowest and highest injection-SNR bins for the best variant (mean over its seeds); None without one."""
     rows = auc_snr[auc_snr.variant == best_variant]
-    if rows.empty:
+    if best_variant is None or rows.empty:
         return None
     bins = rows.groupby("snr_bin").agg(low=("snr_low", "first"), high=("snr_high", "first"), auc=("auc", "mean"))
     first, last = bins.iloc[0], bins.iloc[-1]
@@ -282,20 +356,38 @@ def against_full(higher: list[str], lower: list[str], unconverged: list[str] = (
     return "".join(parts) + ("the other intervals cover zero." if parts else "every interval covers zero.")
 
 
+def shift_words(base: dict, test_set: dict) -> list[str]:
+    """What a shifted test set changes, in plain words: "quieter signals, SNR 4–8 (training 8–20)", else each changed key and value."""
+    diff = overrides(base, test_set) or {}
+    words = []
+    if isinstance(diff.get("snr"), dict) and isinstance(base.get("snr"), dict):
+        trained = base["snr"]
+        low, high = diff["snr"].get("min", trained["min"]), diff["snr"].get("max", trained["max"])
+        centre, trained_centre = low + high, trained["min"] + trained["max"]
+        which = "quieter signals" if centre < trained_centre else "louder signals" if centre > trained_centre else "signals"
+        words.append(f"{which}, SNR {low:g}–{high:g} (training {trained['min']:g}–{trained['max']:g})")
+        rest = {k: v for k, v in diff["snr"].items() if k not in ("min", "max")}
+        diff = {k: v for k, v in diff.items() if k != "snr"} | ({"snr": rest} if rest else {})
+    words += [change.replace("_", " ") for change in _changed(base, {**base, **diff})]
+    return words
+
+
 def shift_findings(shift: pd.DataFrame, config: dict) -> list[dict]:
-    """Per shifted test set: what it changes, which variant scores highest, and which variants differ from full
-    fine-tuning on it by the paired intervals (never by point estimates); none without a shifted test set."""
+    """Per shifted test set: what it changes, which variant that learned scores highest, and which variants differ from
+    full fine-tuning on it by the paired intervals (never by point estimates); none without a shifted test set."""
     sets = []
     for name, rows in shift.groupby("test_set", sort=False):
         if name == IN_DISTRIBUTION:
             continue
-        best = rows.loc[rows.auc.idxmax()] if rows.auc.notna().any() else rows.iloc[0]
-        in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == best.variant)].auc
+        learned = ranked(rows)
+        best = learned.loc[learned.auc.idxmax()] if learned.auc.notna().any() else None
+        in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == (None if best is None else best.variant))].auc
         higher, lower, unconverged = (list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower", NOT_CONVERGED))
         sets.append({
             "name": name,
-            "changes": _changed(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
-            "best": best.variant, "best_auc": num(best.auc), "best_in_distribution": num(in_distribution.iloc[0] if len(in_distribution) else None),
+            "changes": shift_words(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
+            "best": None if best is None else best.variant, "best_auc": None if best is None else num(best.auc),
+            "best_in_distribution": num(in_distribution.iloc[0] if len(in_distribution) else None),
             "against_full": against_full(higher, lower, unconverged) if rows.verdict_vs_full.notna().any() else None,
             "at_chance": list(rows.variant[~rows.above_chance.astype(bool)]),  # 95% interval of the AUC covers 0.5
             "one_class": list(rows.variant[rows.one_class > 0]),
@@ -392,22 +484,33 @@ def setup(summary: pd.DataFrame, runs: pd.DataFrame, config: dict) -> dict:
     }
 
 
+def counts(summary: pd.DataFrame, runs: pd.DataFrame) -> dict:
+    """The words that follow the counts: variants, variants beyond the baselines, runs as variant–lr pairs × seeds."""
+    pairs = runs.groupby(["variant", "lr"]).ngroups
+    seeds = runs.seed.nunique()
+    pair_words = f"{pairs} variant–learning-rate pair{'s' if pairs != 1 else ''}" if pairs != len(summary) else f"{pairs} variant{'s' if pairs != 1 else ''}"
+    return {"variants": len(summary), "adapted": int((~summary.family.isin(BASELINES)).sum()), "runs": len(runs),
+            "provenance": f"{len(runs)} training run{'s' if len(runs) != 1 else ''} ({pair_words} × {seeds} seed{'s' if seeds != 1 else ''})"}
+
+
 def findings(tables: dict[str, pd.DataFrame], study: dict, config: dict) -> dict:
     """Everything the deck states beyond the tables themselves, from the aggregate stage's tables (by file stem)."""
     optimal, tables = optimal_detector(tables), trained_only(tables)  # the optimal detector has a slide of its own
-    summary = tables["summary"]
-    best = best_row(summary).variant
+    summary, runs = tables["summary"], tables["runs"]
+    selection = config["train"]["lr_selection"]
+    found = analysis(summary, tables["differences"], runs, selection)
     return {
-        "setup": setup(summary, tables["runs"], config),
+        "setup": setup(summary, runs, config),
+        "counts": counts(summary, runs),
         "lora_budgets": lora_budgets(summary, study),
-        "analysis": analysis(summary, tables["differences"]),
-        "claims": introduction_claims(summary, tables["latency"], config["model"]["context"]),
+        "analysis": found,
+        "claims": introduction_claims(summary, tables["latency"], runs, config["model"]["context"]),
         "paper_adapter_overhead": f"+{PAPER_ADAPTER_OVERHEAD[0]}% to +{PAPER_ADAPTER_OVERHEAD[1]}%",
-        "timing_noise": f"±{TIMING_NOISE:.0%}",
+        "timing_rule": TIMING_RULE,
         "latency": latency_rows(tables["latency"]),
-        "snr": snr_findings(tables["auc_by_snr"], best),
+        "snr": snr_findings(tables["auc_by_snr"], found["best_variant"]),
         "shift": shift_findings(tables["shift"], config),
-        "not_learned": not_learned(tables["runs"]),
+        "not_learned": not_learned(runs),
         "methods_compared": bool(summary.family.isin(METHOD_FAMILIES[1:]).any()),
         "other_peft_methods": bool(summary.family.isin(("bitfit", "peft")).any()),
         "optimal_detector": optimal,

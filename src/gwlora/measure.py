@@ -45,8 +45,8 @@ def dir_bytes(path: Path) -> int:
 
 
 @torch.no_grad()
-def latency_ms(model, x: torch.Tensor, reps: int, precision: Precision, modes: dict | None = None) -> dict[str, float]:
-    """Median wall time in milliseconds of one forward pass of batch `x` under each mode (a context-manager factory).
+def latency_samples(model, x: torch.Tensor, reps: int, precision: Precision, modes: dict | None = None) -> dict[str, np.ndarray]:
+    """Every timed forward pass of batch `x` under each mode (a context-manager factory), in milliseconds.
 
     The modes' passes alternate (A B, then B A, ...) after three untimed
     warm-up rounds, so that a machine's changing load falls on every mode
@@ -68,36 +68,59 @@ def latency_ms(model, x: torch.Tensor, reps: int, precision: Precision, modes: d
             if i >= 3:  # warm-up passes are not timed
                 times[name].append(time.perf_counter() - start)
     model.train()
-    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+    return {name: 1000 * np.asarray(t) for name, t in times.items()}
 
 
-def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> dict:
-    """Latency of the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
+def latency_ms(model, x: torch.Tensor, reps: int, precision: Precision, modes: dict | None = None) -> dict[str, float]:
+    """Median wall time in milliseconds of one forward pass of batch `x` under each mode (:func:`latency_samples`)."""
+    return {name: float(np.median(t)) for name, t in latency_samples(model, x, reps, precision, modes).items()}
+
+
+def quartiles(samples: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Each mode's repetitions as [25th, 75th percentile] ms: the spread findings' noise rule compares (gwlora.findings.separation)."""
+    return {name: [float(q) for q in np.quantile(t, [0.25, 0.75])] for name, t in samples.items()}
+
+
+def inference_timings(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> tuple[dict, dict]:
+    """(median ms, [q25, q75] ms) per mode: the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
 
     The base model is the method switched off (peft's ``disable_adapter``, or
     :func:`gwlora.methods.disabled`), timed alternately with the method
-    (:func:`latency_ms`); the merged model is timed after them. BitFit changes
+    (:func:`latency_samples`); the merged model is timed after them. BitFit changes
     biases only, so its "unmerged" model is the base architecture with other
-    biases. Full, frozen and partial fine-tuning time the base only.
+    biases. Full, frozen and partial fine-tuning time the base only. The
+    quartiles let a reader's claim ("merged adds no latency") rest on the
+    repetitions' spread rather than on one number.
     """
     if reps <= 0:
-        return {}
+        return {}, {}
     method = family(variant.family)
     if method.base_architecture:
-        return latency_ms(model, x, reps, precision)
-    if not method.peft_adapter:
-        return latency_ms(model, x, reps, precision, {"base": lambda: disabled(model), "unmerged": nullcontext})
-    out = latency_ms(model, x, reps, precision, {"base": model.disable_adapter, "unmerged": nullcontext})
+        samples = latency_samples(model, x, reps, precision)
+    elif not method.peft_adapter:
+        samples = latency_samples(model, x, reps, precision, {"base": lambda: disabled(model), "unmerged": nullcontext})
+    else:
+        samples = latency_samples(model, x, reps, precision, {"base": model.disable_adapter, "unmerged": nullcontext})
+        samples.update(merged_samples(model, variant, x, reps, precision))
+    return {name: float(np.median(t)) for name, t in samples.items()}, quartiles(samples)
+
+
+def merged_samples(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> dict[str, np.ndarray]:
+    """The passes of the peft model with its adapter merged into the weights ({"merged": ...}), or none where peft cannot merge it."""
     try:
         model.merge_adapter()
     except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
         log.info("%s: not merged for latency (%s)", variant.name, exc)
-        return out
+        return {}
     try:
-        out.update(merged=latency_ms(model, x, reps, precision)["base"])
+        return {"merged": latency_samples(model, x, reps, precision)["base"]}
     finally:
         model.unmerge_adapter()
-    return out
+
+
+def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> dict:
+    """Median latency per mode (:func:`inference_timings`, without the quartiles)."""
+    return inference_timings(model, variant, x, reps, precision)[0]
 
 
 def versions() -> dict:

@@ -88,6 +88,8 @@ LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", 
 # the learning-rate figure's panels: the validation AUC (of the checkpoint of lowest val loss) and the test AUC, which selects nothing
 LR_PANELS = {"val_auc": "validation AUC", "test_auc": "test AUC (display only)"}
 # the Pareto figure's costs: column -> (axis label, x scale)
+# An AUC axis spans at least this much: about the 95% interval of an AUC on a few hundred windows, so a gap inside it is not drawn as a trend
+MIN_AUC_SPAN = 0.05
 PARETO_COSTS = {"trainable_parameters": ("trainable parameters", "log"), "peak_memory_mb": ("peak training memory (MiB)", "linear"),
                 "step_time_ms": ("step time (ms)", "linear")}
 
@@ -181,8 +183,22 @@ def plot_curves(curves: pd.DataFrame, canvas: Canvas, y: str) -> plt.Figure:
     return fig
 
 
+def auc_limits(values, spread: float = 0.0) -> tuple[float, float]:
+    """y limits of an AUC axis that do not magnify noise: at least MIN_AUC_SPAN, and at least four times `spread` (the widest
+    interval half-width or seed-to-seed range of a point shown), around the values' middle, inside 0..1."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return 0.0, 1.0
+    span = max(values.max() - values.min(), MIN_AUC_SPAN, 4 * (0.0 if np.isnan(spread) else spread))
+    span = min(1.0, 1.1 * span)  # a margin around the points
+    low = min(max(0.0, (values.max() + values.min() - span) / 2), 1.0 - span)  # centred, shifted inside 0..1
+    return low, low + span
+
+
 def plot_rank(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Best val AUC against LoRA rank (log2 axis; mean and seeds), full and frozen as reference lines."""
+    """The validation AUC of each run's tested checkpoint (its lowest val loss) against LoRA rank (log2 axis; mean and seeds),
+    full and frozen as reference lines, on an axis no narrower than the seeds' spread allows (:func:`auc_limits`)."""
     require(runs, ("variant", "family", "config_key", "rank", "val_auc"), "runs.csv")
     lora = lora_runs(runs)
     fig, ax = canvas.figure()
@@ -191,13 +207,17 @@ def plot_rank(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
         ax.scatter(rows["rank"], rows.val_auc, color=colour, alpha=0.5, s=30)
         means = rows.groupby("rank").val_auc.mean()
         ax.plot(means.index, means.values, marker="o", color=colour, linewidth=2, label=config_key)
+    shown = [lora.val_auc]
     for family, style in (("full", "--"), ("frozen", ":")):
         ref = runs[runs.family == family]
         if len(ref):
             ax.axhline(ref.val_auc.mean(), linestyle=style, color=canvas.palette[ref.variant.iloc[0]], linewidth=2, label=family)
+            shown.append(pd.Series([ref.val_auc.mean()]))
+    spread = lora.groupby("variant").val_auc.agg(lambda v: v.max() - v.min() if len(v) > 1 else np.nan).max()
+    ax.set_ylim(*auc_limits(pd.concat(shown), spread))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel("best validation AUC")
+    ax.set_ylabel("validation AUC\n(checkpoint of lowest val loss)")
     ax.set_title("Validation AUC vs LoRA rank")
     ax.legend(fontsize="small")
     return fig
@@ -233,22 +253,32 @@ def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
 
 
 def plot_latency(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Inference latency of the base model, the method unmerged and merged (where it merges), per variant that adds to the model."""
+    """Inference latency at the eval batch of the base model, the method unmerged and merged (where it merges), per variant that
+    adds to the model: bars the median pass (mean over seeds), error bars the repetitions' quartiles (lowest to highest over seeds)."""
     require(runs, ("variant", "family", *LATENCY_MODELS), "runs.csv")
     methods = runs[[not family(name).base_architecture for name in runs.family]]
     if methods.empty:
         raise StageError("runs.csv has no run of a method that adds to the model (LoRA, adapters, prompts, peft)")
     if methods.latency_unmerged_ms.isna().all():
         raise StageError("no run measured its inference latency (train.latency_batches 0 when they ran?)")
-    timed = methods.melt(id_vars=["variant"], value_vars=list(LATENCY_MODELS), var_name="model", value_name="ms").dropna()
-    timed["model"] = timed["model"].map(LATENCY_MODELS)
+    variants = list(dict.fromkeys(methods.variant))
     fig, ax = canvas.figure()
-    sns.barplot(data=timed, x="variant", y="ms", hue="model", hue_order=list(LATENCY_MODELS.values()), ax=ax)
-    ax.set_xlabel("")
-    ax.set_ylabel("forward pass of one batch (ms)")
-    ax.set_title("Inference latency: base, method unmerged, merged where it can be (single timings: ±10% is noise)", fontsize="medium")
-    ax.tick_params(axis="x", rotation=30, labelsize="small")
-    ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the bars, never over them
+    width = 0.8 / len(LATENCY_MODELS)
+    for j, (column, model) in enumerate(LATENCY_MODELS.items()):
+        mode = column.removeprefix("latency_").removesuffix("_ms")
+        for i, variant in enumerate(variants):
+            rows = methods[methods.variant == variant]
+            if rows[column].isna().all():
+                continue
+            x, height = i + (j - 1) * width, rows[column].mean()
+            low, high = (rows.get(f"latency_{mode}_{q}_ms", pd.Series([np.nan])) for q in ("q25", "q75"))
+            yerr = None if low.isna().all() else [[height - low.min()], [high.max() - height]]
+            ax.bar(x, height, width, yerr=yerr, capsize=3, color=sns.color_palette()[j], label=model if i == 0 else None)
+    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel("forward pass (ms)")
+    batch = ", ".join(str(int(b)) for b in dict.fromkeys(methods.latency_batch)) if "latency_batch" in methods else "the eval batch's"
+    ax.set_title(f"Inference latency, batch of {batch} windows", fontsize="medium")
+    ax.legend(title="model (bars: quartiles of the passes)", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title_fontsize="x-small")
     return fig
 
 
@@ -268,51 +298,69 @@ def plot_snr(auc_snr: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     return fig
 
 
-def plot_shift_auc(shift_runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """AUC per test set (in-distribution first) and variant at its selected lr: bars the mean over seeds, points the seeds."""
+def plot_shift_auc(shift_runs: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | None = None) -> plt.Figure:
+    """AUC per test set (in-distribution first) and variant at its selected lr: bars rise or fall from chance (0.5) to the mean
+    over seeds, error bars the AUC's 95% bootstrap interval from shift.csv (when given), points the seeds."""
     require(shift_runs, ("test_set", "variant", "seed", "selected", "auc"), "shift_runs.csv (a row per run and test set)")
     rows = shift_runs[shift_runs.selected.astype(bool)]
     palette = canvas.colours(rows.variant)
     order = list(dict.fromkeys(rows.test_set))
     fig, ax = canvas.figure(size=(max(10, 2.5 * len(order) + 4), 6))
-    sns.barplot(data=rows, x="test_set", y="auc", hue="variant", order=order, hue_order=list(palette), palette=palette,
-                errorbar=None, alpha=0.6, ax=ax)
-    sns.stripplot(data=rows, x="test_set", y="auc", hue="variant", order=order, hue_order=list(palette), palette=palette,
-                  dodge=True, size=6, edgecolor="black", linewidth=0.5, legend=False, ax=ax)
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1.5)
-    ax.set_ylim(max(0.0, min(0.45, rows.auc.min() - 0.05)), 1.0)
+    width = 0.8 / len(palette)
+    means = rows.groupby(["test_set", "variant"]).auc.mean()
+    intervals = None if shift is None else shift.set_index(["test_set", "variant"])[["auc_ci_low", "auc_ci_high"]]
+    for j, (variant, colour) in enumerate(palette.items()):
+        for i, name in enumerate(order):
+            if (name, variant) not in means.index:
+                continue
+            x, auc = i + (j - (len(palette) - 1) / 2) * width, means[(name, variant)]
+            yerr = None
+            if intervals is not None and (name, variant) in intervals.index:
+                low, high = intervals.loc[(name, variant)]
+                yerr = None if np.isnan(low) else [[max(0.0, auc - low)], [max(0.0, high - auc)]]
+            ax.bar(x, auc - 0.5, width, bottom=0.5, color=colour, alpha=0.7, yerr=yerr, capsize=2, label=variant if i == 0 else None)
+            seeds = rows[(rows.test_set == name) & (rows.variant == variant)].auc
+            ax.scatter(np.full(len(seeds), x), seeds, color=colour, edgecolor="black", linewidth=0.5, s=20, zorder=3)
+    ax.axhline(0.5, color="black", linewidth=1.5)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xticks(range(len(order)), order)
     ax.set_xlabel("test set (test: in distribution)")
     ax.set_ylabel("AUC of the best checkpoint")
-    ax.set_title("AUC beyond the training distribution (dotted: chance)")
+    ax.set_title("AUC per test set (bars from chance, 0.5" + ("; 95% intervals)" if intervals is not None else ")"), fontsize="medium")
     ax.legend(title="variant", fontsize="x-small", title_fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
+def dodge_offsets(n: int, medians) -> np.ndarray:
+    """Horizontal offsets for `n` variants around each bin's median: spread over 70% of the narrowest gap between bins, so no two meet."""
+    gaps = np.diff(np.sort(np.unique(np.asarray(medians, dtype=float))))
+    span = 0.7 * float(gaps.min()) if len(gaps) else 1.0
+    return (np.arange(n) - (n - 1) / 2) * (span / max(1, n - 1))
+
+
 def plot_efficiency(eff: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Detection efficiency at the FPR against injected SNR, one panel per test set, with binomial intervals."""
+    """Detection efficiency at the FPR against injected SNR, one panel per test set, with binomial intervals dodged apart."""
     require(eff, ("test_set", "variant", "snr_median", "efficiency", "ci_low", "ci_high", "threshold_fpr"),
             "efficiency.csv (a row per test set, variant and SNR bin of injected signals)")
     sets = list(dict.fromkeys(eff.test_set))
     palette = canvas.colours(eff.variant)
-    fig, axes = canvas.figure(1, len(sets), size=(6 * len(sets) + 2, 6), squeeze=False, sharey=True)
+    fig, axes = canvas.figure(1, len(sets), size=(7 * len(sets) + 2, 6), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], sets):
         rows = eff[eff.test_set == name]
-        # variants side by side around each bin's median, so that equal points stay visible
-        step = 0.15 * float(np.median(np.diff(np.sort(rows.snr_median.unique())))) if rows.snr_median.nunique() > 1 else 0.0
-        for i, (variant, colour) in enumerate(palette.items()):
+        offsets = dodge_offsets(len(palette), rows.snr_median)
+        for offset, (variant, colour) in zip(offsets, palette.items()):
             r = rows[rows.variant == variant]
             if r.empty:
                 continue
-            offset = (i - (len(palette) - 1) / 2) * step / max(1, len(palette) - 1)
             ax.errorbar(r.snr_median + offset, r.efficiency, yerr=[r.efficiency - r.ci_low, r.ci_high - r.efficiency], color=colour,
-                        marker="o", capsize=3, linewidth=2, label=variant)
+                        marker="o", markersize=4, capsize=2, elinewidth=1.5, linewidth=1, alpha=0.9, label=variant)
         draw_oracle(ax, rows)
         ax.set_title(f"{name}", fontsize="medium")
         ax.set_xlabel("injected network SNR (bin median)")
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel(f"detection efficiency at {100 * eff.threshold_fpr.iloc[0]:g}% FPR")
-    axes[0][-1].legend(title="variant", fontsize="x-small", title_fontsize="x-small")
-    fig.suptitle("Detection efficiency vs SNR per test set (bars: 95% binomial interval)", fontsize="medium")
+    axes[0][-1].legend(title="variant", fontsize="x-small", title_fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle("Detection efficiency vs SNR per test set (bars: 95% binomial interval; variants side by side in each bin)", fontsize="medium")
     return fig
 
 
@@ -399,32 +447,58 @@ def pareto_front(costs, quality) -> np.ndarray:
     return valid & ~dominated
 
 
-def plot_pareto(summary: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Test AUC at each variant's selected lr against each cost (bars: 95% interval over seeds), with the Pareto front."""
+def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | None = None) -> plt.Figure:
+    """Test AUC at each variant's selected lr against each cost, with the Pareto front; variants that did not learn are left out.
+
+    The bars are the AUC's 95% bootstrap interval over the test windows (``auc_ci_low``/``auc_ci_high``, from shift.csv's
+    in-distribution rows) where given, else the 95% t interval over seeds (none with one seed).
+    """
+    from .findings import IN_DISTRIBUTION, ranked  # the deck's verdict rules; imported here, as the Snakefile imports this module
+
     require(summary, ("variant", "test_auc", "test_auc_ci95", *PARETO_COSTS), "summary.csv")
     if summary.variant.duplicated().any():
         raise StageError(f"summary.csv has several rows for {sorted(set(summary.variant[summary.variant.duplicated()]))}")
     own = summary.family == MATCHED_FILTER if "family" in summary else pd.Series(False, index=summary.index)
     search, summary = summary[own], summary[~own]  # the matched filter trains nothing: a line, not a point on the front
-    rows = summary.set_index("variant")
+    if shift is not None and "auc_ci_low" in shift:  # the in-distribution test split's bootstrap intervals
+        test = shift[shift.test_set == IN_DISTRIBUTION][["variant", "auc_ci_low", "auc_ci_high"]]
+        summary = summary.drop(columns=["auc_ci_low", "auc_ci_high"], errors="ignore").merge(test, on="variant", how="left")
+    shown = ranked(summary)  # the deck's rule: a variant with a run that did not learn is on no front
+    left_out = [v for v in summary.variant if v not in set(shown.variant)]
+    nobody = shown.empty  # then every point is drawn, hollow, and no front
+    shown = summary if nobody else shown
+    if {"auc_ci_low", "auc_ci_high"} <= set(shown) and shown.auc_ci_low.notna().any():
+        errors, bars = [shown.test_auc - shown.auc_ci_low, shown.auc_ci_high - shown.test_auc], "95% bootstrap interval over test windows"
+    else:
+        errors, bars = [shown.test_auc_ci95, shown.test_auc_ci95], "95% t interval over seeds"
+    errors = [pd.Series(np.maximum(0.0, e.to_numpy(dtype=float)), index=shown.variant) for e in errors]  # an interval beside its mean: to it
     fig, axes = canvas.figure(1, len(PARETO_COSTS), size=(21, 7), sharey=True)
     for ax, (col, (label, scale)) in zip(axes, PARETO_COSTS.items()):
-        for variant, colour in canvas.colours(summary.variant).items():
-            x, y, ci = rows.loc[variant, [col, "test_auc", "test_auc_ci95"]]
-            ax.errorbar([x], [y], yerr=None if np.isnan(ci) else [ci], fmt="o", markersize=9, capsize=4, color=colour, label=variant)
-            ax.annotate(variant, (x, y), xytext=(6, 6), textcoords="offset points", fontsize="x-small", color=colour)
-        front = summary[pareto_front(summary[col], summary.test_auc)].sort_values([col, "test_auc"])
-        ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
+        front = shown.iloc[:0] if nobody else shown[pareto_front(shown[col], shown.test_auc)].sort_values([col, "test_auc"])
+        for row in shown.itertuples():
+            yerr = [[errors[0][row.variant]], [errors[1][row.variant]]]
+            ax.errorbar([getattr(row, col)], [row.test_auc], yerr=None if np.isnan(yerr[0][0]) else yerr, fmt="o", markersize=9, capsize=4,
+                        color=canvas.palette[row.variant], mfc="none" if nobody else canvas.palette[row.variant], label=row.variant)
+        for i, row in enumerate(front.itertuples()):  # names on the front only, alternating above and below: the legend names the rest
+            ax.annotate(row.variant, (getattr(row, col), row.test_auc), xytext=(6, 8 if i % 2 == 0 else -14), textcoords="offset points",
+                        fontsize="x-small", color=canvas.palette[row.variant])
+        if len(front):
+            ax.step(front[col], front.test_auc, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto front")
         draw_matched_filter(ax, search)
         ax.set_xscale(scale)
         if scale == "log":
             ax.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels (2e6, 3e6, ...) overlap
-        ax.margins(x=0.12, y=0.08)  # room for the names beside the points
+        ax.margins(x=0.12, y=0.08)
         ax.set_xlabel(label)
         ax.set_ylabel("test AUC")
     handles, labels = axes[0].get_legend_handles_labels()
-    axes[0].legend(handles, labels, fontsize="x-small", loc="best")
-    fig.suptitle("Test AUC vs costs, each variant at its selected lr (bars: 95% interval over seeds; dashed: Pareto front)", fontsize="medium")
+    fig.legend(handles, labels, fontsize="x-small", loc="outside right upper")
+    title = f"Test AUC vs costs, each variant at its selected lr (bars: {bars}; dashed: Pareto front)"
+    if nobody:
+        title += "\nno variant learned (hollow: every one had a run that did not), so no front is drawn"
+    elif left_out:
+        title += f"\nleft out, as they did not learn: {', '.join(left_out)}"
+    fig.suptitle(title, fontsize="medium")
     return fig
 
 
@@ -447,8 +521,26 @@ def draw_matched_filter(ax, search: pd.DataFrame) -> None:
                 textcoords="offset points", fontsize="x-small")
 
 
+def active_bins(noise: np.ndarray) -> int:
+    """How many mel bins (from the lowest) hold power in `noise` windows ([window, mel, frame]): the bins above the strain's band
+    sit at the log-mel floor and would show as a black half."""
+    level = noise.mean(axis=(0, 2))
+    above = np.flatnonzero(level > noise.min() + 1e-3)
+    return int(above.max()) + 1 if len(above) else noise.shape[1]
+
+
+def excess_track(excess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, bins) of the time–frequency track: per frame the bin where the signal most exceeds the noise's median, in the
+    frames where that excess stands out (above the median plus four robust standard deviations of every bin's excess)."""
+    peak = excess.max(axis=0)
+    spread = 1.4826 * np.median(np.abs(excess - np.median(excess)))
+    frames = np.flatnonzero(peak > np.median(excess) + 4 * max(spread, 1e-6))
+    return frames, excess[:, frames].argmax(axis=0)
+
+
 def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
-    """The model's input: log-mel of the loudest signal window and of a noise window, one panel per channel."""
+    """The model's input for the loudest signal window (its whitened strain's log-mel), its excess over the median noise
+    window with the chirp's track marked, and a noise window; one column per channel, the bins that hold power only."""
     from .features import load_features, load_snr
 
     x, labels, meta = load_features(features_dir, mmap=True)
@@ -458,19 +550,30 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
         raise StageError(f"{features_dir}: the example figure needs a signal and a noise window")
     names = meta.get("label_names")  # audio data names its classes; strain windows hold a signal or noise
     positive, negative = (f"label 1 ({names['1']})", f"label 0 ({names['0']})") if names else ("signal", "noise")
-    examples = {positive: signal_rows[np.argmax(snr[signal_rows])], negative: noise_rows[0]}
-    channels = meta["channels"]
-    fig, axes = canvas.figure(2, len(channels), size=(6 * len(channels) + 1, 7), style="white", squeeze=False)
-    seconds = meta["n_frames"] / WHISPER_FRAMES_PER_SECOND
-    for row, (kind, i) in enumerate(examples.items()):
-        for col, channel in enumerate(channels):
+    loudest, quiet = signal_rows[np.argmax(snr[signal_rows])], noise_rows[0]
+    channels, seconds = meta["channels"], meta["n_frames"] / WHISPER_FRAMES_PER_SECOND
+    fig, axes = canvas.figure(3, len(channels), size=(6 * len(channels) + 1, 9.5), style="white", squeeze=False)
+    for col, channel in enumerate(channels):
+        noise = np.asarray(x[noise_rows[:64], col])
+        top = active_bins(noise)
+        excess = np.asarray(x[loudest, col, :top]) - np.median(noise[:, :top], axis=0)
+        extent = (0, seconds, 0, top)
+        vmin, vmax = np.percentile(np.asarray(x[[loudest, quiet], col, :top]), [2, 99.5])
+        loud = f" (network SNR {snr[loudest]:.1f})" if snr[loudest] > 0 else ""
+        panels = ((x[loudest, col, :top], f"{channel}: {positive}{loud}", dict(cmap="magma", vmin=vmin, vmax=vmax)),
+                  (excess, f"{channel}: {positive} minus the median {negative}", dict(cmap="RdBu_r", vmin=-np.abs(excess).max(), vmax=np.abs(excess).max())),
+                  (x[quiet, col, :top], f"{channel}: {negative}", dict(cmap="magma", vmin=vmin, vmax=vmax)))
+        for row, (image, title, style) in enumerate(panels):
             ax = axes[row, col]
-            image = ax.imshow(x[i, col], origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, meta["n_mels"]))
-            title = f"{channel}: {kind}" + (f" (network SNR {snr[i]:.1f})" if kind == positive and snr[i] > 0 else "")
+            ax.imshow(image, origin="lower", aspect="auto", extent=extent, **style)
             ax.set_title(title, fontsize="small")
-            ax.set_xlabel("time (s)" if row == 1 else "")
-            ax.set_ylabel("mel bin" if col == 0 else "")
-    fig.colorbar(image, ax=axes, label="log-mel (Whisper scale)", shrink=0.8)
+            ax.set_xlabel("time (s)" if row == 2 else "")
+            ax.set_ylabel(f"mel bin (0–{top - 1})" if col == 0 else "")
+        frames, bins = excess_track(excess)
+        axes[1, col].scatter((frames + 0.5) * seconds / meta["n_frames"], bins + 0.5, s=12, facecolors="none", edgecolors="black", linewidths=1)
+    look = ("what to look for: the chirp, power sweeping up in frequency to the merger;\ncircles mark where the signal most exceeds the noise"
+            if not names else "what to look for: where the positive clip's power differs\nfrom the typical negative clip (circles)")
+    fig.suptitle(look, fontsize="small")
     return fig
 
 
@@ -484,6 +587,7 @@ class FigureSpec:
     source: str  # a key of INPUTS
     draw: Callable[[object, Canvas], plt.Figure]
     title: str
+    extra: str | None = None  # a key of INPUTS the figure uses when given (passed by that name), e.g. shift.csv's intervals
 
 
 # make_figures' inputs: what each is, as the Python argument and the command-line option name it
@@ -495,6 +599,7 @@ INPUTS = {
     "examples": "a feature cache (examples, --examples)",
     "summary": "summary.csv (summary_csv, --summary)",
     "shift_runs": "shift_runs.csv (shift_runs_csv, --shift-runs)",
+    "shift": "shift.csv (shift_csv, --shift)",
     "efficiency": "efficiency.csv (efficiency_csv, --efficiency)",
     "context": "context.csv (context_csv, --context)",
 }
@@ -508,12 +613,12 @@ FIGURES = {
     "test_auc_vs_parameters": FigureSpec("selected_runs", plot_params, "Test AUC vs trainable parameters"),
     "costs": FigureSpec("selected_runs", plot_costs, "Training costs"),
     "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity, "Learning rates: chosen on validation"),
-    "pareto": FigureSpec("summary", plot_pareto, "Quality against cost: the Pareto front"),
+    "pareto": FigureSpec("summary", plot_pareto, "Quality against cost: the Pareto front", extra="shift"),
     "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank, "Validation AUC vs LoRA rank"),
     "latency": FigureSpec("selected_runs", plot_latency, "Inference latency"),
     "auc_vs_snr": FigureSpec("auc_by_snr", plot_snr, "Test AUC vs injection SNR"),
     "efficiency": FigureSpec("efficiency", plot_efficiency, "Detection efficiency vs SNR"),
-    "shift_auc": FigureSpec("shift_runs", plot_shift_auc, "AUC per test set"),
+    "shift_auc": FigureSpec("shift_runs", plot_shift_auc, "AUC per test set", extra="shift"),
     "context_auc_vs_cost": FigureSpec("context", plot_context, "Encoder context: AUC against cost"),
 }
 
@@ -544,7 +649,7 @@ def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
     examples: str | Path | None = None, *, figures: Sequence[str] | None = None, summary_csv: str | Path | None = None,
     shift_runs_csv: str | Path | None = None, efficiency_csv: str | Path | None = None,
-    context_csv: str | Path | None = None,
+    context_csv: str | Path | None = None, shift_csv: str | Path | None = None,
 ) -> list[Path]:
     """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
 
@@ -553,14 +658,15 @@ def make_figures(
     given, or whose data cannot support it (no LoRA run, no latency, no SNR
     rows), raises a StageError naming the figure and why: nothing is skipped.
     The ``pareto`` figure is drawn from `summary_csv` (summary.csv), every
-    other table figure from `runs_csv` or the other tables.
+    other table figure from `runs_csv` or the other tables; `shift_csv` (shift.csv), when given, adds the AUC's
+    bootstrap intervals to the Pareto and shifted-set figures.
     """
     names = list(dict.fromkeys(FIGURES if figures is None else figures))
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise StageError(f"unknown figures {unknown}; the stage draws {list(FIGURES)}")
     inputs = {"curves": curves_csv, "runs": runs_csv, "selected_runs": runs_csv, "auc_by_snr": auc_by_snr_csv, "examples": examples,
-              "summary": summary_csv, "shift_runs": shift_runs_csv, "efficiency": efficiency_csv, "context": context_csv}
+              "summary": summary_csv, "shift_runs": shift_runs_csv, "efficiency": efficiency_csv, "context": context_csv, "shift": shift_csv}
     for name in names:
         if inputs[FIGURES[name].source] is None:
             raise StageError(f"figure {name!r} is drawn from {INPUTS[FIGURES[name].source]}, which was not given")
@@ -579,7 +685,7 @@ def make_figures(
     for name in names:
         figure = FIGURES[name]
         try:
-            fig = figure.draw(data[figure.source], canvas)
+            fig = figure.draw(data[figure.source], canvas, **({figure.extra: data.get(figure.extra)} if figure.extra else {}))
         except StageError as exc:
             raise StageError(f"cannot draw figure {name!r}: {exc}") from None
         paths += canvas.save(fig, name)
@@ -595,6 +701,7 @@ def _parser(p):
     p.add_argument("--examples", help="a feature cache (the test split) to draw example inputs from")
     p.add_argument("--summary", help="summary.csv written by the aggregate stage (Pareto figure)")
     p.add_argument("--shift-runs", help="shift_runs.csv written by the aggregate stage (AUC per test set figure)")
+    p.add_argument("--shift", help="shift.csv written by the aggregate stage (the AUC intervals of the Pareto and shifted-set figures)")
     p.add_argument("--efficiency", help="efficiency.csv written by the aggregate stage (detection efficiency figure)")
     p.add_argument("--context", help="context.csv written by the aggregate stage (context figure)")
     p.add_argument("--out", required=True, help="output directory of the figures")
@@ -603,7 +710,7 @@ def _parser(p):
 def _run(args):
     """Plot the listed figures from the aggregated tables."""
     paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary,
-                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context)
+                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context, shift_csv=args.shift)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,8 @@ class Costs:
     latency_ms_batch1: dict
     sequence: dict  # gwlora.methods.sequence_cost
     peak_memory_bytes: int
+    # {"eval": {mode: [q25, q75] ms}, "batch1": {...}}: the repetitions' spread behind each median (absent in older records)
+    latency_quartiles_ms: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ class Summary:
     def from_json(cls, record: dict, source: str | Path) -> Summary:
         """The summary in `record`, checked: every key of every part, of its type, and no other; errors name `source`."""
         known = {f.name for part in PARTS.values() for f in fields(part)}
-        missing, unknown = sorted(known - set(record)), sorted(set(record) - known)
+        optional = {f.name for part in PARTS.values() for f in fields(part) if f.default_factory is not MISSING}  # added later: may be absent
+        missing, unknown = sorted(known - optional - set(record)), sorted(set(record) - known)
         if missing or unknown:
             lacks = f"lacks {', '.join(missing)}" if missing else ""
             extra = f"has unknown keys {', '.join(unknown)}" if unknown else ""
@@ -188,10 +191,11 @@ def read_summary(run_dir: str | Path) -> Summary:
 def _checked(part: type, record: dict, source) -> object:
     """`part` built from its fields in `record`, each checked against its annotation."""
     hints = typing.get_type_hints(part)
-    for f in fields(part):
+    present = [f for f in fields(part) if f.name in record]  # an optional field absent takes its default
+    for f in present:
         if not _is_a(record[f.name], hints[f.name]):
             raise StageError(f"{source}: {f.name} is {record[f.name]!r}, not {_type_name(hints[f.name])}")
-    return part(**{f.name: record[f.name] for f in fields(part)})
+    return part(**{f.name: record[f.name] for f in present})
 
 
 def _is_a(value, hint) -> bool:

@@ -65,3 +65,18 @@ def diagram(graph: dict[str, list[str]]) -> str:
     """The graph as text: one line per rule, the rules it feeds after an arrow."""
     width = max(map(len, graph))
     return "\n".join(f"{rule:<{width}} ──▶ {', '.join(feeds)}" if feeds else rule for rule, feeds in graph.items())
+
+
+_FAILED = re.compile(r"^Error in rule (\w+):\n(?:.*\n)*?\s+log: (\S+) \(check log", re.M)
+
+
+def failures(snakemake_log: str, root: Path = Path(".")) -> list[str]:
+    """One line per failed job of a Snakemake log: its rule, its stage's error (the last line of the traceback in its log) and
+    that log's path. The Snakefile prints them last, so that two clear errors are not lost above long JSON command lines."""
+    lines = []
+    for rule, path in dict.fromkeys(_FAILED.findall(snakemake_log)):
+        stage_log = root / path
+        text = stage_log.read_text(errors="replace").strip().splitlines() if stage_log.is_file() else []
+        error = text[-1].split(": ", 1)[-1] if text else "no log written"
+        lines.append(f"{rule}: {error} (log: {path})")
+    return lines

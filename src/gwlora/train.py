@@ -49,7 +49,7 @@ from .encoder_cache import CacheUse, attach as attach_encoder_cache
 from .cli import StageError, json_arg, run_stage
 from .families import StepHook, family
 from .variants import Variant
-from .measure import dir_bytes, git_commit, hardware, inference_latency, peak_memory_bytes, seconds_since, versions
+from .measure import dir_bytes, git_commit, hardware, inference_timings, peak_memory_bytes, seconds_since, versions
 from .methods import sequence_cost
 from .model import count_parameters
 from .precision import Precision, RunPrecision, autocast
@@ -438,14 +438,15 @@ def costs_of(run: Run, state: RunState) -> Costs:
     x, _ = val.batch(torch.arange(min(run.eval_batch_size, val.n)))
     reps = run.train_config["latency_batches"]
     classifier = run.model.get_base_model() if hasattr(run.model, "get_base_model") else run.model
+    latency, spread = inference_timings(run.model, run.variant, x, reps, run.precision)
+    latency_b1, spread_b1 = inference_timings(run.model, run.variant, x[:1], reps, run.precision)
     return Costs(
         time_to_best_s=state.best["train_time_s"], train_time_s=state.train_time, compile_time_s=state.compile_time, steps=state.step,
         epochs_run=state.step / run.steps_per_epoch, early_stopped=stopped_early(run, state), step_time_ms=1000 * state.train_time / state.step,
         samples_per_s=state.samples_seen / state.train_time, checkpoint_bytes=dir_bytes(run.out_dir / BEST_DIR),
-        latency_ms=inference_latency(run.model, run.variant, x, reps, run.precision), latency_batch=int(x.shape[0]),
-        latency_ms_batch1=inference_latency(run.model, run.variant, x[:1], reps, run.precision),
+        latency_ms=latency, latency_batch=int(x.shape[0]), latency_ms_batch1=latency_b1,
         sequence=sequence_cost(run.variant, run.model_config["context"], classifier.clip_positions, classifier.encoder.embed_positions.num_embeddings),
-        peak_memory_bytes=peak_memory_bytes(run.device),
+        peak_memory_bytes=peak_memory_bytes(run.device), latency_quartiles_ms={"eval": spread, "batch1": spread_b1},
     )
 
 

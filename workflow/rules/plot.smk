@@ -6,6 +6,7 @@ rule plot:
         auc_by_snr=rules.aggregate.output.auc_by_snr,
         summary=rules.aggregate.output.summary_csv,
         shift_runs=rules.aggregate.output.shift_runs,
+        shift=rules.aggregate.output.shift,
         efficiency=rules.aggregate.output.efficiency,
         context=rules.aggregate.output.context,
         examples=expand(rules.features.output, split="test"),
@@ -27,4 +28,4 @@ rule plot:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
         "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q}"
-        " --shift-runs {input.shift_runs:q} --efficiency {input.efficiency:q} --context {input.context:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
+        " --shift-runs {input.shift_runs:q} --shift {input.shift:q} --efficiency {input.efficiency:q} --context {input.context:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
