@@ -37,7 +37,7 @@ import jinja2
 import pandas as pd
 import yaml
 
-from . import browser, constants, rulegraph
+from . import browser, constants, pptx_deck, rulegraph
 from .aggregate import CALIBRATION_METRICS, COST_METRICS, QUALITY_METRICS, display_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .findings import BASELINES, FINDINGS_FILE, IN_DISTRIBUTION, METHOD_FAMILIES, num, overrides
@@ -271,8 +271,23 @@ def pptx_reference(out: Path) -> Path:
                 text = data.decode()
                 head, sep, rest = text.partition("<p:bodyStyle>") if "slideMasters" in item.filename else ("", "", text)
                 data = (head + sep + re.sub(r'sz="(\d+)"', scale, rest)).encode()
+                if '<p:cSld name="Section Header">' in text:
+                    data = section_header_layout(data.decode()).encode()
             dst.writestr(item, data)
     return out
+
+
+def section_header_layout(layout: str) -> str:
+    """Pandoc's "Section Header" layout with its title as a section slide shows it: large, centred across the
+    middle of the slide (pandoc's sits as small capitals at the bottom left)."""
+    title = re.search(r'<p:sp>(?:(?!</p:sp>).)*?<p:ph type="title"/>.*?</p:sp>', layout, re.S)
+    if title is None:
+        raise StageError("pandoc's reference.pptx: its Section Header layout has no title placeholder")
+    centred = re.sub(r"<a:xfrm>.*?</a:xfrm>", '<a:xfrm><a:off x="457200" y="1714500"/><a:ext cx="8229600" cy="1714500"/></a:xfrm>',
+                     title.group(0), count=1, flags=re.S)
+    centred = re.sub(r'<a:bodyPr[^>]*/>', '<a:bodyPr anchor="ctr"/>', centred, count=1)
+    centred = re.sub(r'<a:lvl1pPr[^>]*>\s*<a:defRPr[^>]*/>', '<a:lvl1pPr algn="ctr"><a:defRPr sz="4000" b="1"/>', centred, count=1)
+    return layout[: title.start()] + centred + layout[title.end():]
 
 
 def render_quarto(build: Path) -> tuple[Path, Path]:
@@ -280,6 +295,7 @@ def render_quarto(build: Path) -> tuple[Path, Path]:
     _run_renderer(["quarto", "render", "slides.qmd", "--to", "revealjs"], build, "quarto")
     pptx_reference(build / PPTX_REFERENCE)
     _run_renderer(["quarto", "render", "slides.qmd", "--to", "pptx", "-M", f"reference-doc:{PPTX_REFERENCE}"], build, "quarto")
+    log.info("slides.pptx for PowerPoint and LibreOffice: %s", pptx_deck.fix_pptx(build / "slides.pptx"))
     return build / "slides.html", build / "slides.pptx"
 
 
@@ -296,6 +312,7 @@ def render_pandoc(build: Path) -> tuple[Path, Path]:
                    "--template=fallback-template.html"], build, "pandoc")
     pptx_reference(build / PPTX_REFERENCE)
     _run_renderer([pandoc_path(), *common, "--to=pptx", "--output=slides.pptx", f"--reference-doc={PPTX_REFERENCE}"], build, "pandoc")
+    log.info("slides.pptx for PowerPoint and LibreOffice: %s", pptx_deck.fix_pptx(build / "slides.pptx"))
     return build / "slides.html", build / "slides.pptx"
 
 
