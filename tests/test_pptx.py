@@ -117,3 +117,9 @@ def test_libreoffice_shows_every_formula_and_keeps_every_frame_on_its_page(pptx,
             box = {k: _length(v) for k, v in re.findall(r'svg:(x|y|width|height)="([^"]+)"', frame)}
             if len(box) == 4:
                 assert box["x"] + box["width"] <= page_w + 0.05 and box["y"] + box["height"] <= page_h + 0.05, (number, frame[:120])
+
+
+def test_every_text_box_holds_its_text(pptx):
+    from test_report import pptx_problems
+
+    assert pptx_problems(pptx) == []
