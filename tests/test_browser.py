@@ -179,3 +179,25 @@ def test_a_step_that_never_ends_kills_chromium(chromium, alert_page):
     assert browser._proc.poll() is not None
     assert live_group_members(browser._proc.pid) == []
     assert time.monotonic() - started < WATCHDOG_S
+
+
+CLIPPED_PAGE = """<!doctype html><html><body style="margin:0">
+<div id="deck" style="width:1280px;height:720px;position:relative">
+<section style="position:absolute;inset:0;padding:36px 64px;overflow:hidden;box-sizing:border-box">
+<h2>Implementation</h2>
+<pre style="overflow:auto;font-size:16px">short line
+a line of code far too long for its box: """ + "x" * 200 + """</pre>
+<div style="position:absolute;left:1200px;top:300px;white-space:nowrap">text past the right edge</div>
+</section></div>
+<script>window.gwloraDeck = {count: 1, current: () => 0};</script></body></html>
+"""
+
+
+def test_walk_flags_code_clipped_in_its_box_and_text_past_the_slide(chromium, tmp_path):
+    """What a reader cannot see although it is on the slide: a code line cut at its box's right edge, text beyond the
+    slide's right edge (the slide itself hides it, so its own size says nothing)."""
+    page = tmp_path / "clipped.html"
+    page.write_text(CLIPPED_PAGE)
+    problems = walk_deck(page, executable=chromium, timeout=10.0).problems()
+    assert any("pre clipped at its right edge" in p and "a line of code far too long" in p for p in problems), problems
+    assert any("text box(es) past the slide's right edge, the first: text past the right edge" in p for p in problems), problems

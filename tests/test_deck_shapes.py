@@ -4,7 +4,7 @@ Each shape's run records are made up (no training): aggregate, plot and deck the
 workflow would, so what is tested is the path from run records to slides for that mix of variants and data.
 """
 
-import json
+import os
 import re
 
 import numpy as np
@@ -12,10 +12,11 @@ import pytest
 
 from conftest import OUTLINE, REPO, tiny_config, write_toy_features
 from run_fixtures import fake_run
+from shape_decks import build_shape_deck, demo_config, study_inputs, widest_config
 from gwlora.aggregate import aggregate
+from gwlora.browser import find_chromium, walk_deck
 from gwlora.config import expand_variants
-from gwlora.constants import SPLITS
-from gwlora.deck import build_deck
+from gwlora.deck import build_deck, table_parts
 from gwlora.plot import figure_names, make_figures
 
 AUDIO = {"source": "audiofolder", "splits": {"train": 40, "val": 20, "test": 40},
@@ -30,28 +31,6 @@ SHAPES = {
                                         "prompt": {"length": [4, 16]}, "peft-vera": {"type": "VERA", "r": 8}},
                     "model": "30s"},
 }
-
-
-def study_inputs(root, config):
-    """The base model record and the data splits' build records the aggregate stage reads."""
-    audio = config["data"]["source"] == "audiofolder"
-    model = root / "base_model"
-    model.mkdir()
-    (model / "base_model.json").write_text(json.dumps({"source": "random-init", "random_init": True, "seed": 0, "d_model": 32,
-                                                       "encoder_layers": 2, "encoder_attention_heads": 4, "num_mel_bins": 80,
-                                                       "encoder_parameters": 75_904}))
-    (model / "config.json").write_text(json.dumps({"encoder_ffn_dim": 64}))
-    data = []
-    for split in SPLITS:
-        d = root / "data" / split
-        d.mkdir(parents=True)
-        build = {"split": split, "source": config["data"]["source"], "n_windows": 40, "n_signal": 20,
-                 "detectors": ["audio"] if audio else ["H1", "L1"]}
-        if audio:
-            build["label_names"] = {"0": "no", "1": "yes"}
-        (d / "build.json").write_text(json.dumps(build))
-        data.append(d)
-    return model, data
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -103,3 +82,32 @@ def test_the_deck_renders_for_every_config_shape(tmp_path, shape):
         text = " ".join(html.split())
         assert "adapter-b4 adds <strong>+20%</strong> at batch 1 (+20% at batch 16), against the paper’s +2% to +30%: <strong>not resolved by these timings</strong>" in text  # fake runs record no repetitions
         assert "prompts take 16 of the encoder’s 1500 positions, 0.32 s of audio: <strong>confirmed</strong>" in text
+
+
+# --- every slide legible: the walker on the decks of the demo's shape and of the widest tables a config makes -----
+
+WALKED_SHAPES = {"demo": demo_config, "tiny-en, 3 lrs each": widest_config}
+
+
+@pytest.mark.parametrize("shape", WALKED_SHAPES)
+def test_every_slide_fits_on_the_deck_of_this_shape(tmp_path, shape):
+    """config/demo.yaml's variants and test set, and config/tiny-en.yaml's with a grid of three learning rates each
+    (its widest tables), rendered by the fallback renderer: no slide overflows, no code or text is clipped."""
+    if find_chromium() is None:
+        if os.environ.get("GWLORA_REQUIRE_CHROMIUM"):
+            pytest.fail("GWLORA_REQUIRE_CHROMIUM is set but no Chromium is on PATH")
+        pytest.skip("no headless Chromium on PATH (CI installs Debian's chromium)")
+    config = WALKED_SHAPES[shape]()
+    build_shape_deck(tmp_path, config, figures=False, resamples=200)
+    walk = walk_deck(tmp_path / "slides" / "index.html")
+    assert walk.problems() == []
+    titles = [s.title for s in walk.slides]
+    assert "Implementation: Whisper at the clip’s length" in titles  # the code slide the walker once let clip
+    if len(expand_variants(config["train"])) > 10:  # more variants than a slide holds rows: the tables continue
+        assert "Results: quality (1 of 2)" in titles and "Results: quality (2 of 2)" in titles
+
+
+def test_a_table_longer_than_a_slide_comes_in_even_parts():
+    assert [len(p) for p in table_parts(list(range(11)), 10)] == [6, 5]
+    assert [len(p) for p in table_parts(list(range(10)), 10)] == [10]
+    assert table_parts([], 10) == [[]]

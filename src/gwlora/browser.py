@@ -5,7 +5,8 @@ A small client of the Chrome DevTools Protocol over ``--remote-debugging-pipe``
 for ``slides.pdf`` when a Chromium is on PATH, and by the tests (and by users:
 ``python -m gwlora.browser check results/demo/slides/index.html``) to open the
 deck, press the arrow key through every slide, screenshot each one and report
-console errors, broken images, blank or overflowing slides.
+console errors, broken images, blank or overflowing slides, and code or text
+clipped at a box's or the slide's edge.
 
 Both deck formats are driven through their own JavaScript API: the fallback
 template's ``window.gwloraDeck`` and Quarto's ``Reveal``.
@@ -346,6 +347,29 @@ DECK_API = """(() => {
   return null;
 })()"""
 
+# What a reader cannot see on a slide although it is there: a code block whose lines run past its right edge or whose
+# last lines are cut off (a <pre> scrolls or hides what does not fit), any box that hides overflowing content, and text
+# past the slide's own edges. Each as "what: its first words".
+CLIPPED = """(slide) => {
+  const edge = slide.getBoundingClientRect(), found = [], past = {right: [], bottom: []};
+  const words = e => (e.innerText || '').trim().replace(/\\s+/g, ' ').slice(0, 50);
+  for (const e of slide.querySelectorAll('*')) {
+    const style = getComputedStyle(e);
+    if (style.display === 'none' || style.visibility === 'hidden') continue;
+    const hides = e.tagName === 'PRE' || style.overflowX !== 'visible' || style.overflowY !== 'visible';
+    if (hides && e.scrollWidth > e.clientWidth + 2) found.push(`${e.tagName.toLowerCase()} clipped at its right edge (${e.scrollWidth} px wide in ${e.clientWidth} px): ${words(e)}`);
+    else if (hides && e.scrollHeight > e.clientHeight + 2) found.push(`${e.tagName.toLowerCase()} cut off at its bottom (${e.scrollHeight} px tall in ${e.clientHeight} px): ${words(e)}`);
+    if (e.children.length === 0 && words(e)) {
+      const r = e.getBoundingClientRect();
+      if (r.width > 0 && r.right > edge.right + 1) past.right.push(words(e));
+      else if (r.width > 0 && r.bottom > edge.bottom + 1) past.bottom.push(words(e));
+    }
+  }
+  for (const side of ['right', 'bottom'])
+    if (past[side].length) found.push(`${past[side].length} text box(es) past the slide's ${side} edge, the first: ${past[side][0]}`);
+  return found;
+}"""
+
 SLIDE_STATE = (
     "(() => { const d = " + DECK_API + "; if (!d) return null; const el = d.el;"
     " const imgs = [...el.querySelectorAll('img')];"
@@ -354,7 +378,8 @@ SLIDE_STATE = (
     " title: title ? title.innerText.trim() : text.split('\\n')[0],"
     " text_chars: text.length, images: imgs.length,"
     " broken_images: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.getAttribute('src') || '').slice(0, 60)),"
-    " overflow: el.scrollHeight > el.clientHeight + 4 || el.scrollWidth > el.clientWidth + 4}; })()"
+    " overflow: el.scrollHeight > el.clientHeight + 4 || el.scrollWidth > el.clientWidth + 4,"
+    " clipped: (" + CLIPPED + ")(el)}; })()"
 )
 
 
@@ -367,6 +392,7 @@ class Slide:
     broken_images: list[str]
     overflow: bool
     distinct_colours: int
+    clipped: list[str] = field(default_factory=list)
     screenshot: Path | None = None
 
     @property
@@ -390,6 +416,7 @@ class Walk:
                 out.append(f"{where} has broken images {s.broken_images}")
             if s.overflow:
                 out.append(f"{where} overflows the slide")
+            out += [f"{where}: {what}" for what in s.clipped]
         return out
 
 
@@ -431,7 +458,7 @@ def walk_deck(
             if shots:
                 path = shots / f"slide-{number:03d}.png"
                 path.write_bytes(png)
-            fields = {k: state[k] for k in ("title", "text_chars", "images", "broken_images", "overflow")}
+            fields = {k: state[k] for k in ("title", "text_chars", "images", "broken_images", "overflow", "clipped")}
             walk.slides.append(Slide(number=number, distinct_colours=distinct_colours(png), screenshot=path, **fields))
         walk.errors += browser.errors()
     return walk
@@ -457,7 +484,7 @@ def print_pdf(html: str | Path, pdf: str | Path, executable: str | None = None, 
 
 def _parser(p):
     sub = p.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="walk every slide; exit 1 on console errors, blank, broken or overflowing slides")
+    check = sub.add_parser("check", help="walk every slide; exit 1 on console errors, blank, broken or overflowing slides, clipped code or text")
     check.add_argument("deck", help="the rendered deck (slides/index.html)")
     check.add_argument("--screenshots", help="directory for one PNG per slide")
     pdf = sub.add_parser("pdf", help="print the deck to PDF")
@@ -472,7 +499,7 @@ def _run(args):
         return
     walk = walk_deck(args.deck, args.screenshots)
     for slide in walk.slides:
-        log.info("slide %3d  %-60s  %d images%s", slide.number, slide.title[:60], slide.images, "  OVERFLOW" if slide.overflow else "")
+        log.info("slide %3d  %-60s  %d images%s%s", slide.number, slide.title[:60], slide.images, "  OVERFLOW" if slide.overflow else "", "  CLIPPED" if slide.clipped else "")
     problems = walk.problems()
     if problems:
         raise StageError(f"{args.deck}: {len(problems)} problem(s): " + "; ".join(problems))

@@ -37,8 +37,8 @@ import jinja2
 import pandas as pd
 import yaml
 
-from . import browser, constants, rulegraph
-from .aggregate import CALIBRATION_METRICS, COST_METRICS, QUALITY_METRICS, display_table, markdown_table
+from . import browser, constants, pptx_deck, rulegraph
+from .aggregate import CALIBRATION_METRICS, COST_METRICS, QUALITY_METRICS, display_table
 from .cli import StageError, atomic_dir, json_arg, read_json, run_stage, write_json
 from .findings import BASELINES, FINDINGS_FILE, IN_DISTRIBUTION, METHOD_FAMILIES, num, overrides
 from .markdown import Markdown, code_block, code_span, escape, plain_path
@@ -84,11 +84,25 @@ def code_excerpt(path: Path, name: str) -> dict:
 METHOD_METRICS = ("test_auc", "step_time_ms", "checkpoint_mb")
 
 
-def methods_table(summary: pd.DataFrame) -> Markdown:
-    """LoRA against the other adaptation methods, with the full and frozen baselines (the slide shows it when a method besides LoRA ran)."""
+# The most rows of a table on one slide: a longer table continues on the next slides, "(1 of 2)", each part with its
+# heading row (a 16:9 slide holds about ten rows of one line under a title and a sentence, in the HTML and the PPTX).
+TABLE_ROWS_PER_SLIDE = 10
+
+
+def table_parts(rows: list | pd.DataFrame, per_slide: int = TABLE_ROWS_PER_SLIDE) -> list:
+    """`rows` in as few consecutive parts of at most `per_slide` rows as fit, the parts as even as they can be."""
+    n = len(rows)
+    parts = max(1, -(-n // per_slide))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [rows[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def methods_table(summary: pd.DataFrame) -> list[Markdown]:
+    """LoRA against the other adaptation methods, with the full and frozen baselines (the slide shows it when a method
+    besides LoRA ran), as slide-sized parts."""
     rows = summary[summary.family.isin((*BASELINES, *METHOD_FAMILIES))]
     table = display_table(rows, METHOD_METRICS).drop(columns=["seeds", "% of full"])  # narrow enough for one slide
-    return _markdown(table)
+    return _markdown_parts(table)
 
 
 def _markdown(table: pd.DataFrame) -> Markdown:
@@ -97,7 +111,20 @@ def _markdown(table: pd.DataFrame) -> Markdown:
     return Markdown(table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True))
 
 
-def shift_table(shift: pd.DataFrame) -> Markdown:
+def _markdown_parts(table: pd.DataFrame) -> list[Markdown]:
+    """A display table as slide-sized Markdown pipe tables (:func:`table_parts`)."""
+    return [_markdown(part) for part in table_parts(table)]
+
+
+def summary_tables(summary: pd.DataFrame) -> dict[str, list[Markdown]]:
+    """The results slides' tables (quality, detection and calibration, costs), each as slide-sized parts."""
+    shapes = {"quality": (QUALITY_METRICS, True, False), "calibration": (CALIBRATION_METRICS, False, True),
+              "cost": (COST_METRICS, False, False)}
+    return {name: _markdown_parts(display_table(summary, metrics, parameters=parameters, learned=learned))
+            for name, (metrics, parameters, learned) in shapes.items()}
+
+
+def shift_table(shift: pd.DataFrame) -> list[Markdown]:
     """Every variant on every test set: AUC (95% interval) / Brier score, and the paired verdict against full fine-tuning."""
     table = {"variant": list(dict.fromkeys(shift.variant))}
     for name, rows in shift.groupby("test_set", sort=False):
@@ -110,7 +137,7 @@ def shift_table(shift: pd.DataFrame) -> Markdown:
         if name != IN_DISTRIBUTION and rows.verdict_vs_full.notna().any():
             table[f"{heading} vs full"] = [rows.verdict_vs_full.get(v) if isinstance(rows.verdict_vs_full.get(v), str) else "n/a"
                                             for v in table["variant"]]
-    return _markdown(pd.DataFrame(table))
+    return _markdown_parts(pd.DataFrame(table))
 
 
 def config_sections(config: dict) -> dict[str, str]:
@@ -147,11 +174,9 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "demo_model": bool(study["base_model"]["random_init"]),
         "data": study["data"],
         "n_variants": len(summary),
-        "table_quality_md": Markdown(markdown_table(summary, QUALITY_METRICS, learned=False).rstrip()),
-        "table_calibration_md": Markdown(markdown_table(summary, CALIBRATION_METRICS, parameters=False).rstrip()),
-        "table_cost_md": Markdown(markdown_table(summary, COST_METRICS, parameters=False, learned=False).rstrip()),
-        "methods_md": methods_table(summary) if found["methods_compared"] else None,
-        "shift_md": shift_table(shift) if found["shift"] else None,
+        "tables": summary_tables(summary),
+        "methods_md": methods_table(summary) if found["methods_compared"] else [],
+        "shift_md": shift_table(shift) if found["shift"] else [],
         "workflow_diagram": rulegraph.diagram(rulegraph.stages_run(rulegraph.rule_graph(snakefile), config)),
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
         "hardware": environment["hardware"],
@@ -210,6 +235,7 @@ def fill_template(source: Path, context: dict, renderer: str) -> str:
     )
     env.filters["code"] = lambda value: code_span(value, quarto)
     env.filters["codeblock"] = lambda value, language="": code_block(value, language, quarto)
+    env.filters["parts"] = table_parts  # a list of table rows as slide-sized parts
     try:
         return env.get_template(source.name).render(**context)
     except jinja2.UndefinedError as exc:
@@ -245,8 +271,23 @@ def pptx_reference(out: Path) -> Path:
                 text = data.decode()
                 head, sep, rest = text.partition("<p:bodyStyle>") if "slideMasters" in item.filename else ("", "", text)
                 data = (head + sep + re.sub(r'sz="(\d+)"', scale, rest)).encode()
+                if '<p:cSld name="Section Header">' in text:
+                    data = section_header_layout(data.decode()).encode()
             dst.writestr(item, data)
     return out
+
+
+def section_header_layout(layout: str) -> str:
+    """Pandoc's "Section Header" layout with its title as a section slide shows it: large, centred across the
+    middle of the slide (pandoc's sits as small capitals at the bottom left)."""
+    title = re.search(r'<p:sp>(?:(?!</p:sp>).)*?<p:ph type="title"/>.*?</p:sp>', layout, re.S)
+    if title is None:
+        raise StageError("pandoc's reference.pptx: its Section Header layout has no title placeholder")
+    centred = re.sub(r"<a:xfrm>.*?</a:xfrm>", '<a:xfrm><a:off x="457200" y="1714500"/><a:ext cx="8229600" cy="1714500"/></a:xfrm>',
+                     title.group(0), count=1, flags=re.S)
+    centred = re.sub(r'<a:bodyPr[^>]*/>', '<a:bodyPr anchor="ctr"/>', centred, count=1)
+    centred = re.sub(r'<a:lvl1pPr[^>]*>\s*<a:defRPr[^>]*/>', '<a:lvl1pPr algn="ctr"><a:defRPr sz="4000" b="1"/>', centred, count=1)
+    return layout[: title.start()] + centred + layout[title.end():]
 
 
 def render_quarto(build: Path) -> tuple[Path, Path]:
@@ -254,6 +295,7 @@ def render_quarto(build: Path) -> tuple[Path, Path]:
     _run_renderer(["quarto", "render", "slides.qmd", "--to", "revealjs"], build, "quarto")
     pptx_reference(build / PPTX_REFERENCE)
     _run_renderer(["quarto", "render", "slides.qmd", "--to", "pptx", "-M", f"reference-doc:{PPTX_REFERENCE}"], build, "quarto")
+    log.info("slides.pptx for PowerPoint and LibreOffice: %s", pptx_deck.fix_pptx(build / "slides.pptx"))
     return build / "slides.html", build / "slides.pptx"
 
 
@@ -270,6 +312,7 @@ def render_pandoc(build: Path) -> tuple[Path, Path]:
                    "--template=fallback-template.html"], build, "pandoc")
     pptx_reference(build / PPTX_REFERENCE)
     _run_renderer([pandoc_path(), *common, "--to=pptx", "--output=slides.pptx", f"--reference-doc={PPTX_REFERENCE}"], build, "pandoc")
+    log.info("slides.pptx for PowerPoint and LibreOffice: %s", pptx_deck.fix_pptx(build / "slides.pptx"))
     return build / "slides.html", build / "slides.pptx"
 
 
