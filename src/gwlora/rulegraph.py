@@ -55,9 +55,11 @@ def rule_graph(snakefile: str | Path) -> dict[str, list[str]]:
 
 
 def stages_run(graph: dict[str, list[str]], config: dict) -> dict[str, list[str]]:
-    """`graph` without the rules `config` does not run: download without GWOSC data, evaluate without shifted test sets."""
+    """`graph` without the rules `config` does not run: download without GWOSC data, evaluate without shifted test sets, the lr search's rules without lr_search.extend."""
     gwosc = any(split_source(config, split)[0]["source"] == "gwosc" for split in [*SPLITS, *shifted_splits(config)])
-    skipped = {rule for rule, runs in (("download", gwosc), ("evaluate", bool(config["evaluation"]["test_sets"]))) if not runs}
+    tests, extend = bool(config["evaluation"]["test_sets"]), config["train"].get("lr_search", {}).get("extend", False)
+    skipped = {rule for rule, runs in (("download", gwosc), ("evaluate", tests), ("evaluate_extension", tests and extend),
+                                       ("lr_search", extend)) if not runs}
     return {rule: [c for c in feeds if c not in skipped] for rule, feeds in graph.items() if rule not in skipped}
 
 
