@@ -161,7 +161,7 @@ def test_a_killed_adalora_run_resumes_to_the_same_allocation(tmp_path, built, ca
     assert whole["best_step"] > 8, whole["best_step"]  # so the compared checkpoint was allocated after the interruption
     interrupted(built, variant, tmp_path / "killed", 8, **settings)
     assert (tmp_path / "killed" / RUN_STATE).exists()
-    with caplog.at_level("INFO", logger="gwlora.train"):
+    with caplog.at_level("INFO", logger="gwlora"):
         resumed = run(built, variant, tmp_path / "killed", **settings)
     assert "resuming from its saved state at step 8" in caplog.text
     a, b = (pd.read_csv(tmp_path / d / "curve.csv").drop(columns="train_time_s") for d in ("whole", "killed"))
