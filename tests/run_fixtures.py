@@ -13,7 +13,8 @@ def fake_predictions(path, labels, rng, audio, quality):
     """A predictions.csv as the train and evaluate stages write it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     logits = labels * quality + rng.normal(0, 1, len(labels))
-    snr = np.where(labels == 1, 0.0 if audio else rng.uniform(8, 20, len(labels)), 0.0)
+    # every run scores the same test windows, so the injected SNRs are the split's, not the run's
+    snr = np.where(labels == 1, 0.0 if audio else np.random.default_rng(len(labels)).uniform(8, 20, len(labels)), 0.0)
     write_predictions(path, labels, snr, logits)
 
 
@@ -56,9 +57,36 @@ def fake_summary(variant, seed) -> Summary:
     )
 
 
+def fake_matched_filter_run(run_dir, variant, seed, labels, rng, test_sets=()):
+    """The matched filter's run folder as its stage writes it: summary.json (gwlora.matched_filter_stage.run_summary),
+    an empty curve, predictions (network SNRs that separate the classes best of all) and matched_filter.json."""
+    from gwlora.matched_filter_stage import RECORD_FILE, run_summary
+
+    def scored():
+        return {"labels": labels, "scores": labels * 4.0 + rng.normal(6, 1, len(labels))}
+
+    def facts():
+        return {"windows": len(labels), "seconds": 1.0, "windows_per_s": float(len(labels)), "oracle_trials": 40.0, "n_detectors": 2,
+                "n_signal": int(labels.sum()), "outside_bank": 1, "bank_size": 17, "bank_masses": {"min": 10.0, "max": 50.0}}
+
+    val, test = scored(), scored()
+    fake_predictions(run_dir / PREDICTIONS_FILE, labels, rng, False, 4.0)
+    write_curve([], run_dir / CURVE_FILE)
+    for name in test_sets:
+        fake_predictions(run_dir / "shift" / name / PREDICTIONS_FILE, labels, rng, False, 3.0)
+        (run_dir / "shift" / name / "metrics.json").write_text(json.dumps(
+            {"auc": 0.9, "tpr_at_fpr": 0.6, "accuracy": float("nan"), "brier": float("nan"), "one_class": False}))
+    (run_dir / RECORD_FILE).write_text(json.dumps(
+        {"bank_size": 17, "minimal_match": 0.7, "bank_placement_s": 2.0, "threads": 1, "windows_per_s": 30.0,
+         "sets": {name: facts() for name in ("val", "test", *test_sets)}}))
+    run_summary(variant, seed, val, test, 0.01, 4096, 1).write(run_dir)
+
+
 def fake_run(run_dir, variant, seed, labels, rng, audio, test_sets=()):
     """A finished run's record: summary.json, curve.csv and predictions.csv, as train writes them, and its scores on `test_sets`."""
     run_dir.mkdir(parents=True)
+    if variant.family == "matched-filter":
+        return fake_matched_filter_run(run_dir, variant, seed, labels, rng, test_sets)
     quality = {"full": 1.5, "frozen": 0.6}.get(variant.family, 1.2)
     fake_predictions(run_dir / PREDICTIONS_FILE, labels, rng, audio, quality)
     for name in test_sets:

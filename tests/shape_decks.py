@@ -17,7 +17,7 @@ from gwlora.config import expand_variants, validate
 from gwlora.constants import SPLITS
 from gwlora.deck import build_deck
 from gwlora.plot import figure_names, make_figures
-from gwlora.records import PREDICTIONS_FILE, read_predictions, write_predictions
+from gwlora.families import family_of_key
 
 
 def study_inputs(root, config):
@@ -48,11 +48,17 @@ def demo_config() -> dict:
 
 
 def widest_config() -> dict:
-    """The largest tables a config in the repo makes: config/tiny-en.yaml's variants, three seeds and test sets, every
-    variant with a grid of three learning rates (the demo's random-init model, as the fake runs need no weights)."""
+    """Wider tables than any config in the repo makes: config/tiny-en.yaml's variants, seeds and test sets, with the
+    demo's partial fine-tuning and a LoRA rank sweep (4 to 32) besides, so that the tables have more rows than a slide
+    holds, and every variant with a grid of three learning rates (the demo's random-init model, as the fake runs need
+    no weights)."""
     tiny_en = yaml.safe_load((REPO / "config" / "tiny-en.yaml").read_text())
     variants = copy.deepcopy(tiny_en["train"]["variants"])
-    for spec in variants.values():
+    variants["lora"]["ranks"] = [4, 8, 16, 32]
+    variants["partial"] = {"layers": 1, "lr": 1e-4}
+    for key, spec in variants.items():
+        if not family_of_key(key).trained:  # the matched filter has no learning rate
+            continue
         lr = spec.get("lr", 1e-3)
         if not (isinstance(lr, list) and len(lr) >= 3):
             lr = lr[0] if isinstance(lr, list) else lr
@@ -62,15 +68,6 @@ def widest_config() -> dict:
     config["train"].update(variants=variants, seeds=tiny_en["train"]["seeds"], lr_selection="val_loss")
     config["evaluation"] = tiny_en["evaluation"]
     return validate(config, copy.deepcopy(SCHEMA))
-
-
-def same_injections(run_dir, labels, audio) -> None:
-    """Every predictions.csv of the run given the same injected SNRs: one test set has one set of injections, as in a
-    real study (the fake runs draw them per run)."""
-    snr = np.where(labels == 1, 0.0 if audio else np.random.default_rng(0).uniform(8, 20, len(labels)), 0.0)
-    for path in run_dir.rglob(PREDICTIONS_FILE):
-        pred = read_predictions(path)
-        write_predictions(path, pred.label.to_numpy(), snr, pred.logit.to_numpy())
 
 
 def placeholder_figures(out, config) -> None:
@@ -100,7 +97,6 @@ def build_shape_deck(root, config, seeds=None, pdf=False, figures=True, resample
         for seed in config["train"]["seeds"]:
             run_dirs.append(root / "runs" / variant.run / f"seed{seed}")
             fake_run(run_dirs[-1], variant, seed, labels, rng, audio, config["evaluation"]["test_sets"])
-            same_injections(run_dirs[-1], labels, audio)
     model, data = study_inputs(root, config)
     tables = root / "tables"
     default_resamples = aggregate_stage.BOOTSTRAP_RESAMPLES

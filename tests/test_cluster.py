@@ -74,9 +74,10 @@ def test_dry_run_with_the_slurm_profile(tmp_path, configfile, rules, monkeypatch
 
 
 def test_only_download_base_model_and_deck_are_local_rules():
-    """Compute nodes often have no internet: the rules that download (and the deck) run where Snakemake runs."""
+    """Compute nodes often have no internet: the rules that download (and the deck) run where Snakemake runs, and so
+    does the lr search's checkpoint, which reads a few JSON files and should not wait in a cluster queue."""
     local = {path.stem for path in (REPO / "workflow" / "rules").glob("*.smk") if "localrule: True" in path.read_text()}
-    assert local == {"download", "base_model", "deck"}
+    assert local == {"download", "base_model", "deck", "lr_search"}
 
 
 def fake_cluster_env(tmp_path: Path) -> dict:
@@ -128,15 +129,18 @@ def test_demo_runs_through_the_slurm_executor_on_a_fake_cluster(tmp_path, monkey
     for argv in calls:
         by_rule.setdefault(re.match(r"rule_([a-z_]+?)(?:_wildcards_.*)?$", option(argv, "--comment")).group(1), []).append(argv)
     # download, base_model and deck are local rules: never submitted
-    assert sorted(by_rule) == ["aggregate", "dataset", "evaluate", "features", "plot", "train"]
-    # three splits and the demo's shifted test set; one evaluate job scores both runs on it
+    assert sorted(by_rule) == ["aggregate", "dataset", "encoder_outputs", "evaluate", "features", "plot", "train"]
+    # three splits and the demo's shifted test set; one evaluate job scores both runs on it; the frozen run trains
+    # from its encoder's outputs on the train and val splits, computed once each
     assert len(by_rule["train"]) == 2 and len(by_rule["dataset"]) == len(by_rule["features"]) == 4 and len(by_rule["evaluate"]) == 1
+    assert len(by_rule["encoder_outputs"]) == 2
     for rule, argvs in by_rule.items():
         for argv in argvs:
             assert option(argv, "-p") == "testpartition" and option(argv, "-A") == "testaccount"
             assert int(option(argv, "-t")) >= 10 and int(option(argv, "--mem")) >= 2048
-            # training, and scoring on the device type the runs trained on (their test numbers are reproduced exactly)
-            assert option(argv, "--gpus") == ("1" if rule in ("train", "evaluate") else None), argv
+            # training, the frozen encoder's outputs it trains from, and scoring on the device type the runs trained on
+            # (their test numbers are reproduced exactly)
+            assert option(argv, "--gpus") == ("1" if rule in ("train", "encoder_outputs", "evaluate") else None), argv
             assert "--parsable" in argv and option(argv, "--output").startswith(str(root / "logs" / "slurm"))
     # the job saw the GPU SLURM gave it, and gwlora.gpus kept it
     logs = list((root / "logs" / "slurm" / "rule_train").rglob("*.log"))

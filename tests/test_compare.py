@@ -372,6 +372,10 @@ def test_differences_table_refuses_runs_on_other_windows():
     relabelled["frozen", 0] = predictions["frozen", 0].assign(label=lambda f: 1 - f.label)
     with pytest.raises(StageError, match="frozen seed 0 label 160 windows differently"):
         differences_table(relabelled, [("frozen", "full")], n_resamples=10)
+    injected = {key: frame.assign(snr=np.where(frame.label == 1, 10.0, 0.0)) for key, frame in predictions.items()}
+    injected["lora-r8", 1] = injected["lora-r8", 1].assign(snr=lambda f: f.snr * 1.5)  # another split's injections
+    with pytest.raises(StageError, match="lora-r8 seed 1 give other injected SNRs than full seed 0"):
+        differences_table(injected, [("lora-r8", "full")], n_resamples=10)
     with pytest.raises(StageError, match="no predictions of variant 'lora-r16'"):
         differences_table(predictions, [("lora-r16", "full")], n_resamples=10)
     with pytest.raises(StageError, match="no seed in common"):

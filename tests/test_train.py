@@ -321,12 +321,13 @@ def test_a_run_state_survives_a_change_of_measurement_settings_only(built):
 
     train = built["config"]["train"]
     fingerprint = run_fingerprint(LORA, 0, built["config"]["model"], train, 48)
-    for key, value in {"threads": 7, "device": "cuda", "latency_batches": 0, "compile": "default", "lr_selection": "val_auc", "seeds": [5]}.items():
+    for key, value in {"threads": 7, "device": "cuda", "latency_batches": 0, "compile": "default", "lr_selection": "val_auc", "seeds": [5],
+                       "lr_search": {"extend": True, "max_extensions": 3}}.items():
         assert run_fingerprint(LORA, 0, built["config"]["model"], {**train, key: value}, 48) == fingerprint, key
     for key, value in {"epochs": 9, "batch_size": 4, "weight_decay": 0.5}.items():
         assert run_fingerprint(LORA, 0, built["config"]["model"], {**train, key: value}, 48) != fingerprint, key
     assert run_fingerprint(LORA, 1, built["config"]["model"], train, 48) != fingerprint
-    assert set(train) - set(train_stage_settings(train)) == {"variants", "seeds", "lr_selection"}  # what the workflow leaves out
+    assert set(train) - set(train_stage_settings(train)) == {"variants", "seeds", "lr_selection", "lr_search"}  # what the workflow leaves out
 
 
 def test_padded_batches_repeat_real_windows_with_zero_weight():

@@ -237,7 +237,7 @@ def display_table(summary: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC
         for name, column in (("did not learn", "did_not_learn"), ("still improving", "still_improving")):
             columns[name] = [f"{n:.0f} of {k}" if n else "none" for n, k in zip(summary[column], summary["seeds"])]
     columns["lr"] = ["none" if pd.isna(lr) else f"{lr:g}" + (f" (best of {n}{f'; {edge} edge' if edge else ''})" if n > 1 else "")
-                     for lr, n, edge in zip(summary["lr"], summary["lrs_tried"], summary["lr_grid_edge"].fillna(""))]
+                     for lr, n, edge in zip(summary["lr"], summary["lrs_tried"], summary["lr_grid_edge"].astype(object).fillna(""))]
     if parameters:
         columns["trainable params"] = summary["trainable_parameters"].map(format_parameters)
         columns["% of full"] = summary["trainable_vs_full_percent"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}%")

@@ -275,7 +275,7 @@ def check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
     """The shared labels (in window order) and each run's logits in that order; StageError naming a run that differs."""
     if not predictions:
         raise StageError("no predictions to compare")
-    reference, windows, labels, logits = None, None, None, {}
+    reference, windows, labels, snr, logits = None, None, None, None, {}
     for key, frame in predictions.items():
         variant, seed = key
         missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
@@ -287,6 +287,7 @@ def check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
             raise StageError(f"predictions of {variant} seed {seed} repeat windows")
         if reference is None:
             reference, windows, labels = key, w, y
+            snr = frame["snr"].to_numpy(dtype=float) if "snr" in frame.columns else None
         elif len(w) != len(windows) or not np.array_equal(w, windows):
             raise StageError(
                 f"predictions of {variant} seed {seed} score other test windows than {reference[0]} seed {reference[1]} "
@@ -296,6 +297,11 @@ def check_predictions(predictions: dict) -> tuple[np.ndarray, dict]:
             raise StageError(
                 f"predictions of {variant} seed {seed} label {int((y != labels).sum())} windows differently "
                 f"from {reference[0]} seed {reference[1]}: every run must score the same test split"
+            )
+        elif snr is not None and "snr" in frame.columns and not np.allclose(frame["snr"].to_numpy(dtype=float), snr, rtol=1e-4, equal_nan=True):
+            raise StageError(
+                f"predictions of {variant} seed {seed} give other injected SNRs than {reference[0]} seed {reference[1]}: "
+                "every run must score the same test split"
             )
         logits[key] = frame["logit"].to_numpy(dtype=float)
         if np.isnan(logits[key]).any():

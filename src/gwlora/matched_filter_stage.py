@@ -183,7 +183,9 @@ def run_summary(variant: Variant, seed: int, val: dict, test: dict, fpr: float, 
                     peak_memory_bytes=peak_memory_bytes(torch.device("cpu"))),
         settings=Settings(device="cpu", precision="fp32", precision_reason="the matched filter: float32 correlations, float64 sums",
                           compile={}, batch_size=0, lr=nan, head_lr=None, schedule={}, base_model="none (a template bank)", context="clip",
-                          pooling="none"),
+                          pooling="none",
+                          encoder_cache={"setting": "off", "used": False, "inputs": None, "precision": None, "source": None, "compute_s": 0.0,
+                                         "reason": "the matched filter has no encoder: it correlates templates with the strain"}),
         rebuild=Rebuild(model_config={}, base_model_dir="", input={"channels": [], "n_frames": 0}, eval_batch_size=0),
         provenance=Provenance(versions=versions(), hardware={**hardware(torch.device("cpu")), "fft_threads": threads}, git_commit=git_commit()),
     )
@@ -221,11 +223,11 @@ def _parser(p):
     bank = sub.add_parser("bank", help="place one template bank")
     bank.add_argument("--settings", type=json_arg, required=True, help="its data settings, as bank_settings() makes them (JSON)")
     bank.add_argument("--spec", type=json_arg, required=True, help="train.variants.matched-filter (JSON)")
-    bank.add_argument("--seed", type=int, required=True)
+    bank.add_argument("--seed", type=int, required=True, help="the config's seed: the bank's random placement")
     bank.add_argument("--out", required=True, help="the bank's JSON file")
     score = sub.add_parser("score", help="score the val and test splits and every shifted test set into a run folder")
     score.add_argument("--variant", type=json_arg, required=True, help="the matched filter's variant (Variant.to_dict, JSON)")
-    score.add_argument("--seed", type=int, required=True)
+    score.add_argument("--seed", type=int, required=True, help="the run's seed (its folder and records; nothing random is drawn)")
     score.add_argument("--val", required=True, help="the val split's data directory")
     score.add_argument("--test", required=True, help="the test split's data directory")
     score.add_argument("--bank", required=True, help="the bank of the val and test splits")

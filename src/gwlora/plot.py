@@ -360,7 +360,7 @@ def plot_efficiency(eff: pd.DataFrame, canvas: Canvas) -> plt.Figure:
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel(f"detection efficiency at {100 * eff.threshold_fpr.iloc[0]:g}% FPR")
     axes[0][-1].legend(title="variant", fontsize="x-small", title_fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("Detection efficiency vs SNR per test set (bars: 95% binomial interval; variants side by side in each bin)", fontsize="medium")
+    fig.suptitle("Detection efficiency vs SNR per test set (bars: envelope of the seeds' 95% binomial intervals; variants side by side)", fontsize="medium")
     return fig
 
 
