@@ -7,17 +7,14 @@ workflow would, so what is tested is the path from run records to slides for tha
 import os
 import re
 
-import numpy as np
 import pytest
 
-from conftest import OUTLINE, REPO, tiny_config, write_toy_features
-from run_fixtures import fake_run
-from shape_decks import build_shape_deck, demo_config, study_inputs, widest_config
-from gwlora.aggregate import aggregate
+from conftest import OUTLINE, tiny_config
+from shape_decks import build_shape_deck, demo_config, widest_config
 from gwlora.browser import find_chromium, walk_deck
 from gwlora.config import expand_variants
-from gwlora.deck import TABLE_ROWS_PER_SLIDE, build_deck, table_parts
-from gwlora.plot import figure_names, make_figures
+from gwlora.deck import TABLE_ROWS_PER_SLIDE, table_parts
+from gwlora.plot import figure_names
 
 AUDIO = {"source": "audiofolder", "splits": {"train": 40, "val": 20, "test": 40},
          "audiofolder": {"path": "clips", "positive_class": "yes"}}
@@ -39,25 +36,9 @@ def test_the_deck_renders_for_every_config_shape(tmp_path, shape):
     if overrides.pop("model", None) == "30s":
         overrides["model"] = {**tiny_config()["model"], "context": "30s", "pooling": "last"}
     config = tiny_config(**overrides)
-    config["train"]["seeds"] = [0, 1]
     audio = config["data"]["source"] == "audiofolder"
-    rng = np.random.default_rng(0)
-    labels = np.r_[np.ones(20), np.zeros(20)].astype(int)
-    run_dirs = []
-    for variant in expand_variants(config["train"]).values():
-        for seed in config["train"]["seeds"]:
-            run_dirs.append(tmp_path / "runs" / variant.run / f"seed{seed}")
-            fake_run(run_dirs[-1], variant, seed, labels, rng, audio, config["evaluation"]["test_sets"])
-    model, data = study_inputs(tmp_path, config)
-    tables = tmp_path / "tables"
-    aggregate(run_dirs, tables, model, data, config)
-    examples = write_toy_features(tmp_path / "toy", {"test": 8})["test"]
+    record = build_shape_deck(tmp_path, config, seeds=[0, 1])
     figures = figure_names(config)
-    make_figures(tables / "curves.csv", tmp_path / "figures", tables / "runs.csv", tables / "auc_by_snr.csv", examples,
-                 figures=figures, summary_csv=tables / "summary.csv", shift_runs_csv=tables / "shift_runs.csv",
-                 efficiency_csv=tables / "efficiency.csv")
-    record = build_deck(tables_dir=tables, figures_dir=tmp_path / "figures", config=config, out_dir=tmp_path / "slides",
-                        source_dir=REPO / "report", snakefile=REPO / "Snakefile", renderer="pandoc")
     html = (tmp_path / "slides" / "index.html").read_text()
     qmd = (tmp_path / "slides" / "slides.qmd").read_text()
     assert record["sections"] == list(OUTLINE)

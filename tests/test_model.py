@@ -134,3 +134,23 @@ def test_a_context_duration_pads_to_its_frames_and_slices_the_positions_to_match
 def test_a_context_shorter_than_the_clip_is_refused(built):
     with pytest.raises(StageError, match="model.context '0.5s'"):
         classifier(built, context="0.5s")
+
+
+@pytest.mark.parametrize("dtype, kernel", [(torch.bfloat16, "eager"), (torch.float32, "sdpa")])
+def test_attention_takes_the_kernel_measured_fastest_for_its_call(built, monkeypatch, dtype, kernel):
+    """bf16 on a CPU at clip length goes through the eager matmuls (4-5x faster there), fp32 through SDPA, same numbers."""
+    import gwlora.model as model_module
+
+    called = []
+    for name in ("eager", "sdpa"):
+        real = getattr(model_module, f"{name}_attention_forward")
+        monkeypatch.setattr(model_module, f"{name}_attention_forward",
+                            lambda *a, _real=real, _name=name, **k: (called.append(_name), _real(*a, **k))[1])
+    x = torch.randn(3, CHANNELS, 80, 100)
+    chosen = classifier(built).eval()
+    reference = build_classifier(built["root"] / "base_model", CHANNELS, 100, MODEL_CONFIG, attn_implementation="sdpa").eval()
+    reference.load_state_dict(chosen.state_dict())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        ours, theirs = chosen(x).float(), reference(x).float()
+    assert called and set(called) == {kernel}  # the reference's SDPA is transformers' own, not counted
+    torch.testing.assert_close(ours, theirs, atol=0.05 if dtype == torch.bfloat16 else 1e-5, rtol=0.05 if dtype == torch.bfloat16 else 1e-5)

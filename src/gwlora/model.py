@@ -12,20 +12,34 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import WhisperForAudioClassification
+from transformers import AttentionInterface, WhisperForAudioClassification
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.whisper.modeling_whisper import eager_attention_forward
 
 from .cli import StageError
 from .encoder import context_frames
 
 
-# The attention kernel of every run, measured (docs/benchmarks.md, "fp32 against bf16"; benchmarks/cmp7_precision.py's
-# 7-attn): on the AMD EPYC (AVX2, no AVX512/AMX) torch's SDPA, whose CPU kernel is flash attention, ties the explicit
-# matmuls of attn_implementation="eager" at 50 positions in fp32, beats them at 100 positions (1.1-1.2x) and at 1500
-# (2.3-2.5x), and in (emulated) bf16 by 1.7-2.2x at 50 and 100; on CUDA SDPA is the flash/memory-efficient kernel. So
-# SDPA on every device and precision measured. Not measured: a CPU with AMX or AVX512-BF16, where issue 20 saw the flash
-# backward take 28% of the bf16 step at 50 positions; if 7-attn shows eager faster there, choose it here by device and
-# precision.
-ATTENTION_KERNEL = "sdpa"
+# The attention kernel of every run, chosen per call by device, precision and sequence length, as measured
+# (docs/benchmarks.md, "fp32 against bf16"; benchmarks/cmp7_precision.py's 7-attn, the attention core alone, fwd+bwd):
+# - on an Intel Xeon with AMX (torch: amx_bf16, avx512_bf16), in bf16 the explicit matmuls of the eager kernel beat
+#   torch's SDPA (on a CPU its flash kernel) 4.6x at 50 positions and 4.9x at 100, but lose at 1500 (SDPA 1.3x faster);
+#   in fp32 the two tie within 5-20% at 50-100 positions and SDPA is 2.4x faster at 1500;
+# - on an AMD EPYC (AVX2, bf16 emulated) SDPA ties or beats eager at every length and precision;
+# - on CUDA SDPA is the flash / memory-efficient kernel.
+# So eager for bf16 on a CPU up to EAGER_MAX_POSITIONS (the longest length measured faster there), SDPA everywhere else.
+EAGER_MAX_POSITIONS = 100
+
+
+def attention_by_shape(module, query, key, value, attention_mask, **kwargs):
+    """Whisper's attention through the kernel measured fastest for this call's device, dtype and length (above)."""
+    if query.device.type == "cpu" and query.dtype == torch.bfloat16 and query.shape[-2] <= EAGER_MAX_POSITIONS:
+        return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register("gwlora", attention_by_shape)
+ATTENTION_KERNEL = "gwlora"
 
 
 def load_encoder(model_dir: str | Path, n_frames: int, context: str, attn_implementation: str = ATTENTION_KERNEL):
