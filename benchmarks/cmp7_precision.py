@@ -14,6 +14,7 @@ both precisions: the evidence behind :data:`gwlora.model.ATTENTION_KERNEL`.
 
     python benchmarks/run.py --only 7 --batch 16            # the issue's setting
     python benchmarks/cmp7_precision.py profile lora-r8     # torch.profiler's top ops of the bf16 step
+    python benchmarks/cmp7_precision.py alternatives lora-r8  # bf16 step against a bf16 copy of frozen weights, torch.compile
 """
 
 from __future__ import annotations
@@ -153,12 +154,45 @@ def profile(setup: Setup, name: str, rows: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def frozen_weights_in_bf16(model: torch.nn.Module) -> int:
+    """Cast the frozen Linear and Conv1d weights of `model` to bf16 in place (autocast then skips their casts); returns their count."""
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d)):
+            for p in module.parameters(recurse=False):
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+                    cast += p.numel()
+    return cast
+
+
+def alternatives(setup: Setup, name: str) -> str:
+    """The bf16 step of variant `name` as the workflow runs it against the two ways of cutting its casts that item 2 suggests:
+    a kept bf16 copy of the frozen weights, and torch.compile (inductor fuses casts into elementwise kernels). > 1: faster."""
+    import time
+
+    variant = next(v for v in variants() if v.name == name)
+    steps = {"eager": our_step(setup, ours(setup, variant), variant.lr, precision="bf16")[0]}
+    frozen = ours(setup, variant)
+    cast = frozen_weights_in_bf16(frozen)
+    steps["frozen weights in bf16"] = our_step(setup, frozen, variant.lr, precision="bf16")[0]
+    steps["torch.compile"] = our_step(setup, torch.compile(ours(setup, variant), dynamic=False), variant.lr, precision="bf16")[0]
+    start = time.perf_counter()
+    steps["torch.compile"]()
+    compile_s = time.perf_counter() - start
+    t = alternate({key: (step, setup.steps) for key, step in steps.items()}, setup)
+    lines = [f"{name}, bf16, batch {setup.batch}: {cast:,} frozen weights cast; compile {compile_s:.0f} s"]
+    lines += [f"  {key}: {1000 * s:.0f} ms/step (eager / this {t['eager'] / s:.2f})" for key, s in t.items()]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import run as suite
 
-    if len(sys.argv) < 3 or sys.argv[1] != "profile":
-        raise SystemExit("usage: cmp7_precision.py profile <variant> [run.py options, e.g. --batch 16 --threads 1]")
+    commands = {"profile": profile, "alternatives": alternatives}
+    if len(sys.argv) < 3 or sys.argv[1] not in commands:
+        raise SystemExit("usage: cmp7_precision.py profile|alternatives <variant> [run.py options, e.g. --batch 16 --threads 1]")
     args = suite.parse(sys.argv[3:])
     torch.set_num_threads(args.threads)
     suite.quiet()
-    print(profile(suite.make_setup(args), sys.argv[2]))
+    print(commands[sys.argv[1]](suite.make_setup(args), sys.argv[2]))
