@@ -25,8 +25,10 @@ from gwlora.records import PREDICTIONS_FILE, read_predictions  # noqa: E402
 
 
 def runs_of(results: Path) -> dict[tuple[str, str], Path]:
-    """(run id, seed folder) -> predictions.csv of every run under `results`/runs."""
-    found = {(p.parent.parent.name, p.parent.name): p for p in sorted((results / "runs").glob(f"*/seed*/{PREDICTIONS_FILE}"))}
+    """(run id, seed folder) -> predictions.csv of every run under `results`/runs; a run id is the run's folder below
+    runs/ (``lora-r8``, or ``lora-r8/lr0.0003`` where the variant has an lr grid); shifted sets' predictions are not runs."""
+    runs = results / "runs"
+    found = {(p.parent.parent.relative_to(runs).as_posix(), p.parent.name): p for p in sorted(runs.glob(f"**/seed*/{PREDICTIONS_FILE}"))}
     if not found:
         raise StageError(f"{results}: no runs/<run>/seed<s>/{PREDICTIONS_FILE}")
     return found

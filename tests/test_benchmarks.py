@@ -111,8 +111,13 @@ def test_precision_agreement_pairs_the_runs_of_two_results_folders(tmp_path, cap
     for name, frozen_logits in (("fp32", signal), ("bf16", signal + rng.normal(0, 0.01, 200))):
         write_run(tmp_path / name, "lora-r8", signal if name == "fp32" else signal + 1e-3, labels)
         write_run(tmp_path / name, "frozen", frozen_logits if name == "fp32" else rng.normal(0, 1, 200), labels)
+        write_run(tmp_path / name, "full/lr1e-05", signal, labels)  # a variant with an lr grid: one folder more
+        shifted = tmp_path / name / "runs" / "full" / "lr1e-05" / "seed0" / "shift" / "quiet"  # a shifted set's scores: not a run
+        shifted.mkdir(parents=True)
+        (shifted / "predictions.csv").write_text((tmp_path / name / "runs" / "lora-r8" / "seed0" / "predictions.csv").read_text())
     assert main([str(tmp_path / "fp32"), str(tmp_path / "bf16"), "--resamples", "200"]) == 2  # one run disagrees
     table = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "seed0" in line}
+    assert set(rows) == {"lora-r8", "frozen", "full/lr1e-05"}
     assert rows["lora-r8"].rstrip().endswith("| yes |") and rows["frozen"].rstrip().endswith("| NO |")
-    assert "1 of 2 runs" in table
+    assert "2 of 3 runs" in table
