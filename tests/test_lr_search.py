@@ -167,3 +167,34 @@ def test_the_checkpoint_on_fake_runs_adds_the_extra_jobs(search_workflow):
     assert re.search(r"^aggregate\s+1$", plan, re.M) and not re.search(r"^(train|lr_search)\s", plan, re.M), plan
     aggregate = plan.split("rule aggregate:")[1].split("output:")[0]
     assert all(f"results/search/runs/full/lr3.33e-05/seed{seed}/{name}" in aggregate for seed in (0, 1) for name in ("summary.json", "predictions.csv"))
+
+
+@pytest.mark.slow
+def test_a_finished_study_given_another_variant_trains_it_and_aggregates_again(search_workflow):
+    """config/tiny-en-part1.yaml then config/tiny-en.yaml: the second config's new variant must train, its search run and
+    the tables, figures and deck follow, although the first study's outputs all exist (Snakemake alone said "Nothing to be
+    done", its aggregate job waiting on the new variant's undecided lr-search checkpoint)."""
+    results = search_workflow / "results" / "search"
+    for upstream in ("base_model", "data/train", "data/val", "data/test", "features/train", "features/val", "features/test"):
+        (results / upstream).mkdir(parents=True)
+        os.utime(results / upstream, (1e9, 1e9))
+    first = yaml.safe_load((search_workflow / "search.yaml").read_text())
+    del first["train"]["variants"]["full"]
+    (search_workflow / "first.yaml").write_text(yaml.safe_dump(first))
+    write_runs(results / "runs", by_run("frozen", 3e-3, FROZEN))  # the first study: frozen, an interior optimum,
+    snakemake(search_workflow, "--cores", "1", "--allowed-rules", "lr_search", "--configfile=first.yaml", "--",
+              "results/search/lr_search/frozen/round0.json")
+    plan = snakemake(search_workflow, "-n", "--cores", "1", "--configfile=first.yaml").stdout  # ... and every output it makes
+    for line in re.findall(r"^\s+output: (.+)$", plan, re.M):
+        for name in line.split(", "):
+            (search_workflow / name).parent.mkdir(parents=True, exist_ok=True)
+            (search_workflow / name).touch()
+    assert json.loads((results / "lr_search" / "frozen" / "round0.json").read_text())["train"] == []
+    assert "Nothing to be done" in "".join(snakemake(search_workflow, "-n", "--cores", "1", "--configfile=first.yaml").stdout)
+
+    plan = snakemake(search_workflow, "-n", "--cores", "1", "--configfile=search.yaml")  # the second: frozen and full
+    out = plan.stdout + plan.stderr
+    assert sorted(re.findall(r"wildcards: variant=(\S+), seed=(\d)", out)) == sorted(
+        (f"full/lr{lr:g}", str(seed)) for lr in FULL for seed in (0, 1)), out[-3000:]
+    assert re.search(r"^aggregate\s+1$", out, re.M) and "results/search/lr_search/full/round0.json" in out
+    assert re.search(r"Missing output files: results/search/tables/plan-[0-9a-f]{12}\.done", out)

@@ -28,6 +28,8 @@ already decided.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -125,6 +127,33 @@ def extension_variants(variants: dict[str, Variant], max_extensions: int) -> dic
                                   "list rates a geometric step apart")
             out[run] = dataclasses.replace(first[name], lr=rate, run=run)
     return out
+
+
+def missing_behind_tables(tables_file: str | Path, needed: list[str | Path]) -> list[str]:
+    """The files the aggregate step waits on that are missing although its tables exist (none without tables).
+
+    Snakemake (9.x, since snakemake#4124) keeps a job whose outputs exist and whose input function waits on an
+    undecided checkpoint out of the DAG: a finished study given more variants (config/tiny-en-part1.yaml, then
+    config/tiny-en.yaml) would print "Nothing to be done" and keep its old tables. The workflow forces the
+    aggregate rule when this list is not empty, so the new runs, their searches and the tables follow.
+    """
+    if not Path(tables_file).exists():
+        return []
+    return [str(p) for p in needed if not Path(p).exists()]
+
+
+def plan_digest(config: dict) -> str:
+    """A digest of what the tables are made from (variants, seeds, lr searches, shifted test sets), for the name of the
+    marker the aggregate rule leaves beside its tables.
+
+    Snakemake (9.x, since snakemake#4124) leaves a job whose outputs exist and whose input waits on an undecided
+    checkpoint out of its plan: a finished study given more variants (config/tiny-en-part1.yaml, then
+    config/tiny-en.yaml) said "Nothing to be done" and kept its old tables. A marker named by this digest is missing
+    whenever the plan changed, and a missing output makes the aggregate job, and the runs it waits on, run.
+    """
+    plan = {"variants": config["train"]["variants"], "seeds": config["train"]["seeds"],
+            "lr_search": config["train"].get("lr_search"), "test_sets": config["evaluation"]["test_sets"]}
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _parser(p):

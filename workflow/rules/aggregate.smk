@@ -1,4 +1,5 @@
 from gwlora.aggregate import stage_config as aggregate_config
+from gwlora.lr_search import plan_digest
 
 
 rule aggregate:
@@ -27,6 +28,9 @@ rule aggregate:
         efficiency=report(f"{RESULTS}/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="Tables", labels={"table": "detection efficiency"}),
         latency=report(f"{RESULTS}/tables/latency.csv", caption="../report/latency_table.rst", category="Tables", labels={"table": "latency"}),
         findings=f"{RESULTS}/tables/findings.json",  # what the deck states: verdicts, ratios, claims (gwlora.findings)
+        # made from this plan: missing when variants, seeds, searches or test sets change, so the tables are made again
+        # (gwlora.lr_search.plan_digest: Snakemake alone keeps old tables past an undecided lr-search checkpoint)
+        plan=touch(f"{RESULTS}/tables/plan-{plan_digest(config)}.done"),
     params:
         run_dirs=lambda wc, input: [str(Path(p).parent) for p in [*input.runs, *added_summaries(input)]] + ([MATCHED_FILTER_RUN] if MATCHED_FILTER else []),
         out_dir=subpath(output.runs, parent=True),
