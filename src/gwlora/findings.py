@@ -89,11 +89,12 @@ def seed_separation(a, b) -> int:
     return separation(a.min(), a.max(), b.min(), b.max())
 
 
-def timing(ratio: float, side: int) -> str:
-    """A cost ratio in words: the ratio, and "not resolved by these timings" unless the repetitions separate the sides."""
+def timing(ratio: float, side: int, of: str) -> str:
+    """A cost ratio as a phrase that ends where a sentence may go on: "0.93× that of full fine-tuning", followed by
+    ", not resolved by these timings" unless the repetitions separate the sides (`of`: what the ratio is of)."""
     if pd.isna(ratio):
-        return "n/a"
-    return f"{ratio:.2f}×" if side else f"{ratio:.2f}×, {NOT_RESOLVED}"
+        return f"n/a (no timing of {of.removeprefix('that of ')})"
+    return f"{ratio:.2f}× {of}" + ("" if side else f", {NOT_RESOLVED}")
 
 
 def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
@@ -167,12 +168,12 @@ def step_separation(runs: pd.DataFrame, variant: str, reference: str) -> int:
 def step_time_words(side: int, seeds: int) -> str:
     """What a LoRA step's time against full fine-tuning's says: only what the repeated (per-seed) timings separate."""
     if side < 0:
-        return "faster in every seed than full fine-tuning in any; the frozen weights need no gradients or optimiser updates"
+        return "faster in every seed than full fine-tuning in any (the frozen weights need no gradients or optimiser updates)"
     if side > 0:
         return "slower in every seed than full fine-tuning in any"
     if seeds < 2:
-        return f"{NOT_RESOLVED}: one timing per side says nothing of how much a timing varies"
-    return f"{NOT_RESOLVED}: the seeds' step times of the two overlap"
+        return f"a difference {NOT_RESOLVED} (one timing per side says nothing of how much a timing varies)"
+    return f"a difference {NOT_RESOLVED} (the seeds' step times of the two overlap)"
 
 
 def lora_costs(top: pd.Series, full: pd.Series, runs: pd.DataFrame) -> dict:
@@ -180,7 +181,8 @@ def lora_costs(top: pd.Series, full: pd.Series, runs: pd.DataFrame) -> dict:
     step_ratio = top.step_time_ms / full.step_time_ms
     side = step_separation(runs, top.variant, full.variant)
     seeds = min(len(selected_runs(runs, top.variant)), len(selected_runs(runs, full.variant)))
-    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": timing(step_ratio, side),
+    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": timing(step_ratio, side, "that of full fine-tuning"),
+            "step_ratio": "n/a" if pd.isna(step_ratio) else f"{step_ratio:.2f}×",
             "not_faster": side > 0, "step_time_means": step_time_words(side, seeds),
             "memory_ratio": num(top.peak_memory_mb / full.peak_memory_mb, 2), "checkpoint_ratio": num(top.checkpoint_mb / full.checkpoint_mb, 3)}
 
@@ -208,8 +210,8 @@ def best_lora(lora: pd.DataFrame, diffs: pd.DataFrame, full: pd.Series | None, r
     merged, unmerged, base = top.latency_merged_ms, top.latency_unmerged_ms, top.latency_base_ms
     if not pd.isna(merged):
         entry["latency"] = {"base": num(base, 1), "unmerged": num(unmerged, 1), "merged": num(merged, 1),
-                            "unmerged_vs_base": timing(unmerged / base, latency_separation(runs, top.variant, "unmerged")),
-                            "merged_vs_base": timing(merged / base, latency_separation(runs, top.variant, "merged"))}
+                            "unmerged_vs_base": timing(unmerged / base, latency_separation(runs, top.variant, "unmerged"), "the base's"),
+                            "merged_vs_base": timing(merged / base, latency_separation(runs, top.variant, "merged"), "the base's")}
     return entry
 
 
@@ -311,7 +313,7 @@ def prompt_claim(summary: pd.DataFrame, runs: pd.DataFrame, context) -> dict | N
         effect = f"lengthen the sequence to {positions} positions ({num(longest.sequence_audio_positions, 0)} of audio), no audio lost"
         if len(frozen):
             side = step_separation(runs, longest.variant, frozen.variant.iloc[0])
-            effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0], side)} the frozen encoder’s"
+            effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0], side, 'the frozen encoder’s')}"
     return {"variant": longest.variant, "length": length, "context": ", ".join(np.atleast_1d(context)), "effect": effect,
             "verdict": "confirmed" if lost else "not seen here"}
 
@@ -455,10 +457,12 @@ def schedule_words(schedule: dict) -> str:
 
 
 def seed_words(seeds: list) -> dict:
-    """The words that follow the number of seeds: "1 seed" or "3 seeds", "mean over 3 seeds" or "the one seed's"."""
+    """The words that follow the number of seeds: "1 seed" or "3 seeds", "mean over 3 seeds" or "the one seed's", and
+    what a validation metric that picks a learning rate is taken over ("one seed", "the mean over 3 seeds")."""
     n = len(seeds)
     return {"n": n, "count": f"{n} seed" if n == 1 else f"{n} seeds", "several": n > 1,
-            "mean": "the one seed's" if n == 1 else f"mean over {n} seeds", "list": ", ".join(map(str, seeds))}
+            "mean": "the one seed's" if n == 1 else f"mean over {n} seeds", "list": ", ".join(map(str, seeds)),
+            "over": "one seed" if n == 1 else f"the mean over {n} seeds"}
 
 
 def edge_words(edge) -> str:
@@ -485,11 +489,14 @@ def setup(summary: pd.DataFrame, runs: pd.DataFrame, config: dict) -> dict:
 
 
 def counts(summary: pd.DataFrame, runs: pd.DataFrame) -> dict:
-    """The words that follow the counts: variants, variants beyond the baselines, runs as variant–lr pairs × seeds."""
+    """The words that follow the counts of trained variants and runs (the matched filter trains nothing: not counted):
+    variants, variants beyond the baselines (the ways of adapting), the baselines by name, runs as variant–lr pairs × seeds."""
     pairs = runs.groupby(["variant", "lr"]).ngroups
     seeds = runs.seed.nunique()
     pair_words = f"{pairs} variant–learning-rate pair{'s' if pairs != 1 else ''}" if pairs != len(summary) else f"{pairs} variant{'s' if pairs != 1 else ''}"
+    baselines = [words for family, words in (("full", "full fine-tuning"), ("frozen", "the frozen encoder")) if (summary.family == family).any()]
     return {"variants": len(summary), "adapted": int((~summary.family.isin(BASELINES)).sum()), "runs": len(runs),
+            "baselines": " and ".join(baselines),
             "provenance": f"{len(runs)} training run{'s' if len(runs) != 1 else ''} ({pair_words} × {seeds} seed{'s' if seeds != 1 else ''})"}
 
 
@@ -535,15 +542,18 @@ def trained_only(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 def efficiency_in(eff: pd.DataFrame, variant: str) -> tuple[float, float, float] | None:
-    """`variant`'s detection efficiency over the SNR bins of `eff` (weighted by their signals) and its 95% interval, or None."""
+    """`variant`'s detection efficiency over the SNR bins of `eff` (weighted by their signals, the mean over seeds) and
+    its 95% interval, or None. The interval is the envelope aggregate's rows use: from the exact interval of the fewest
+    signals any seed detected to that of the most (one seed: its own exact interval), never of a count averaged over seeds."""
     from .aggregate import _binomial_interval
 
     rows = eff[eff.variant == variant]
     if rows.empty:
         return None
     n = int(rows.n_signal.sum())
-    detected = float((rows.efficiency * rows.n_signal).sum())
-    return (detected / n, *_binomial_interval(detected, n))
+    # a table without the seeds' spread is one seed's: its efficiency is that seed's fraction
+    fewest, most = (int(round(float((rows.get(column, rows.efficiency) * rows.n_signal).sum()))) for column in ("seed_min", "seed_max"))
+    return (float((rows.efficiency * rows.n_signal).sum()) / n, _binomial_interval(fewest, n)[0], _binomial_interval(most, n)[1])
 
 
 def efficiency_words(mine: tuple | None, search: tuple | None) -> str:
