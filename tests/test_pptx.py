@@ -77,6 +77,25 @@ def test_every_shape_lies_within_the_slide(deck):
             assert 0 <= shape.top and shape.top + shape.height <= deck.slide_height * 1.001, (number, shape.name)
 
 
+def test_every_title_fits_its_box(deck):
+    """A table slide's title once kept "Content with Caption"'s 3.3-inch box: four lines in LibreOffice, over the sentence
+    below. Every title now spans its layout's width, and its words, at the size it is shown at, fit its box."""
+    import math
+
+    from pptx.util import Emu
+
+    from gwlora.pptx_deck import INSET_PT, LINE_SPACING, TEXT_WIDTH, title_points
+
+    for number, slide in enumerate(deck.slides, 1):
+        title = slide.shapes.title
+        assert title is not None and title.text_frame.text.strip(), f"slide {number} has no title"
+        if any(s.has_table for s in slide.shapes):
+            assert title.width >= 0.85 * deck.slide_width, (number, title.text_frame.text)
+        size, text = title_points(slide), title.text_frame.text
+        lines = math.ceil(len(text) * size * TEXT_WIDTH / (Emu(title.width).pt - INSET_PT))
+        assert lines * size * LINE_SPACING <= Emu(title.height).pt - INSET_PT + 0.5, (number, text, size, lines)
+
+
 def test_code_is_sized_to_fit_its_box(deck):
     from gwlora.pptx_deck import MONO_WIDTH, INSET_PT, _is_code
 

@@ -151,13 +151,14 @@ def fix_pptx(path: Path) -> dict:
 
     deck = Presentation(str(path))
     layouts = {layout.name: layout for layout in deck.slide_layouts}
-    changed = {"math_fallbacks": 0, "table_slides": 0, "code_boxes": 0}
+    changed = {"math_fallbacks": 0, "table_slides": 0, "code_boxes": 0, "titles_sized": 0}
     for slide in deck.slides:
         changed["math_fallbacks"] += add_math_fallbacks(slide._element)
         if slide.slide_layout.name == "Content with Caption" and any(s.has_table for s in slide.shapes):
             full_width_table(slide, layouts["Title and Content"], deck.slide_width, deck.slide_height)
             changed["table_slides"] += 1
         changed["code_boxes"] += fit_code(slide, deck.slide_width, deck.slide_height)
+        changed["titles_sized"] += fit_title(slide)
     deck.save(str(path))
     return changed
 
@@ -165,11 +166,18 @@ def fix_pptx(path: Path) -> dict:
 def full_width_table(slide, layout, slide_width: int, slide_height: int) -> None:
     """A table slide on `layout` (a full-width body): the sentences above the table, the table across the slide with
     its columns scaled to that width and its text sized to fit."""
+    from pptx.enum.shapes import PP_PLACEHOLDER
     from pptx.util import Emu, Pt
 
     for rel in slide.part.rels.values():
         if rel.reltype.endswith("/slideLayout"):
             rel._target = layout.part
+            for cached in ("target_part", "target_partname"):  # python-pptx keeps the old layout once read (lazy properties)
+                rel.__dict__.pop(cached, None)
+    title = slide.shapes.title
+    placeholder = next((p for p in layout.placeholders if p.placeholder_format.type == PP_PLACEHOLDER.TITLE), None)
+    if title is not None and placeholder is not None:  # the old layout's 3.3-inch caption title wraps to four lines: the new layout's full-width box
+        title.left, title.top, title.width, title.height = placeholder.left, placeholder.top, placeholder.width, placeholder.height
     margin, top = int(slide_width * 0.05), int(slide_height * 0.2)
     width = slide_width - 2 * margin
     for content in slide._element.iter(_q("mc:AlternateContent")):  # a sentence holding a formula, unseen by python-pptx
@@ -189,6 +197,37 @@ def full_width_table(slide, layout, slide_width: int, slide_height: int) -> None
         top += height
     frame = next(s for s in slide.shapes if s.has_table)
     size_table(frame, margin, top, width, slide_height - top - int(slide_height * 0.04))
+
+
+def title_points(slide) -> float:
+    """The size (points) a slide's title is shown at: its runs' own, else its layout's title style, else its master's."""
+    title = slide.shapes.title
+    own = [r.font.size.pt for p in title.text_frame.paragraphs for r in p.runs if r.font.size]
+    if own:
+        return min(own)
+    for part in (slide.slide_layout, slide.slide_layout.slide_master):
+        style = ".//p:ph[@type='title']/../../..//a:lvl1pPr/a:defRPr" if part is slide.slide_layout else ".//p:titleStyle/a:lvl1pPr/a:defRPr"
+        sizes = [el.get("sz") for el in part._element.xpath(style) if el.get("sz")]
+        if sizes:
+            return int(sizes[0]) / 100
+    return 44.0  # PowerPoint's default title size
+
+
+def fit_title(slide) -> int:
+    """The title of `slide` sized down (never up) until its words fit its box (:func:`fit_font`); returns 1 when it was."""
+    from pptx.util import Emu, Pt
+
+    title = slide.shapes.title
+    if title is None or title.width is None or not title.text_frame.text.strip():
+        return 0
+    largest = title_points(slide)
+    size = fit_font([(title.text_frame.text, False)], Emu(title.width).pt, Emu(title.height).pt, largest=largest)
+    if size >= largest:
+        return 0
+    for paragraph in title.text_frame.paragraphs:
+        for run in paragraph.runs:
+            run.font.size = Pt(size)
+    return 1
 
 
 def _place(sp, left: int, top: int, width: int, height: int) -> None:
