@@ -97,12 +97,24 @@ def test_every_title_fits_its_box(deck):
 
 
 def test_code_is_sized_to_fit_its_box(deck):
-    from gwlora.pptx_deck import MONO_WIDTH, INSET_PT, _is_code
+    """Each code line fits the box's width, and all its lines (counted at their line breaks, a code block being one
+    paragraph) its height: the configuration's ~54 lines once ran off the bottom at the 7 pt floor."""
+    import math
+
+    from gwlora.pptx_deck import LINE_SPACING, MIN_POINTS, MONO_WIDTH, INSET_PT, TEXT_WIDTH, _is_code
 
     for slide in deck.slides:
         for shape in slide.shapes:
             if not shape.has_text_frame or not any(_is_code(p) for p in shape.text_frame.paragraphs):
                 continue
+            height = 0.0
+            for paragraph in shape.text_frame.paragraphs:
+                size = next((r.font.size.pt for r in paragraph.runs if r.font.size), 14)
+                width = (MONO_WIDTH if _is_code(paragraph) else TEXT_WIDTH) * size
+                height += sum(max(1, math.ceil(len(line) * width / (shape.width.pt - INSET_PT)))
+                              for line in re.split(r"[\v\n]", paragraph.text)) * size * LINE_SPACING
+                assert size >= MIN_POINTS, slide.shapes.title.text
+            assert height <= shape.height.pt - INSET_PT + 1, (slide.shapes.title.text, height, shape.height.pt)
             for paragraph in (p for p in shape.text_frame.paragraphs if _is_code(p)):
                 size = next(r.font.size.pt for r in paragraph.runs if r.font.size)
                 longest = max(map(len, re.split(r"[\v\n]", paragraph.text)))
@@ -142,3 +154,21 @@ def test_every_text_box_holds_its_text(pptx):
     from test_report import pptx_problems
 
     assert pptx_problems(pptx) == []
+
+
+def test_a_long_configuration_continues_on_slides_that_each_read_as_yaml():
+    import yaml
+
+    from gwlora.deck import CODE_LINES_PER_SLIDE, config_sections, yaml_parts
+
+    sections = config_sections(demo_config())
+    assert len(sections["model and training"]) >= 2
+    for name, parts in sections.items():
+        for text in parts:
+            assert len(text.splitlines()) <= CODE_LINES_PER_SLIDE and isinstance(yaml.safe_load(text), dict), (name, text)
+        continued = [line for text in parts for line in text.splitlines() if not line.endswith("  # continued")]
+        assert "\n".join(continued) == yaml.safe_dump(yaml.safe_load("\n".join(continued)), sort_keys=False,
+                                                     default_flow_style=None, width=70).rstrip()  # nothing lost, nothing twice
+    text = "a:\n  b:\n" + "".join(f"    k{i}: {i}\n" for i in range(30)) + "c: 1"
+    parts = yaml_parts(text, per_slide=12)
+    assert parts[1].startswith("a:  # continued\n  b:  # continued\n    k") and all(len(p.splitlines()) <= 12 for p in parts)

@@ -140,16 +140,55 @@ def shift_table(shift: pd.DataFrame) -> list[Markdown]:
     return _markdown_parts(pd.DataFrame(table))
 
 
-def config_sections(config: dict) -> dict[str, str]:
-    """The appendix's configuration, as YAML: the shifted test sets as the overrides they are, not as the whole data
-    sections validation made of them."""
+# The most lines of code or YAML on one slide: a longer block continues on the next slides (24 lines fit a 16:9 slide's
+# body at 8.5 pt in the PPTX, above its 7 pt floor, and the HTML deck's code size)
+CODE_LINES_PER_SLIDE = 24
+
+
+def _depth(line: str) -> int:
+    """A YAML line's nesting: its indentation, one more for a list item (PyYAML writes a list at its key's indentation)."""
+    stripped = line.lstrip(" ")
+    return len(line) - len(stripped) + (1 if stripped.startswith("- ") else 0)
+
+
+def _ancestors(lines: list[str], i: int) -> list[str]:
+    """The lines of the keys that `lines[i]` sits under, outermost first, each marked as continued."""
+    out, depth = [], _depth(lines[i])
+    for line in reversed(lines[:i]):
+        if depth == 0:
+            break
+        if line.strip() and _depth(line) < depth:
+            out.insert(0, f"{line}  # continued")
+            depth = _depth(line)
+    return out
+
+
+def yaml_parts(text: str, per_slide: int = CODE_LINES_PER_SLIDE) -> list[str]:
+    """YAML `text` in parts of at most `per_slide` lines, each broken before its least nested line in the latter half of
+    the part, a continued part headed by the keys it sits under (so that each part reads as YAML of its own)."""
+    lines, parts, start = text.splitlines(), [], 0
+    while start < len(lines):
+        header = _ancestors(lines, start) if parts else []
+        room = max(2, per_slide - len(header))
+        end = min(len(lines), start + room)
+        if end < len(lines):
+            end = min(range(start + max(1, room // 2), end + 1), key=lambda i: (_depth(lines[i]), -i))
+        parts.append("\n".join(header + lines[start:end]))
+        start = end
+    return parts
+
+
+def config_sections(config: dict) -> dict[str, list[str]]:
+    """The appendix's configuration, as YAML in slide-sized parts (:func:`yaml_parts`): the shifted test sets as the
+    overrides they are, not as the whole data sections validation made of them."""
     test_sets = {name: overrides(config["data"], data) for name, data in config["evaluation"]["test_sets"].items()}
     sections = {
         "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]}
         | ({"evaluation": {"test_sets": test_sets}} if test_sets else {}),
         "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data", "evaluation")},
     }
-    return {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in sections.items()}
+    return {name: yaml_parts(yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip())
+            for name, part in sections.items()}
 
 
 def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: str, snakefile: Path) -> dict:

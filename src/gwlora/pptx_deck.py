@@ -31,7 +31,9 @@ NS = {
     "mc": "http://schemas.openxmlformats.org/markup-compatibility/2006",
     "p": "http://schemas.openxmlformats.org/presentationml/2006/main",
 }
-MIN_POINTS = 7  # the smallest text a slide shows: below it, a box's content is split, not shrunk
+# the smallest text a slide shows: what would need less, the deck source splits across slides before it gets here
+# (gwlora.deck's table_parts and yaml_parts); tests/test_pptx.py checks that every box holds its lines at its size
+MIN_POINTS = 7
 CODE_FONTS = ("courier", "consolas", "menlo", "monaco", "dejavu sans mono")
 LINE_SPACING = 1.2  # a line's height per point of font size
 MONO_WIDTH, TEXT_WIDTH = 0.6, 0.5  # a character's width per point of font size, monospaced and proportional
