@@ -282,3 +282,20 @@ def test_an_efficiency_over_several_seeds_has_the_envelope_of_the_seeds_exact_in
     eff = pd.DataFrame([{"variant": "full", "n_signal": 8, "efficiency": 10 / 24, "seed_min": 3 / 8, "seed_max": 4 / 8}])
     mean, low, high = efficiency_in(eff, "full")
     assert mean == pytest.approx(10 / 24) and low == _binomial_interval(3, 8)[0] and high == _binomial_interval(4, 8)[1]
+
+
+def test_a_step_on_cached_encoder_outputs_is_never_set_against_an_uncached_one():
+    """The demo's prompt claim read "training step 66.68× … the frozen encoder's": frozen trained on cached encoder outputs."""
+    from gwlora.findings import CACHED_STEP, prompt_claim
+
+    summary = pd.DataFrame([{"variant": "frozen", "family": "frozen", "step_time_ms": 0.8, "prompt_length": np.nan},
+                            {"variant": "prompt-l4", "family": "prompt", "step_time_ms": 53.0, "prompt_length": 4, "sequence_positions": 54,
+                             "sequence_audio_positions": 50, "audio_seconds_lost": 0.0}])
+    runs = pd.DataFrame([{"variant": v, "seed": s, "selected": True, "step_time_ms": ms, "encoder_cache_used": v == "frozen"}
+                         for v, ms in (("frozen", 0.8), ("prompt-l4", 53.0)) for s in range(3)])
+    claim = prompt_claim(summary, runs, "clip")
+    assert "66" not in claim["effect"] and "×" not in claim["effect"] and CACHED_STEP in claim["effect"]
+    assert "×" in prompt_claim(summary, runs.assign(encoder_cache_used=False), "clip")["effect"]
+    lora_runs, lora, full = cost_rows((200.0, 210.0, 205.0), (300.0, 310.0, 305.0))
+    costs = lora_costs(lora, full, lora_runs.assign(encoder_cache_used=lora_runs.variant == "lora-r4"))
+    assert costs["step_ratio"] == "n/a" and CACHED_STEP in costs["step_time"] and not costs["not_faster"]

@@ -230,6 +230,28 @@ def test_a_variant_that_did_not_learn_is_on_no_pareto_front_and_the_bars_are_the
     assert f"left out, as they did not learn: {flagged}" in fig._suptitle.get_text() and "bootstrap interval" in fig._suptitle.get_text()
 
 
+def test_a_step_time_on_cached_encoder_outputs_leads_no_front_and_is_marked(tmp_path):
+    """The frozen encoder trains on cached encoder outputs (0.8 ms against full fine-tuning's 62 ms in the demo): its step
+    time is another measurement, so it is hollow and on no front in the step-time panel, on the front elsewhere as before."""
+    from gwlora.plot import CACHED_NOTE, plot_costs
+
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    summary = pd.read_csv(paths["summary"])
+    first = summary.variant.iloc[0]  # the cheapest: on every front
+    summary = summary.assign(encoder_cache_used=summary.variant == first)
+    fig = plot_pareto(summary, Canvas(tmp_path, summary.variant))
+    for ax, cost in zip(fig.axes, ("trainable_parameters", "peak_memory_mb", "step_time_ms")):
+        front = next(line for line in ax.lines if line.get_label() == "Pareto front")
+        point = next(c for c in ax.containers if c.get_label() == first)
+        assert (cost == "step_time_ms") == (point.lines[0].get_markerfacecolor() == "none")
+        assert (cost == "step_time_ms") == (summary.loc[summary.variant == first, cost].iloc[0] not in front.get_xdata())
+    assert f"{first} {CACHED_NOTE}" in fig._suptitle.get_text()
+    runs = pd.read_csv(paths["runs"]).assign(encoder_cache_used=lambda r: r.variant == first)
+    costs = plot_costs(runs, Canvas(tmp_path, runs.variant))
+    hatched = [bar.get_hatch() for bar in costs.axes[1].patches]
+    assert hatched[0] == "//" and not any(hatched[1:]) and CACHED_NOTE in costs._suptitle.get_text()
+
+
 def test_with_no_variant_that_learned_the_pareto_figure_draws_no_front(tmp_path):
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     summary = pd.read_csv(paths["summary"]).assign(did_not_learn=1)

@@ -105,6 +105,9 @@ def test_a_timing_verdict_ends_its_phrase_and_is_said_once_a_sentence(rendered):
     assert (NOT_RESOLVED in step) == (seeds < 3)
     assert re.search(r"LoRA unmerged [\d.]+ ms \(\d\.\d\d× the base's(, " + NOT_RESOLVED + r")?\); merged [\d.]+ ms \(\d\.\d\d× the base's", text)
     assert re.search(r"Its training step took \d\.\d\d× the time of full fine-tuning's: (a difference " + NOT_RESOLVED + " \\(|faster in every seed)", text)
+    assert "the frozen encoder’s" not in text or "set against the frozen encoder’s, which trained on cached encoder outputs" in text
+    assert ("Step times of frozen, partial-top1: trained on cached encoder outputs (its step skips the frozen encoder), "
+            "not comparable with the others'.") in text
 
 
 def test_the_lr_is_chosen_by_a_metric_over_the_seeds_there_were(rendered):

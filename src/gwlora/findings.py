@@ -160,6 +160,17 @@ def selected_runs(runs: pd.DataFrame, variant: str) -> pd.DataFrame:
     return rows[rows.selected.astype(bool)] if "selected" in rows else rows
 
 
+# A run that trained on cached encoder outputs (gwlora.encoder_cache: the frozen encoder, partial fine-tuning's frozen
+# layers) skips that part of the step: its step time is not the same measurement as an uncached run's
+CACHED_STEP = "trained on cached encoder outputs (its step skips the frozen encoder)"
+
+
+def cached(runs: pd.DataFrame, variant: str) -> bool:
+    """Whether any selected run of `variant` trained on cached encoder outputs (false for a table without the record)."""
+    rows = selected_runs(runs, variant)
+    return "encoder_cache_used" in rows and bool(rows.encoder_cache_used.fillna(False).astype(bool).any())
+
+
 def step_separation(runs: pd.DataFrame, variant: str, reference: str) -> int:
     """Whether `variant`'s per-seed step times lie wholly above (+1) or below (-1) `reference`'s, else 0."""
     return seed_separation(selected_runs(runs, variant).step_time_ms, selected_runs(runs, reference).step_time_ms)
@@ -181,9 +192,13 @@ def lora_costs(top: pd.Series, full: pd.Series, runs: pd.DataFrame) -> dict:
     step_ratio = top.step_time_ms / full.step_time_ms
     side = step_separation(runs, top.variant, full.variant)
     seeds = min(len(selected_runs(runs, top.variant)), len(selected_runs(runs, full.variant)))
-    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": timing(step_ratio, side, "that of full fine-tuning"),
+    step_time, means = timing(step_ratio, side, "that of full fine-tuning"), step_time_words(side, seeds)
+    if any(cached(runs, v) for v in (top.variant, full.variant)):
+        step_ratio, side = float("nan"), 0
+        step_time = means = f"not compared with full fine-tuning's: a side {CACHED_STEP}"
+    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": step_time,
             "step_ratio": "n/a" if pd.isna(step_ratio) else f"{step_ratio:.2f}×",
-            "not_faster": side > 0, "step_time_means": step_time_words(side, seeds),
+            "not_faster": side > 0, "step_time_means": means,
             "memory_ratio": num(top.peak_memory_mb / full.peak_memory_mb, 2), "checkpoint_ratio": num(top.checkpoint_mb / full.checkpoint_mb, 3)}
 
 
@@ -311,7 +326,9 @@ def prompt_claim(summary: pd.DataFrame, runs: pd.DataFrame, context) -> dict | N
         effect = f"take {length} of the encoder’s {positions} positions, {num(longest.audio_seconds_lost, 2)} s of audio"
     else:
         effect = f"lengthen the sequence to {positions} positions ({num(longest.sequence_audio_positions, 0)} of audio), no audio lost"
-        if len(frozen):
+        if len(frozen) and cached(runs, frozen.variant.iloc[0]):
+            effect += f"; its training step is not set against the frozen encoder’s, which {CACHED_STEP}"
+        elif len(frozen):
             side = step_separation(runs, longest.variant, frozen.variant.iloc[0])
             effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0], side, 'the frozen encoder’s')}"
     return {"variant": longest.variant, "length": length, "context": ", ".join(np.atleast_1d(context)), "effect": effect,
@@ -518,6 +535,7 @@ def findings(tables: dict[str, pd.DataFrame], study: dict, config: dict) -> dict
         "snr": snr_findings(tables["auc_by_snr"], found["best_variant"]),
         "shift": shift_findings(tables["shift"], config),
         "not_learned": not_learned(runs),
+        "cached_steps": [v for v in summary.variant if cached(runs, v)], "cached_step_words": CACHED_STEP,
         "methods_compared": bool(summary.family.isin(METHOD_FAMILIES[1:]).any()),
         "other_peft_methods": bool(summary.family.isin(("bitfit", "peft")).any()),
         "optimal_detector": optimal,

@@ -237,18 +237,35 @@ def plot_params(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     return fig
 
 
+# How a step time measured on cached encoder outputs is drawn: hollow or hatched, never beside the others as a like cost
+CACHED_NOTE = "trained on cached encoder outputs (the step skips the frozen encoder): step time not comparable"
+
+
+def cached_variants(frame: pd.DataFrame) -> set[str]:
+    """The variants with a run (a row) that trained on cached encoder outputs; none for a table without the record."""
+    if "encoder_cache_used" not in frame:
+        return set()
+    return set(frame.variant[frame.encoder_cache_used.fillna(False).astype(bool)])
+
+
 def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Peak memory and step time per variant (bars: mean over seeds)."""
+    """Peak memory and step time per variant (bars: mean over seeds); a step time measured on cached encoder outputs hatched."""
     panels = {"peak_memory_mb": "peak memory (MiB)", "step_time_ms": "step time (ms)"}
     require(runs, ("variant", *panels), "runs.csv")
     palette = canvas.colours(runs.variant)
+    cached = cached_variants(runs)
     fig, axes = canvas.figure(1, len(panels), size=(14, 6))
     for ax, (col, label) in zip(axes, panels.items()):
         sns.barplot(data=runs, x="variant", y=col, hue="variant", order=list(palette), hue_order=list(palette), palette=palette, legend=False, ax=ax)
+        if col == "step_time_ms":
+            for variant, bar in zip(palette, ax.patches):
+                if variant in cached:
+                    bar.set(hatch="//", facecolor="white", edgecolor=palette[variant])
         ax.set_xlabel("")
         ax.set_ylabel(label)
         ax.tick_params(axis="x", rotation=45, labelsize="small")
-    fig.suptitle("Training costs per variant")
+    fig.suptitle("Training costs per variant" + (f"\nhatched: {', '.join(v for v in palette if v in cached)} {CACHED_NOTE}" if cached else ""),
+                 fontsize="medium")
     return fig
 
 
@@ -473,12 +490,16 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
         errors, bars = [shown.test_auc_ci95, shown.test_auc_ci95], "95% t interval over seeds"
     errors = [pd.Series(np.maximum(0.0, e.to_numpy(dtype=float)), index=shown.variant) for e in errors]  # an interval beside its mean: to it
     fig, axes = canvas.figure(1, len(PARETO_COSTS), size=(21, 7), sharey=True)
+    cached = cached_variants(shown)
     for ax, (col, (label, scale)) in zip(axes, PARETO_COSTS.items()):
-        front = shown.iloc[:0] if nobody else shown[pareto_front(shown[col], shown.test_auc)].sort_values([col, "test_auc"])
+        apart = cached if col == "step_time_ms" else set()  # a step on cached encoder outputs is not the same cost: on no front
+        comparable = shown[~shown.variant.isin(apart)]
+        front = shown.iloc[:0] if nobody else comparable[pareto_front(comparable[col], comparable.test_auc)].sort_values([col, "test_auc"])
         for row in shown.itertuples():
             yerr = [[errors[0][row.variant]], [errors[1][row.variant]]]
+            hollow = nobody or row.variant in apart
             ax.errorbar([getattr(row, col)], [row.test_auc], yerr=None if np.isnan(yerr[0][0]) else yerr, fmt="o", markersize=9, capsize=4,
-                        color=canvas.palette[row.variant], mfc="none" if nobody else canvas.palette[row.variant], label=row.variant)
+                        color=canvas.palette[row.variant], mfc="none" if hollow else canvas.palette[row.variant], label=row.variant)
         for i, row in enumerate(front.itertuples()):  # names on the front only, alternating above and below: the legend names the rest
             ax.annotate(row.variant, (getattr(row, col), row.test_auc), xytext=(6, 8 if i % 2 == 0 else -14), textcoords="offset points",
                         fontsize="x-small", color=canvas.palette[row.variant])
@@ -498,6 +519,8 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
         title += "\nno variant learned (hollow: every one had a run that did not), so no front is drawn"
     elif left_out:
         title += f"\nleft out, as they did not learn: {', '.join(left_out)}"
+    if cached:
+        title += f"\nstep time, hollow and on no front: {', '.join(v for v in shown.variant if v in cached)} {CACHED_NOTE}"
     fig.suptitle(title, fontsize="medium")
     return fig
 
