@@ -216,6 +216,18 @@ def test_a_shifted_set_is_never_led_by_a_variant_that_did_not_learn():
     assert alone["best"] is None
 
 
+def test_no_variant_is_highest_on_a_shifted_set_where_every_interval_covers_chance():
+    """The demo's quiet set named "highest AUC … frozen, 0.5444" while every variant was not told apart from chance."""
+    rows = [("test", "full", 0.9, True), ("test", "frozen", 0.8, True), ("quiet", "full", 0.52, False), ("quiet", "frozen", 0.5444, False)]
+    shift = pd.DataFrame([{"test_set": t, "variant": v, "auc": a, "did_not_learn": 0, "verdict_vs_full": None, "above_chance": c, "one_class": 0}
+                          for t, v, a, c in rows])
+    (quiet,) = shift_findings(shift, tiny_config())
+    assert quiet["best"] is None and quiet["chance_only"] and quiet["at_chance"] == ["full", "frozen"]
+    shift.loc[shift.variant == "full", "above_chance"] = True
+    (quiet,) = shift_findings(shift, tiny_config())
+    assert quiet["best"] == "frozen" and not quiet["chance_only"]
+
+
 @pytest.mark.parametrize("lrs, seeds, words", [((1e-3,), (0,), "5 training runs (5 variants × 1 seed)"),
                                               ((1e-3, 1e-4), (0, 1), "20 training runs (10 variant–learning-rate pairs × 2 seeds)")])
 def test_the_provenance_counts_variant_lr_pairs_and_adapted_ways_leave_out_the_baselines(lrs, seeds, words):

@@ -392,20 +392,24 @@ def shift_words(base: dict, test_set: dict) -> list[str]:
 
 
 def shift_findings(shift: pd.DataFrame, config: dict) -> list[dict]:
-    """Per shifted test set: what it changes, which variant that learned scores highest, and which variants differ from
-    full fine-tuning on it by the paired intervals (never by point estimates); none without a shifted test set."""
+    """Per shifted test set: what it changes, which variant that learned scores highest (none where every one's AUC
+    interval covers chance), and which variants differ from full fine-tuning on it by the paired intervals (never by
+    point estimates); none without a shifted test set."""
     sets = []
     for name, rows in shift.groupby("test_set", sort=False):
         if name == IN_DISTRIBUTION:
             continue
         learned = ranked(rows)
-        best = learned.loc[learned.auc.idxmax()] if learned.auc.notna().any() else None
+        # "highest" only where some variant that learned is told apart from chance (its AUC's interval above 0.5)
+        chance_only = bool(len(learned)) and not learned.above_chance.astype(bool).any()
+        best = learned.loc[learned.auc.idxmax()] if learned.auc.notna().any() and not chance_only else None
         in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == (None if best is None else best.variant))].auc
         higher, lower, unconverged = (list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower", NOT_CONVERGED))
         sets.append({
             "name": name,
             "changes": shift_words(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
             "best": None if best is None else best.variant, "best_auc": None if best is None else num(best.auc),
+            "chance_only": chance_only,
             "best_in_distribution": num(in_distribution.iloc[0] if len(in_distribution) else None),
             "against_full": against_full(higher, lower, unconverged) if rows.verdict_vs_full.notna().any() else None,
             "at_chance": list(rows.variant[~rows.above_chance.astype(bool)]),  # 95% interval of the AUC covers 0.5
