@@ -126,3 +126,9 @@ def test_the_counts_are_of_trained_runs_and_ways_of_adapting(rendered):
     runs = 10 * seeds  # 9 variants, full fine-tuning at two learning rates
     assert f"{runs} training runs (10 variant–learning-rate pairs × {seeds} seed{'s' if seeds > 1 else ''})" in text
     assert re.search(rf"\d+ of {runs} training runs \(the reasons", text) or "Runs that did not learn" not in text
+
+
+def test_the_main_results_table_says_which_variants_did_not_learn(rendered):
+    text, seeds = rendered
+    quality = re.search(r"## Results: quality.*?(\| variant .*?\|)\s*\|[:-]", text).group(1)
+    assert [c.strip() for c in quality.strip("|").split("|")][:2] == ["variant", "did not learn"]
