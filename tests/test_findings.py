@@ -115,10 +115,15 @@ def test_findings_are_written_as_json(tmp_path):
 
 
 def test_the_workflow_slide_has_every_rule_of_the_rule_files():
-    rules = {name for path in (REPO / "workflow" / "rules").glob("*.smk") for name in re.findall(r"^rule (\w+):", path.read_text(), re.M)}
+    """Every rule and checkpoint, those inside an `if` block too (the matched filter's), with an arrow from each rule whose
+    output another's input reads: through unpack(function) (encoder_outputs), a constant (BANK_FILE), a path (the data)."""
+    rules = {name for path in (REPO / "workflow" / "rules").glob("*.smk")
+             for name in re.findall(r"^\s*(?:rule|checkpoint) (\w+):", path.read_text(), re.M)}
     graph = rule_graph(REPO / "Snakefile")
-    assert set(graph) == rules and "evaluate" in graph
-    assert graph["train"] == ["evaluate", "evaluate_extension", "aggregate"] and graph["download"] == ["dataset"] and graph["deck"] == []
+    assert set(graph) == rules and {"evaluate", "template_bank", "matched_filter", "lr_search"} <= set(graph)
+    assert graph["train"] == ["evaluate", "lr_search", "evaluate_extension", "aggregate"] and graph["download"] == ["dataset"] and graph["deck"] == []
+    assert graph["encoder_outputs"] == ["train"] and graph["template_bank"] == ["matched_filter"] and graph["matched_filter"] == ["aggregate"]
+    assert "matched_filter" in graph["dataset"] and "encoder_outputs" in graph["features"]
     assert all(rule in diagram(graph) for rule in rules)
 
 
@@ -130,6 +135,10 @@ def test_the_workflow_slide_shows_only_the_stages_a_config_runs():
     gwosc["data"]["source"], gwosc["evaluation"]["test_sets"] = "gwosc", {}
     shown = stages_run(graph, gwosc)
     assert shown["download"] == ["dataset"] and "evaluate" not in shown and "evaluate" not in shown["train"]
+    assert demo["template_bank"] == ["matched_filter"] and "matched_filter" in demo["dataset"]  # tiny_config runs the matched filter
+    without = copy.deepcopy(tiny_config())
+    without["train"]["variants"].pop("matched-filter")
+    assert not {"matched_filter", "template_bank"} & {*stages_run(graph, without), *stages_run(graph, without)["dataset"]}
 
 
 def test_every_figure_the_plot_stage_draws_has_a_slide_and_a_caption(tmp_path):
