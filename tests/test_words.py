@@ -45,6 +45,13 @@ def test_the_fixed_texts_follow_the_data_source():
     assert "{% if audio %}drawn with the experiment's own\ndata seed" in text
 
 
+def test_the_readme_says_which_shifted_test_sets_draw_with_their_own_data_seed():
+    """config.split_source: an audio set keeps the experiment's seed (it splits a folder by it); the others draw with their own."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert "(the training data with its overrides, its own data seed)" not in text
+    assert "simulated and GWOSC sets draw with their own data seed, no window shared, audio sets keep the experiment's seed" in text
+
+
 def test_the_readme_names_snakemake_in_the_venv_where_the_venv_is_not_activated():
     text = " ".join((REPO / "README.md").read_text().split())
     assert "`.venv/bin/snakemake --cores 2 --configfile config/demo.yaml` in a fresh copy, run from a shell without the virtual environment activated" in text
