@@ -116,7 +116,7 @@ def build_shape_deck(root, config, seeds=None, pdf=False, figures=True, resample
     examples = write_toy_features(root / "toy", {"test": 8})["test"]
     make_figures(tables / "curves.csv", root / "figures", tables / "runs.csv", tables / "auc_by_snr.csv", examples,
                  figures=figure_names(config), summary_csv=tables / "summary.csv", shift_runs_csv=tables / "shift_runs.csv",
-                 efficiency_csv=tables / "efficiency.csv")
+                 efficiency_csv=tables / "efficiency.csv", lr_selection=config["train"]["lr_selection"])
     return build_deck(tables_dir=tables, figures_dir=root / "figures", config=config, out_dir=root / "slides",
                       source_dir=REPO / "report", snakefile=REPO / "Snakefile", renderer="pandoc", pdf=pdf)
 

@@ -68,7 +68,7 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
                 bonus = 0.05 if lr == selected else 0.0
                 runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.params.get("rank"), "lr": lr,
                              "selected": lr == selected, "trainable_parameters": 1000 * (i + 1),
-                             "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus,
+                             "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "best_val_loss": 0.6 - 0.01 * i - bonus + 0.005 * seed,
                              "test_auc": 0.7 + 0.01 * i + bonus - 0.005 * seed, "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
                              "latency_base_ms": 5.0 if latency else np.nan, "latency_batch": 16,
                              "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
@@ -315,16 +315,19 @@ def test_the_example_figure_marks_the_chirp_of_the_loudest_injection(tmp_path):
     assert all(ax.collections for ax in axes[1])  # the track's circles on every channel's excess panel
 
 
-def test_lr_sensitivity_rings_the_selected_lr(tmp_path):
+@pytest.mark.parametrize("selection, column, label", [("val_loss", "best_val_loss", "validation loss"), ("val_auc", "val_auc", "validation AUC")])
+def test_lr_sensitivity_rings_the_selected_lr_on_the_metric_that_selected_it(selection, column, label, tmp_path):
+    """The panel that marks the selected lr plots train.lr_selection's metric (it plotted val AUC while val loss selected)."""
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     runs = pd.read_csv(paths["runs"])
     canvas = Canvas(tmp_path, runs.variant)
-    fig = plot_lr_sensitivity(runs, canvas)
+    fig = plot_lr_sensitivity(runs, canvas, selection)
     assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
-    assert "selected on validation" in fig.get_suptitle()
+    assert "selected on validation" in fig.get_suptitle() and fig.get_suptitle().startswith(label.capitalize())
+    assert fig.axes[0].get_ylabel().startswith(label) and "selects the lr" in fig.axes[0].get_ylabel()
     selected = runs[runs.selected].groupby("variant", sort=False)
     rings = [c for c in fig.axes[0].collections if c.get_sizes()[0] == 300]
-    np.testing.assert_allclose(np.vstack([r.get_offsets() for r in rings]), np.column_stack([selected.lr.first(), selected.val_auc.mean()]))
+    np.testing.assert_allclose(np.vstack([r.get_offsets() for r in rings]), np.column_stack([selected.lr.first(), selected[column].mean()]))
     np.testing.assert_allclose(np.vstack([r.get_edgecolor()[:, :3] for r in rings]), [canvas.palette[v] for v in selected.lr.first().index])
 
 

@@ -8,7 +8,7 @@ to this stage (``--figures``), which draws exactly them:
   signal and for a noise window of the test split), ``val_auc_vs_time`` and
   ``val_loss_vs_time`` (validation AUC and loss against cumulative training
   time), ``test_auc_vs_parameters`` (log axis), ``costs`` (peak memory and
-  step time per variant), ``lr_sensitivity`` (validation and test AUC against
+  step time per variant), ``lr_sensitivity`` (the selecting validation metric and test AUC against
   the learning rate, the lr selected on validation marked) and ``pareto`` (test
   AUC at each variant's selected lr against parameters, memory and step time,
   with the Pareto front);
@@ -84,9 +84,11 @@ FORMATS = ("png", "svg")
 SIZE = (10, 6)  # inches: every single-panel figure
 CURVES = {"val_auc": "validation AUC", "val_loss": "validation loss"}  # the training curves: column -> axis label
 LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", "latency_merged_ms": "merged"}
-# the lr figure's panels: column -> axis label; only the validation one selects the lr
-# the learning-rate figure's panels: the validation AUC (of the checkpoint of lowest val loss) and the test AUC, which selects nothing
-LR_PANELS = {"val_auc": "validation AUC", "test_auc": "test AUC (display only)"}
+# the learning-rate figure's panels: the metric train.lr_selection selects by (runs.csv column, axis label), then the test
+# AUC, which selects nothing
+LR_SELECTION_PANELS = {"val_loss": ("best_val_loss", "validation loss, lowest (selects the lr)"),
+                       "val_auc": ("val_auc", "validation AUC (selects the lr)")}
+LR_TEST_PANEL = ("test_auc", "test AUC (display only)")
 # the Pareto figure's costs: column -> (axis label, x scale)
 # An AUC axis spans at least this much: about the 95% interval of an AUC on a few hundred windows, so a gap inside it is not drawn as a trend
 MIN_AUC_SPAN = 0.05
@@ -418,12 +420,14 @@ def selected_lrs(runs: pd.DataFrame) -> pd.Series:
     return chosen.first()
 
 
-def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Validation and test AUC against the learning rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
-    require(runs, ("variant", "seed", "lr", "selected", *LR_PANELS), "runs.csv")
+def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas, lr_selection: str | None = "val_loss") -> plt.Figure:
+    """The validation metric that selects the lr (`lr_selection`, train.lr_selection) and the test AUC against the learning
+    rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
+    panels = dict([LR_SELECTION_PANELS[lr_selection or "val_loss"], LR_TEST_PANEL])
+    require(runs, ("variant", "seed", "lr", "selected", *panels), "runs.csv")
     chosen = selected_lrs(runs)
-    fig, axes = canvas.figure(1, len(LR_PANELS), size=(16, 6.5), sharey=True)
-    for ax, (col, label) in zip(axes, LR_PANELS.items()):
+    fig, axes = canvas.figure(1, len(panels), size=(16, 6.5))
+    for ax, (col, label) in zip(axes, panels.items()):
         for variant, colour in canvas.colours(runs.variant).items():
             rows = runs[runs.variant == variant]
             means = rows.groupby("lr")[col].mean()
@@ -441,7 +445,8 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     handles, _ = axes[-1].get_legend_handles_labels()
     axes[-1].legend(handles=[*handles, ring], title="variant", fontsize="x-small", title_fontsize="x-small", loc="best")
     n_seeds = runs.groupby(["variant", "lr"]).seed.nunique().max()
-    fig.suptitle("AUC vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
+    fig.suptitle(f"{axes[0].get_ylabel().split(' (')[0].capitalize()} and test AUC vs learning rate"
+                 + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
                  + "\nring: the lr selected on validation (train.lr_selection); the test panel shows sensitivity only and selects nothing",
                  fontsize="medium")
     return fig
@@ -635,7 +640,7 @@ FIGURES = {
     "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss"), "Validation loss vs training time"),
     "test_auc_vs_parameters": FigureSpec("selected_runs", plot_params, "Test AUC vs trainable parameters"),
     "costs": FigureSpec("selected_runs", plot_costs, "Training costs"),
-    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity, "Learning rates: chosen on validation"),
+    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity, "Learning rates: chosen on validation", extra="lr_selection"),
     "pareto": FigureSpec("summary", plot_pareto, "Quality against cost: the Pareto front", extra="shift"),
     "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank, "Validation AUC vs LoRA rank"),
     "latency": FigureSpec("selected_runs", plot_latency, "Inference latency"),
@@ -672,7 +677,7 @@ def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
     examples: str | Path | None = None, *, figures: Sequence[str] | None = None, summary_csv: str | Path | None = None,
     shift_runs_csv: str | Path | None = None, efficiency_csv: str | Path | None = None,
-    context_csv: str | Path | None = None, shift_csv: str | Path | None = None,
+    context_csv: str | Path | None = None, shift_csv: str | Path | None = None, lr_selection: str = "val_loss",
 ) -> list[Path]:
     """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
 
@@ -682,7 +687,8 @@ def make_figures(
     rows), raises a StageError naming the figure and why: nothing is skipped.
     The ``pareto`` figure is drawn from `summary_csv` (summary.csv), every
     other table figure from `runs_csv` or the other tables; `shift_csv` (shift.csv), when given, adds the AUC's
-    bootstrap intervals to the Pareto and shifted-set figures.
+    bootstrap intervals to the Pareto and shifted-set figures; `lr_selection` (train.lr_selection) is the validation metric
+    the learning-rate figure shows beside the test AUC.
     """
     names = list(dict.fromkeys(FIGURES if figures is None else figures))
     unknown = [n for n in names if n not in FIGURES]
@@ -697,6 +703,7 @@ def make_figures(
     if "runs" in data:  # every figure but the lr sensitivity shows each variant at its selected lr
         data["selected_runs"] = data["runs"][data["runs"]["selected"].astype(bool)] if "selected" in data["runs"] else data["runs"]
     data["examples"] = None if examples is None else Path(examples)
+    data["lr_selection"] = lr_selection
     canvas_variants = data.get("runs", pd.DataFrame()).get("variant", [])
     for key in ("runs", "selected_runs"):  # the lr, parameter and training-cost figures: the matched filter trains nothing
         if key in data and "family" in data[key]:
@@ -727,13 +734,16 @@ def _parser(p):
     p.add_argument("--shift", help="shift.csv written by the aggregate stage (the AUC intervals of the Pareto and shifted-set figures)")
     p.add_argument("--efficiency", help="efficiency.csv written by the aggregate stage (detection efficiency figure)")
     p.add_argument("--context", help="context.csv written by the aggregate stage (context figure)")
+    p.add_argument("--lr-selection", choices=list(LR_SELECTION_PANELS), default="val_loss",
+                   help="train.lr_selection: the validation metric the learning-rate figure shows as selecting the lr")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
     """Plot the listed figures from the aggregated tables."""
     paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary,
-                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context, shift_csv=args.shift)
+                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context, shift_csv=args.shift,
+                         lr_selection=args.lr_selection)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 
