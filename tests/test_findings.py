@@ -166,7 +166,8 @@ def test_a_caption_of_several_seeds_says_mean(tmp_path):
 
 
 @pytest.mark.parametrize("side, seeds, words", [(-1, 2, "faster in every seed"), (1, 2, "slower in every seed"),
-                                                (0, 2, f"a difference {NOT_RESOLVED} (the seeds' step times"),
+                                                (0, 3, f"a difference {NOT_RESOLVED} (the seeds' step times"),
+                                                (0, 2, f"a difference {NOT_RESOLVED} (2 timings a side, which noise alone would part 1 time in 3"),
                                                 (0, 1, f"a difference {NOT_RESOLVED} (one timing per side")])
 def test_a_lora_step_is_faster_or_slower_only_when_its_seeds_separate(side, seeds, words):
     assert step_time_words(side, seeds).startswith(words)
@@ -188,8 +189,10 @@ def test_a_step_time_ratio_from_overlapping_seeds_is_not_a_finding():
     costs = lora_costs(lora, full, runs)
     assert costs["step_time"] == f"1.64× that of full fine-tuning, {NOT_RESOLVED}" and not costs["not_faster"]
     assert costs["step_time_means"].startswith(f"a difference {NOT_RESOLVED}") and costs["step_ratio"] == "1.64×"
-    runs, lora, full = cost_rows((205.0, 215.0), (295.0, 305.0))
+    runs, lora, full = cost_rows((205.0, 215.0, 210.0), (295.0, 305.0, 300.0))
     assert lora_costs(lora, full, runs)["step_time"] == "0.70× that of full fine-tuning" and lora_costs(lora, full, runs)["step_time_means"].startswith("faster")
+    runs, lora, full = cost_rows((205.0, 215.0), (295.0, 305.0))  # apart, but 2 a side part by chance 1 time in 3
+    assert NOT_RESOLVED in lora_costs(lora, full, runs)["step_time"] and "1 time in 3" in lora_costs(lora, full, runs)["step_time_means"]
     runs, lora, full = cost_rows((200.0,), (300.0,))  # one seed: no repetition, no verdict
     assert NOT_RESOLVED in lora_costs(lora, full, runs)["step_time"]
 
@@ -320,3 +323,43 @@ def test_a_step_on_cached_encoder_outputs_is_never_set_against_an_uncached_one()
     lora_runs, lora, full = cost_rows((200.0, 210.0, 205.0), (300.0, 310.0, 305.0))
     costs = lora_costs(lora, full, lora_runs.assign(encoder_cache_used=lora_runs.variant == "lora-r4"))
     assert costs["step_ratio"] == "n/a" and CACHED_STEP in costs["step_time"] and not costs["not_faster"]
+
+
+def test_merged_latency_passes_alternate_with_the_base_and_unmerged_ones():
+    """The merged passes were once timed in a block after the base/unmerged alternation, so a machine's changing load fell
+    on them alone; now every round times base, unmerged and merged, and the weights end as they began."""
+    import peft
+    import torch
+    from gwlora.measure import inference_timings
+    from gwlora.precision import Precision
+    from gwlora.variants import Variant
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    model = peft.get_peft_model(Net(), peft.LoraConfig(r=2, target_modules=["proj"], init_lora_weights=False))
+    layer = model.base_model.model.proj
+    before = layer.base_layer.weight.detach().clone()
+    states = []
+    layer.register_forward_pre_hook(lambda module, args: states.append("base" if module.disable_adapters else "merged" if module.merged else "unmerged"))
+    timings, spread = inference_timings(model, Variant(name="lora-r2", family="lora", lr=1e-3), torch.zeros(2, 8), 4, Precision("fp32", "test"))
+    assert set(timings) == set(spread) == {"base", "unmerged", "merged"}
+    rounds = [states[i : i + 3] for i in range(0, len(states), 3)]
+    assert len(rounds) == 4 + 3 and all(sorted(r) == ["base", "merged", "unmerged"] for r in rounds)  # 3 warm-up rounds, untimed
+    assert not layer.merged and torch.allclose(layer.base_layer.weight, before, atol=1e-6)
+
+
+def test_the_noise_rule_states_how_often_noise_alone_passes_it():
+    from gwlora.findings import MIN_REPETITIONS, TIMING_RULE, chance_apart, seed_separation
+
+    assert chance_apart(2, 2) == pytest.approx(1 / 3) and chance_apart(3, 3) == pytest.approx(1 / 10) and MIN_REPETITIONS == 3
+    assert "1 time in 10 at 3 against 3" in TIMING_RULE
+    assert seed_separation([1.0, 1.1], [2.0, 2.1]) == 0 and seed_separation([1.0, 1.1, 1.2], [2.0, 2.1, 2.2]) == -1
+    rng = np.random.default_rng(0)  # pure noise, 3 a side: told apart about 1 time in 10, never more than chance says
+    apart = np.mean([seed_separation(rng.normal(size=3), rng.normal(size=3)) != 0 for _ in range(4000)])
+    assert apart == pytest.approx(0.1, abs=0.02)

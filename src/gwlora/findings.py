@@ -32,8 +32,12 @@ FINDINGS_FILE = "findings.json"
 # What "best" means: train.lr_selection -> (summary column, whether higher is better, words); the lrs are picked the same way
 SELECTION = {"val_loss": ("best_val_loss", False, "lowest validation loss"), "val_auc": ("val_auc", True, "highest validation AUC")}
 NOT_RESOLVED = "not resolved by these timings"
-# The noise rule the deck states: timings are told apart only where their repetitions do not overlap
-TIMING_RULE = ("a timing difference is stated only where the two sides' repetitions do not overlap (step times: the range over seeds; "
+# The noise rule the deck states: timings are told apart only where at least MIN_REPETITIONS repetitions a side do not
+# overlap. Two sides drawn from the same noise fail to overlap by chance with probability 2 / C(n + m, n) (chance_apart):
+# 1 in 3 for 2 seeds against 2, so 2 a side is no finding; 1 in 10 for 3 against 3, 1 in 35 for 4 against 4.
+MIN_REPETITIONS = 3
+TIMING_RULE = ("a timing difference is stated only where the two sides' repetitions do not overlap (step times: the range over "
+               f"at least {MIN_REPETITIONS} seeds a side, which pure noise parts 1 time in 10 at 3 against 3 and 1 in 3 at 2 against 2; "
                "latency: the quartiles of each run's repeated passes, in every run); otherwise it is " + NOT_RESOLVED)
 # The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
 PAPER_ADAPTER_OVERHEAD = (2, 30)
@@ -80,12 +84,20 @@ def separation(a_low, a_high, b_low, b_high) -> int:
     return 1 if bounds[0] > bounds[3] else -1 if bounds[1] < bounds[2] else 0
 
 
+def chance_apart(n: int, m: int) -> float:
+    """How often `n` and `m` repetitions of the same noise fall wholly apart, one side above the other: 2 / C(n + m, n)."""
+    from math import comb
+
+    return 2 / comb(n + m, n)
+
+
 def seed_separation(a, b) -> int:
-    """:func:`separation` of two sides' repeated timings (one per seed): their ranges, never a single timing per side."""
+    """:func:`separation` of two sides' repeated timings (one per seed): their ranges, with at least :data:`MIN_REPETITIONS`
+    a side (2 against 2 part by chance 1 time in 3, :func:`chance_apart`), never a single timing per side."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) < 2 or len(b) < 2:
-        return 0  # one timing per side: nothing says how much it varies
+    if min(len(a), len(b)) < MIN_REPETITIONS:
+        return 0  # too few timings a side: noise alone would part them too often
     return separation(a.min(), a.max(), b.min(), b.max())
 
 
@@ -184,6 +196,9 @@ def step_time_words(side: int, seeds: int) -> str:
         return "slower in every seed than full fine-tuning in any"
     if seeds < 2:
         return f"a difference {NOT_RESOLVED} (one timing per side says nothing of how much a timing varies)"
+    if seeds < MIN_REPETITIONS:
+        return (f"a difference {NOT_RESOLVED} ({seeds} timings a side, which noise alone would part 1 time in "
+                f"{round(1 / chance_apart(seeds, seeds))}; {MIN_REPETITIONS} a side are needed)")
     return f"a difference {NOT_RESOLVED} (the seeds' step times of the two overlap)"
 
 
