@@ -68,6 +68,41 @@ def test_tables_span_the_slide_and_sections_are_section_slides(deck):
     assert 'algn="ctr"' in layout_title._element.xml
 
 
+def test_every_table_cell_stays_on_one_line_and_every_heading_word_fits_its_column(deck):
+    """LibreOffice showed a "step time (ms)" column one character a line: its cells had 0.1-inch margins the widths did not
+    count, and the widths an estimate of 0.5 a point per digit. At 0.55 and the margins set, every cell fits its column."""
+    from gwlora.pptx_deck import CELL_MARGIN_PT, MIN_POINTS, TABLE_WIDTH
+
+    for number, slide in enumerate(deck.slides, 1):
+        for frame in (s for s in slide.shapes if s.has_table):
+            table = frame.table
+            for r, row in enumerate(table.rows):
+                for column, cell in zip(table.columns, row.cells):
+                    assert cell.margin_left.pt == cell.margin_right.pt == CELL_MARGIN_PT, number
+                    size = next((run.font.size.pt for p in cell.text_frame.paragraphs for run in p.runs if run.font.size), None)
+                    if size is None:
+                        continue
+                    assert size >= MIN_POINTS, number
+                    room = column.width.pt - 2 * CELL_MARGIN_PT
+                    longest = max(map(len, cell.text.split() if r == 0 else [cell.text]), default=0)  # a heading wraps at spaces
+                    assert longest * size * TABLE_WIDTH <= room + 0.5, (number, cell.text, size, column.width.pt)
+
+
+def test_a_table_wider_than_a_slide_continues_by_columns_each_part_led_by_the_variant():
+    import pandas as pd
+
+    from gwlora.deck import TABLE_CHARS_PER_SLIDE, _markdown_parts, column_chars, column_groups
+
+    table = pd.DataFrame({"variant": ["lora-r8", "full"], **{f"metric {i} (ms)": ["123.45 ± 6.78", "1.00 ± 0.01"] for i in range(11)}})
+    groups = column_groups(table)
+    assert len(groups) == 2 and [c for g in groups for c in g] == list(table.columns[1:])
+    assert all(sum(column_chars(table[["variant", *g]])) <= TABLE_CHARS_PER_SLIDE for g in groups)
+    assert abs(len(groups[0]) - len(groups[1])) <= 1  # as even as they can be
+    parts = _markdown_parts(table)
+    assert len(parts) == 2 and all(str(p).startswith("| variant") for p in parts)
+    assert column_groups(table.iloc[:, :4]) == [list(table.columns[1:4])]  # a table that fits: one part
+
+
 def test_every_shape_lies_within_the_slide(deck):
     for number, slide in enumerate(deck.slides, 1):
         for shape in slide.shapes:

@@ -111,9 +111,46 @@ def _markdown(table: pd.DataFrame) -> Markdown:
     return Markdown(table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True))
 
 
+# The most characters a table row may need on one slide: the sum over its columns of each one's longest cell (a heading
+# wraps at its spaces, so its longest word), plus 2 for the cell's margins. 120 sits at about 9 pt across a 16:9 PPTX
+# slide (9 inches at 0.55 of a point per character, the width of digits) and fits the HTML deck's tables; a wider table
+# continues on the next slides by columns, each part led by its first column (the variant).
+TABLE_CHARS_PER_SLIDE = 120
+
+
+def column_chars(table: pd.DataFrame) -> list[int]:
+    """What each column of a display table needs, in characters: its longest cell or heading word, plus 2 for margins."""
+    return [max([len(str(v)) for v in table[c]] + [len(w) for w in str(c).split()] + [1]) + 2 for c in table.columns]
+
+
+def _packed(widths: list[int], cap: int) -> list[list[int]]:
+    """The indices of `widths` in consecutive groups, each filled up to `cap` before the next starts."""
+    groups, used = [[]], 0
+    for i, width in enumerate(widths):
+        if groups[-1] and used + width > cap:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += width
+    return groups
+
+
+def column_groups(table: pd.DataFrame, budget: int = TABLE_CHARS_PER_SLIDE) -> list[list[str]]:
+    """The columns of `table` after its first in as few consecutive groups as fit `budget` beside the first
+    (:func:`column_chars`), the widest group as narrow as that number of groups allows; one group when the table fits."""
+    first, *rest = column_chars(table)
+    columns = list(table.columns[1:])
+    room = max(budget - first, max(rest, default=1))
+    fewest = len(_packed(rest, room))
+    cap = next(c for c in range(max(max(rest, default=1), -(-sum(rest) // fewest)), room + 1) if len(_packed(rest, c)) <= fewest)
+    return [[columns[i] for i in group] for group in _packed(rest, cap)]
+
+
 def _markdown_parts(table: pd.DataFrame) -> list[Markdown]:
-    """A display table as slide-sized Markdown pipe tables (:func:`table_parts`)."""
-    return [_markdown(part) for part in table_parts(table)]
+    """A display table as slide-sized Markdown pipe tables: parts of rows (:func:`table_parts`), each, when the table is
+    wider than a slide, in parts of columns (:func:`column_groups`, the same columns in each row part)."""
+    groups = column_groups(table)
+    return [_markdown(rows[[table.columns[0], *group]]) for rows in table_parts(table) for group in groups]
 
 
 def summary_tables(summary: pd.DataFrame) -> dict[str, list[Markdown]]:

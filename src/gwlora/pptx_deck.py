@@ -37,6 +37,9 @@ MIN_POINTS = 7
 CODE_FONTS = ("courier", "consolas", "menlo", "monaco", "dejavu sans mono")
 LINE_SPACING = 1.2  # a line's height per point of font size
 MONO_WIDTH, TEXT_WIDTH = 0.6, 0.5  # a character's width per point of font size, monospaced and proportional
+# in a table cell: digits, "±" and brackets are wider than text's average (Calibri's, and Carlito's in LibreOffice, 0.51)
+TABLE_WIDTH = 0.55
+CELL_MARGIN_PT = 3.6  # a table cell's left and right margins each (0.05 inch; python-pptx leaves LibreOffice's 0.1 inch)
 INSET_PT = 14.4  # a text box's left + right (and top + bottom) insets, 0.1 inch each
 
 SUBSCRIPTS = dict(zip("0123456789+-=()aeijoruvxhklmnpst", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑᵢⱼₒᵣᵤᵥₓₕₖₗₘₙₚₛₜ"))
@@ -159,6 +162,10 @@ def fix_pptx(path: Path) -> dict:
         if slide.slide_layout.name == "Content with Caption" and any(s.has_table for s in slide.shapes):
             full_width_table(slide, layouts["Title and Content"], deck.slide_width, deck.slide_height)
             changed["table_slides"] += 1
+        else:  # a table alone under its title, where the writer put it: sized to its columns all the same
+            for frame in (s for s in slide.shapes if s.has_table):
+                margin = int(deck.slide_width * 0.05)
+                size_table(frame, margin, frame.top, deck.slide_width - 2 * margin, deck.slide_height - frame.top - int(deck.slide_height * 0.04))
         changed["code_boxes"] += fit_code(slide, deck.slide_width, deck.slide_height)
         changed["titles_sized"] += fit_title(slide)
     deck.save(str(path))
@@ -252,11 +259,11 @@ def size_table(frame, left: int, top: int, width: int, height: int) -> None:
     rows = [[cell.text for cell in row.cells] for row in table.rows]
     chars = [max(max(len(r[c]) for r in rows[1:]) if len(rows) > 1 else 0, *map(len, rows[0][c].split()), 1)
              for c in range(len(rows[0]))]
-    cell_margin_pt = 7.2  # a cell's left + right margins, 0.05 inch each
-    for column, n in zip(table.columns, chars):
-        column.width = Emu(int(width * n / sum(chars)))
-    size = (Emu(width).pt - cell_margin_pt * len(chars)) / (sum(chars) * TEXT_WIDTH * 1.1)
-    header_lines = max(math.ceil(len(rows[0][c]) * size * TEXT_WIDTH / max(1.0, table.columns[c].width.pt - cell_margin_pt))
+    margins = 2 * CELL_MARGIN_PT * len(chars)
+    size = (Emu(width).pt - margins) / (sum(chars) * TABLE_WIDTH)
+    for column, n in zip(table.columns, chars):  # each column its text at `size` and its margins, the rest shared alike
+        column.width = Emu(int(Pt(n * TABLE_WIDTH * size + 2 * CELL_MARGIN_PT)))
+    header_lines = max(math.ceil(len(rows[0][c]) * size * TABLE_WIDTH / max(1.0, table.columns[c].width.pt - 2 * CELL_MARGIN_PT))
                        for c in range(len(chars)))
     # a line, the cell's top and bottom margins, and what LibreOffice adds to a row (measured on its rendering)
     row_pt = lambda pts: pts * LINE_SPACING * 1.5 + 4  # noqa: E731
@@ -267,10 +274,11 @@ def size_table(frame, left: int, top: int, width: int, height: int) -> None:
         row.height = Emu(int(Pt(row_pt(size))))
         for cell in row.cells:
             cell.margin_top = cell.margin_bottom = Emu(int(Pt(2)))
+            cell.margin_left = cell.margin_right = Emu(int(Pt(CELL_MARGIN_PT)))
             for paragraph in cell.text_frame.paragraphs:
                 for run in paragraph.runs:
                     run.font.size = Pt(size)
-    frame.left, frame.top, frame.width = left, top, width
+    frame.left, frame.top, frame.width = left, top, sum(c.width for c in table.columns)
     frame.height = Emu(sum(r.height for r in table.rows))
 
 
