@@ -381,3 +381,72 @@ def test_the_rule_declares_and_passes_figure_names(shape, tmp_path):
     expected = figure_names(tiny_config(**CONFIGS[shape][0]))
     assert figures == expected
     assert sorted(o.rsplit("/", 1)[1] for o in outputs) == files_of(expected)
+
+
+@pytest.fixture(scope="module")
+def whitened_log_mels():
+    """The demo's data as the model sees it: simulated windows, whitened and band-passed by gwlora.dataset (LALSuite
+    injections at the demo's loudest SNR, 15), turned into log-mels by gwlora.features; (signal [window, channel, mel,
+    frame], noise likewise, each signal's merger frame)."""
+    import copy
+
+    from transformers import WhisperFeatureExtractor
+
+    from shape_decks import demo_config
+    from gwlora.constants import WHISPER_FRAMES_PER_SECOND
+    from gwlora.dataset import simulated_window
+    from gwlora.features import extract
+
+    data = copy.deepcopy(demo_config()["data"])
+    data["snr"] = {"min": 15.0, "max": 15.0}
+    signals = [simulated_window(data, 0, "test", i, 1) for i in range(3)]
+    noise = [simulated_window(data, 0, "test", 100 + i, 0) for i in range(24)]
+    extractor = WhisperFeatureExtractor(feature_size=80)
+    extractor.n_samples = np.asarray(signals[0]["strain"]).shape[-1]
+    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+    def mels(rows):
+        return extract(np.stack([np.asarray(r["strain"]) for r in rows]), extractor)
+    mergers = [round(r["merger_time"] * WHISPER_FRAMES_PER_SECOND) for r in signals]
+    return mels(signals), mels(noise), mergers
+
+
+def test_the_example_figure_keeps_the_bins_that_hold_power_and_marks_the_chirp_at_its_merger(whitened_log_mels):
+    """On the demo's features the black floor (about -0.41) once sat above min + 1e-3, so all 80 bins were kept, and the
+    track marked 92 to 100 of 100 frames. The floor is now the bins at their window's floor in most frames; a mark is a
+    frame whose excess noise windows' frames reach 1 time in 1000, so the marks cluster just before the merger."""
+    from gwlora.plot import active_bins, excess_track
+
+    signal, noise, mergers = whitened_log_mels
+    for channel in (0, 1):
+        top = active_bins(noise[:, channel])
+        assert 20 <= top <= 60  # the strain's band (20-1000 Hz) fills the lowest bins of a 16 kHz mel scale, not all 80
+        assert (noise[:, channel, top:] <= noise[:, channel].min(axis=(1, 2))[:, None, None] + 1e-6).mean() > 0.8
+    offsets = []  # each mark's frame from its window's merger, both channels
+    for window, merger in enumerate(mergers):
+        for channel in (0, 1):
+            top = active_bins(noise[:, channel])
+            typical = np.median(noise[:, channel, :top], axis=0)
+            frames, bins = excess_track(signal[window, channel, :top] - typical, noise[:, channel, :top] - typical)
+            offsets += list(frames - merger)
+            assert (bins < top).all()
+    offsets = np.array(offsets)
+    assert len(offsets) >= 6 and np.mean((offsets >= -25) & (offsets <= 5)) >= 0.75, offsets  # in the last quarter second to the merger
+    held_out = []  # pure noise, each window against the others: about one frame in a thousand marked
+    for window in range(len(noise)):
+        rest = np.delete(noise[:, 0], window, axis=0)
+        top, typical = active_bins(rest), np.median(rest[:, : active_bins(rest)], axis=0)
+        held_out.append(len(excess_track(noise[window, 0, :top] - typical, rest[:, :top] - typical)[0]))
+    assert max(held_out) <= 3 and np.mean(held_out) <= 1.0, held_out
+
+
+def test_the_example_figure_draws_the_track_it_finds(whitened_log_mels, tmp_path):
+    from gwlora.features import write_features
+
+    signal, noise, _ = whitened_log_mels
+    x = np.concatenate([signal, noise]).astype(np.float32)
+    labels = np.r_[np.ones(len(signal)), np.zeros(len(noise))].astype(int)
+    write_features(tmp_path / "test", x, labels, np.where(labels == 1, 15.0, 0.0), split="test", channels=["H1", "L1"])
+    fig = FIGURES["example_inputs"].draw(tmp_path / "test", Canvas(tmp_path, ["full"]))
+    marks = [len(c.get_offsets()) for ax in fig.axes for c in ax.collections]
+    assert 0 < sum(marks) <= 40 and "1 time in 1000" in fig._suptitle.get_text()
+    assert all(ax.images[0].get_extent()[3] < 80 for ax in fig.axes if ax.images)

@@ -550,20 +550,33 @@ def draw_matched_filter(ax, search: pd.DataFrame) -> None:
 
 
 def active_bins(noise: np.ndarray) -> int:
-    """How many mel bins (from the lowest) hold power in `noise` windows ([window, mel, frame]): the bins above the strain's band
-    sit at the log-mel floor and would show as a black half."""
-    level = noise.mean(axis=(0, 2))
-    above = np.flatnonzero(level > noise.min() + 1e-3)
-    return int(above.max()) + 1 if len(above) else noise.shape[1]
+    """How many mel bins (from the lowest) hold power in `noise` windows ([window, mel, frame]): above the strain's band a
+    bin sits at its window's log-mel floor (max - 8, so a constant of the window) in most frames and would show as a black
+    half. A bin is a floor bin when, in the typical window, at least half its frames sit at that window's floor."""
+    floors = noise.min(axis=(1, 2), keepdims=True)
+    at_floor = np.median((noise <= floors + 1e-6).mean(axis=2), axis=0)
+    active = np.flatnonzero(at_floor < 0.5)
+    return int(active.max()) + 1 if len(active) else noise.shape[1]
 
 
-def excess_track(excess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+TRACK_FRAMES = 3  # the track is found on the excess averaged over this many frames: a chirp lasts several, a noise spike one
+TRACK_FALSE_RATE = 1e-3  # a frame is marked where its excess beats what the noise windows' own frames reach this often
+
+
+def excess_track(excess: np.ndarray, noise_excess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(frames, bins) of the time–frequency track: per frame the bin where the signal most exceeds the noise's median, in the
-    frames where that excess stands out (above the median plus four robust standard deviations of every bin's excess)."""
-    peak = excess.max(axis=0)
-    spread = 1.4826 * np.median(np.abs(excess - np.median(excess)))
-    frames = np.flatnonzero(peak > np.median(excess) + 4 * max(spread, 1e-6))
-    return frames, excess[:, frames].argmax(axis=0)
+    frames where that excess ([mel, frame], averaged over :data:`TRACK_FRAMES`) beats the (1 - :data:`TRACK_FALSE_RATE`)
+    quantile of the same statistic over the noise windows' frames (`noise_excess`, [window, mel, frame]): on pure noise
+    about one frame in a thousand is marked. The first and last frames (the STFT's padded edges) are never marked."""
+    from scipy.ndimage import uniform_filter1d
+
+    smooth = uniform_filter1d(excess, TRACK_FRAMES, axis=-1, mode="nearest")
+    reference = uniform_filter1d(noise_excess, TRACK_FRAMES, axis=-1, mode="nearest").max(axis=1)[..., 1:-1]
+    threshold = np.quantile(reference, 1 - TRACK_FALSE_RATE)
+    peak = smooth.max(axis=0)
+    frames = np.flatnonzero(peak > threshold)
+    frames = frames[(frames > 0) & (frames < excess.shape[-1] - 1)]
+    return frames, smooth[:, frames].argmax(axis=0)
 
 
 def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
@@ -584,7 +597,8 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
     for col, channel in enumerate(channels):
         noise = np.asarray(x[noise_rows[:64], col])
         top = active_bins(noise)
-        excess = np.asarray(x[loudest, col, :top]) - np.median(noise[:, :top], axis=0)
+        typical = np.median(noise[:, :top], axis=0)
+        excess = np.asarray(x[loudest, col, :top]) - typical
         extent = (0, seconds, 0, top)
         vmin, vmax = np.percentile(np.asarray(x[[loudest, quiet], col, :top]), [2, 99.5])
         loud = f" (network SNR {snr[loudest]:.1f})" if snr[loudest] > 0 else ""
@@ -597,9 +611,10 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
             ax.set_title(title, fontsize="small")
             ax.set_xlabel("time (s)" if row == 2 else "")
             ax.set_ylabel(f"mel bin (0–{top - 1})" if col == 0 else "")
-        frames, bins = excess_track(excess)
+        frames, bins = excess_track(excess, noise[:, :top] - typical)
         axes[1, col].scatter((frames + 0.5) * seconds / meta["n_frames"], bins + 0.5, s=12, facecolors="none", edgecolors="black", linewidths=1)
-    look = ("what to look for: the chirp, power sweeping up in frequency to the merger;\ncircles mark where the signal most exceeds the noise"
+    look = ("what to look for: the chirp, power sweeping up in frequency to the merger; circles mark the frames where the\n"
+            f"signal exceeds the noise more than noise windows' frames do 1 time in {round(1 / TRACK_FALSE_RATE)}"
             if not names else "what to look for: where the positive clip's power differs\nfrom the typical negative clip (circles)")
     fig.suptitle(look, fontsize="small")
     return fig
