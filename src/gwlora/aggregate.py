@@ -172,7 +172,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         **{column: (column, "first") for column in ("trainable_parameters", "trainable_percent", "tpr_fpr")},
         **{column: (column, "sum") for column in ("did_not_learn", "still_improving")},  # runs flagged, of the seeds
-        encoder_cache_used=("encoder_cache_used", "max"),
+        **({"encoder_cache_used": ("encoder_cache_used", "max")} if "encoder_cache_used" in runs else {}),  # a run of an earlier version: none
     )
     out["lrs_tried"] = lrs_tried
     full = runs.loc[runs.family == "full", "trainable_parameters"]
