@@ -245,11 +245,12 @@ def test_a_step_time_on_cached_encoder_outputs_leads_no_front_and_is_marked(tmp_
         point = next(c for c in ax.containers if c.get_label() == first)
         assert (cost == "step_time_ms") == (point.lines[0].get_markerfacecolor() == "none")
         assert (cost == "step_time_ms") == (summary.loc[summary.variant == first, cost].iloc[0] not in front.get_xdata())
-    assert f"{first} {CACHED_NOTE}" in fig._suptitle.get_text()
+    assert f"{first} {CACHED_NOTE}" in " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
     runs = pd.read_csv(paths["runs"]).assign(encoder_cache_used=lambda r: r.variant == first)
     costs = plot_costs(runs, Canvas(tmp_path, runs.variant))
     hatched = [bar.get_hatch() for bar in costs.axes[1].patches]
-    assert hatched[0] == "//" and not any(hatched[1:]) and CACHED_NOTE in costs._suptitle.get_text()
+    assert hatched[0] == "//" and not any(hatched[1:]) and CACHED_NOTE in " ".join(costs._suptitle.get_text().split())
+    assert max(map(len, costs._suptitle.get_text().splitlines())) <= 90 and max(map(len, fig._suptitle.get_text().splitlines())) <= 130
 
 
 def test_with_no_variant_that_learned_the_pareto_figure_draws_no_front(tmp_path):

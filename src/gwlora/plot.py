@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -266,8 +267,8 @@ def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
         ax.set_xlabel("")
         ax.set_ylabel(label)
         ax.tick_params(axis="x", rotation=45, labelsize="small")
-    fig.suptitle("Training costs per variant" + (f"\nhatched: {', '.join(v for v in palette if v in cached)} {CACHED_NOTE}" if cached else ""),
-                 fontsize="medium")
+    note = f"hatched: {', '.join(v for v in palette if v in cached)} {CACHED_NOTE}" if cached else ""
+    fig.suptitle("Training costs per variant" + ("\n" + textwrap.fill(note, 90) if note else ""), fontsize="medium")  # 90: a 14-inch figure
     return fig
 
 
@@ -525,7 +526,8 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
     elif left_out:
         title += f"\nleft out, as they did not learn: {', '.join(left_out)}"
     if cached:
-        title += f"\nstep time, hollow and on no front: {', '.join(v for v in shown.variant if v in cached)} {CACHED_NOTE}"
+        note = f"step time, hollow and on no front: {', '.join(v for v in shown.variant if v in cached)} {CACHED_NOTE}"
+        title += "\n" + textwrap.fill(note, 130)  # the figure's width holds about 130 characters of a medium title
     fig.suptitle(title, fontsize="medium")
     return fig
 
