@@ -18,6 +18,7 @@ from gwlora.constants import SPLITS
 from gwlora.deck import build_deck
 from gwlora.plot import figure_names, make_figures
 from gwlora.families import family_of_key
+from gwlora.families.matched_filter import matched_filter_variant
 
 
 def study_inputs(root, config):
@@ -97,6 +98,9 @@ def build_shape_deck(root, config, seeds=None, pdf=False, figures=True, resample
         for seed in config["train"]["seeds"]:
             run_dirs.append(root / "runs" / variant.run / f"seed{seed}")
             fake_run(run_dirs[-1], variant, seed, labels, rng, audio, config["evaluation"]["test_sets"])
+    if (matched := matched_filter_variant(config["train"])) is not None:  # the workflow's matched_filter rule: one run, first seed
+        run_dirs.append(root / "runs" / matched.run / f"seed{config['train']['seeds'][0]}")
+        fake_run(run_dirs[-1], matched, config["train"]["seeds"][0], labels, rng, audio, config["evaluation"]["test_sets"])
     model, data = study_inputs(root, config)
     tables = root / "tables"
     default_resamples = aggregate_stage.BOOTSTRAP_RESAMPLES
@@ -112,7 +116,7 @@ def build_shape_deck(root, config, seeds=None, pdf=False, figures=True, resample
     examples = write_toy_features(root / "toy", {"test": 8})["test"]
     make_figures(tables / "curves.csv", root / "figures", tables / "runs.csv", tables / "auc_by_snr.csv", examples,
                  figures=figure_names(config), summary_csv=tables / "summary.csv", shift_runs_csv=tables / "shift_runs.csv",
-                 efficiency_csv=tables / "efficiency.csv")
+                 efficiency_csv=tables / "efficiency.csv", lr_selection=config["train"]["lr_selection"])
     return build_deck(tables_dir=tables, figures_dir=root / "figures", config=config, out_dir=root / "slides",
                       source_dir=REPO / "report", snakefile=REPO / "Snakefile", renderer="pandoc", pdf=pdf)
 

@@ -115,10 +115,15 @@ def test_findings_are_written_as_json(tmp_path):
 
 
 def test_the_workflow_slide_has_every_rule_of_the_rule_files():
-    rules = {name for path in (REPO / "workflow" / "rules").glob("*.smk") for name in re.findall(r"^rule (\w+):", path.read_text(), re.M)}
+    """Every rule and checkpoint, those inside an `if` block too (the matched filter's), with an arrow from each rule whose
+    output another's input reads: through unpack(function) (encoder_outputs), a constant (BANK_FILE), a path (the data)."""
+    rules = {name for path in (REPO / "workflow" / "rules").glob("*.smk")
+             for name in re.findall(r"^\s*(?:rule|checkpoint) (\w+):", path.read_text(), re.M)}
     graph = rule_graph(REPO / "Snakefile")
-    assert set(graph) == rules and "evaluate" in graph
-    assert graph["train"] == ["evaluate", "evaluate_extension", "aggregate"] and graph["download"] == ["dataset"] and graph["deck"] == []
+    assert set(graph) == rules and {"evaluate", "template_bank", "matched_filter", "lr_search"} <= set(graph)
+    assert graph["train"] == ["evaluate", "lr_search", "evaluate_extension", "aggregate"] and graph["download"] == ["dataset"] and graph["deck"] == []
+    assert graph["encoder_outputs"] == ["train"] and graph["template_bank"] == ["matched_filter"] and graph["matched_filter"] == ["aggregate"]
+    assert "matched_filter" in graph["dataset"] and "encoder_outputs" in graph["features"]
     assert all(rule in diagram(graph) for rule in rules)
 
 
@@ -130,6 +135,10 @@ def test_the_workflow_slide_shows_only_the_stages_a_config_runs():
     gwosc["data"]["source"], gwosc["evaluation"]["test_sets"] = "gwosc", {}
     shown = stages_run(graph, gwosc)
     assert shown["download"] == ["dataset"] and "evaluate" not in shown and "evaluate" not in shown["train"]
+    assert demo["template_bank"] == ["matched_filter"] and "matched_filter" in demo["dataset"]  # tiny_config runs the matched filter
+    without = copy.deepcopy(tiny_config())
+    without["train"]["variants"].pop("matched-filter")
+    assert not {"matched_filter", "template_bank"} & {*stages_run(graph, without), *stages_run(graph, without)["dataset"]}
 
 
 def test_every_figure_the_plot_stage_draws_has_a_slide_and_a_caption(tmp_path):
@@ -157,7 +166,9 @@ def test_a_caption_of_several_seeds_says_mean(tmp_path):
 
 
 @pytest.mark.parametrize("side, seeds, words", [(-1, 2, "faster in every seed"), (1, 2, "slower in every seed"),
-                                                (0, 2, NOT_RESOLVED + ": the seeds' step times"), (0, 1, NOT_RESOLVED + ": one timing per side")])
+                                                (0, 3, f"a difference {NOT_RESOLVED} (the seeds' step times"),
+                                                (0, 2, f"a difference {NOT_RESOLVED} (2 timings a side, which noise alone would part 1 time in 3"),
+                                                (0, 1, f"a difference {NOT_RESOLVED} (one timing per side")])
 def test_a_lora_step_is_faster_or_slower_only_when_its_seeds_separate(side, seeds, words):
     assert step_time_words(side, seeds).startswith(words)
 
@@ -176,9 +187,12 @@ def test_a_step_time_ratio_from_overlapping_seeds_is_not_a_finding():
     """The audio set's case: 757 and 208 ms against 293 and 296 ms is a 1.64x mean ratio that the seeds do not resolve."""
     runs, lora, full = cost_rows((757.0, 208.0), (293.0, 296.0))
     costs = lora_costs(lora, full, runs)
-    assert costs["step_time"] == f"1.64×, {NOT_RESOLVED}" and not costs["not_faster"] and costs["step_time_means"].startswith(NOT_RESOLVED)
-    runs, lora, full = cost_rows((205.0, 215.0), (295.0, 305.0))
-    assert lora_costs(lora, full, runs)["step_time"] == "0.70×" and lora_costs(lora, full, runs)["step_time_means"].startswith("faster")
+    assert costs["step_time"] == f"1.64× that of full fine-tuning, {NOT_RESOLVED}" and not costs["not_faster"]
+    assert costs["step_time_means"].startswith(f"a difference {NOT_RESOLVED}") and costs["step_ratio"] == "1.64×"
+    runs, lora, full = cost_rows((205.0, 215.0, 210.0), (295.0, 305.0, 300.0))
+    assert lora_costs(lora, full, runs)["step_time"] == "0.70× that of full fine-tuning" and lora_costs(lora, full, runs)["step_time_means"].startswith("faster")
+    runs, lora, full = cost_rows((205.0, 215.0), (295.0, 305.0))  # apart, but 2 a side part by chance 1 time in 3
+    assert NOT_RESOLVED in lora_costs(lora, full, runs)["step_time"] and "1 time in 3" in lora_costs(lora, full, runs)["step_time_means"]
     runs, lora, full = cost_rows((200.0,), (300.0,))  # one seed: no repetition, no verdict
     assert NOT_RESOLVED in lora_costs(lora, full, runs)["step_time"]
 
@@ -212,6 +226,18 @@ def test_a_shifted_set_is_never_led_by_a_variant_that_did_not_learn():
     assert quiet["best"] == "full" and quiet["best_auc"] == "0.7000"
     (alone,) = shift_findings(shift[shift.variant == "peft-ia3"], tiny_config())
     assert alone["best"] is None
+
+
+def test_no_variant_is_highest_on_a_shifted_set_where_every_interval_covers_chance():
+    """The demo's quiet set named "highest AUC … frozen, 0.5444" while every variant was not told apart from chance."""
+    rows = [("test", "full", 0.9, True), ("test", "frozen", 0.8, True), ("quiet", "full", 0.52, False), ("quiet", "frozen", 0.5444, False)]
+    shift = pd.DataFrame([{"test_set": t, "variant": v, "auc": a, "did_not_learn": 0, "verdict_vs_full": None, "above_chance": c, "one_class": 0}
+                          for t, v, a, c in rows])
+    (quiet,) = shift_findings(shift, tiny_config())
+    assert quiet["best"] is None and quiet["chance_only"] and quiet["at_chance"] == ["full", "frozen"]
+    shift.loc[shift.variant == "full", "above_chance"] = True
+    (quiet,) = shift_findings(shift, tiny_config())
+    assert quiet["best"] == "frozen" and not quiet["chance_only"]
 
 
 @pytest.mark.parametrize("lrs, seeds, words", [((1e-3,), (0,), "5 training runs (5 variants × 1 seed)"),
@@ -269,3 +295,71 @@ def test_the_latency_passes_leave_their_quartiles_for_the_noise_rule():
     (low, high), = quartiles(samples).values()
     assert low <= float(np.median(samples["base"])) <= high
     assert set(latency_ms(model, x, 3, Precision("fp32", "test"))) == {"base"}
+
+
+def test_an_efficiency_over_several_seeds_has_the_envelope_of_the_seeds_exact_intervals():
+    """Three seeds detecting 3, 4 and 3 of 8 signals: the mean 10/24 is no binomial count; its interval runs from 3's exact
+    lower bound to 4's exact upper bound."""
+    from gwlora.aggregate import _binomial_interval
+    from gwlora.findings import efficiency_in
+
+    eff = pd.DataFrame([{"variant": "full", "n_signal": 8, "efficiency": 10 / 24, "seed_min": 3 / 8, "seed_max": 4 / 8}])
+    mean, low, high = efficiency_in(eff, "full")
+    assert mean == pytest.approx(10 / 24) and low == _binomial_interval(3, 8)[0] and high == _binomial_interval(4, 8)[1]
+
+
+def test_a_step_on_cached_encoder_outputs_is_never_set_against_an_uncached_one():
+    """The demo's prompt claim read "training step 66.68× … the frozen encoder's": frozen trained on cached encoder outputs."""
+    from gwlora.findings import CACHED_STEP, prompt_claim
+
+    summary = pd.DataFrame([{"variant": "frozen", "family": "frozen", "step_time_ms": 0.8, "prompt_length": np.nan},
+                            {"variant": "prompt-l4", "family": "prompt", "step_time_ms": 53.0, "prompt_length": 4, "sequence_positions": 54,
+                             "sequence_audio_positions": 50, "audio_seconds_lost": 0.0}])
+    runs = pd.DataFrame([{"variant": v, "seed": s, "selected": True, "step_time_ms": ms, "encoder_cache_used": v == "frozen"}
+                         for v, ms in (("frozen", 0.8), ("prompt-l4", 53.0)) for s in range(3)])
+    claim = prompt_claim(summary, runs, "clip")
+    assert "66" not in claim["effect"] and "×" not in claim["effect"] and CACHED_STEP in claim["effect"]
+    assert "×" in prompt_claim(summary, runs.assign(encoder_cache_used=False), "clip")["effect"]
+    lora_runs, lora, full = cost_rows((200.0, 210.0, 205.0), (300.0, 310.0, 305.0))
+    costs = lora_costs(lora, full, lora_runs.assign(encoder_cache_used=lora_runs.variant == "lora-r4"))
+    assert costs["step_ratio"] == "n/a" and CACHED_STEP in costs["step_time"] and not costs["not_faster"]
+
+
+def test_merged_latency_passes_alternate_with_the_base_and_unmerged_ones():
+    """The merged passes were once timed in a block after the base/unmerged alternation, so a machine's changing load fell
+    on them alone; now every round times base, unmerged and merged, and the weights end as they began."""
+    import peft
+    import torch
+    from gwlora.measure import inference_timings
+    from gwlora.precision import Precision
+    from gwlora.variants import Variant
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.proj(x)
+
+    model = peft.get_peft_model(Net(), peft.LoraConfig(r=2, target_modules=["proj"], init_lora_weights=False))
+    layer = model.base_model.model.proj
+    before = layer.base_layer.weight.detach().clone()
+    states = []
+    layer.register_forward_pre_hook(lambda module, args: states.append("base" if module.disable_adapters else "merged" if module.merged else "unmerged"))
+    timings, spread = inference_timings(model, Variant(name="lora-r2", family="lora", lr=1e-3), torch.zeros(2, 8), 4, Precision("fp32", "test"))
+    assert set(timings) == set(spread) == {"base", "unmerged", "merged"}
+    rounds = [states[i : i + 3] for i in range(0, len(states), 3)]
+    assert len(rounds) == 4 + 3 and all(sorted(r) == ["base", "merged", "unmerged"] for r in rounds)  # 3 warm-up rounds, untimed
+    assert not layer.merged and torch.allclose(layer.base_layer.weight, before, atol=1e-6)
+
+
+def test_the_noise_rule_states_how_often_noise_alone_passes_it():
+    from gwlora.findings import MIN_REPETITIONS, TIMING_RULE, chance_apart, seed_separation
+
+    assert chance_apart(2, 2) == pytest.approx(1 / 3) and chance_apart(3, 3) == pytest.approx(1 / 10) and MIN_REPETITIONS == 3
+    assert "1 time in 10 at 3 against 3" in TIMING_RULE
+    assert seed_separation([1.0, 1.1], [2.0, 2.1]) == 0 and seed_separation([1.0, 1.1, 1.2], [2.0, 2.1, 2.2]) == -1
+    rng = np.random.default_rng(0)  # pure noise, 3 a side: told apart about 1 time in 10, never more than chance says
+    apart = np.mean([seed_separation(rng.normal(size=3), rng.normal(size=3)) != 0 for _ in range(4000)])
+    assert apart == pytest.approx(0.1, abs=0.02)

@@ -103,7 +103,7 @@ def test_the_network_snr_separates_the_signals(searched):
 @pytest.fixture(scope="module")
 def tables(searched, tmp_path_factory):
     """The aggregate stage over two fake trained runs and the matched filter's, on the same windows."""
-    from test_deck_shapes import study_inputs
+    from shape_decks import study_inputs
 
     root = tmp_path_factory.mktemp("mf-tables")
     config = searched["config"]

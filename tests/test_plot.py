@@ -68,7 +68,7 @@ def synthetic_tables(config: dict, root, lr_factors=(1.0, 3.0)) -> dict:
                 bonus = 0.05 if lr == selected else 0.0
                 runs.append({"variant": name, "seed": seed, "family": v.family, "config_key": v.config_key, "rank": v.params.get("rank"), "lr": lr,
                              "selected": lr == selected, "trainable_parameters": 1000 * (i + 1),
-                             "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus,
+                             "val_auc": 0.7 + 0.01 * i + 0.01 * seed + bonus, "best_val_loss": 0.6 - 0.01 * i - bonus + 0.005 * seed,
                              "test_auc": 0.7 + 0.01 * i + bonus - 0.005 * seed, "peak_memory_mb": 100.0 + i, "step_time_ms": 10.0 + i,
                              "latency_base_ms": 5.0 if latency else np.nan, "latency_batch": 16,
                              "latency_unmerged_ms": 6.0 if latency and lora else np.nan,
@@ -230,6 +230,29 @@ def test_a_variant_that_did_not_learn_is_on_no_pareto_front_and_the_bars_are_the
     assert f"left out, as they did not learn: {flagged}" in fig._suptitle.get_text() and "bootstrap interval" in fig._suptitle.get_text()
 
 
+def test_a_step_time_on_cached_encoder_outputs_leads_no_front_and_is_marked(tmp_path):
+    """The frozen encoder trains on cached encoder outputs (0.8 ms against full fine-tuning's 62 ms in the demo): its step
+    time is another measurement, so it is hollow and on no front in the step-time panel, on the front elsewhere as before."""
+    from gwlora.plot import CACHED_NOTE, plot_costs
+
+    paths = synthetic_tables(tiny_config(), tmp_path / "tables")
+    summary = pd.read_csv(paths["summary"])
+    first = summary.variant.iloc[0]  # the cheapest: on every front
+    summary = summary.assign(encoder_cache_used=summary.variant == first)
+    fig = plot_pareto(summary, Canvas(tmp_path, summary.variant))
+    for ax, cost in zip(fig.axes, ("trainable_parameters", "peak_memory_mb", "step_time_ms")):
+        front = next(line for line in ax.lines if line.get_label() == "Pareto front")
+        point = next(c for c in ax.containers if c.get_label() == first)
+        assert (cost == "step_time_ms") == (point.lines[0].get_markerfacecolor() == "none")
+        assert (cost == "step_time_ms") == (summary.loc[summary.variant == first, cost].iloc[0] not in front.get_xdata())
+    assert f"{first} {CACHED_NOTE}" in " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
+    runs = pd.read_csv(paths["runs"]).assign(encoder_cache_used=lambda r: r.variant == first)
+    costs = plot_costs(runs, Canvas(tmp_path, runs.variant))
+    hatched = [bar.get_hatch() for bar in costs.axes[1].patches]
+    assert hatched[0] == "//" and not any(hatched[1:]) and CACHED_NOTE in " ".join(costs._suptitle.get_text().split())
+    assert max(map(len, costs._suptitle.get_text().splitlines())) <= 90 and max(map(len, fig._suptitle.get_text().splitlines())) <= 130
+
+
 def test_with_no_variant_that_learned_the_pareto_figure_draws_no_front(tmp_path):
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     summary = pd.read_csv(paths["summary"]).assign(did_not_learn=1)
@@ -293,16 +316,19 @@ def test_the_example_figure_marks_the_chirp_of_the_loudest_injection(tmp_path):
     assert all(ax.collections for ax in axes[1])  # the track's circles on every channel's excess panel
 
 
-def test_lr_sensitivity_rings_the_selected_lr(tmp_path):
+@pytest.mark.parametrize("selection, column, label", [("val_loss", "best_val_loss", "validation loss"), ("val_auc", "val_auc", "validation AUC")])
+def test_lr_sensitivity_rings_the_selected_lr_on_the_metric_that_selected_it(selection, column, label, tmp_path):
+    """The panel that marks the selected lr plots train.lr_selection's metric (it plotted val AUC while val loss selected)."""
     paths = synthetic_tables(tiny_config(), tmp_path / "tables")
     runs = pd.read_csv(paths["runs"])
     canvas = Canvas(tmp_path, runs.variant)
-    fig = plot_lr_sensitivity(runs, canvas)
+    fig = plot_lr_sensitivity(runs, canvas, selection)
     assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
-    assert "selected on validation" in fig.get_suptitle()
+    assert "selected on validation" in fig.get_suptitle() and fig.get_suptitle().startswith(label.capitalize())
+    assert fig.axes[0].get_ylabel().startswith(label) and "selects the lr" in fig.axes[0].get_ylabel()
     selected = runs[runs.selected].groupby("variant", sort=False)
     rings = [c for c in fig.axes[0].collections if c.get_sizes()[0] == 300]
-    np.testing.assert_allclose(np.vstack([r.get_offsets() for r in rings]), np.column_stack([selected.lr.first(), selected.val_auc.mean()]))
+    np.testing.assert_allclose(np.vstack([r.get_offsets() for r in rings]), np.column_stack([selected.lr.first(), selected[column].mean()]))
     np.testing.assert_allclose(np.vstack([r.get_edgecolor()[:, :3] for r in rings]), [canvas.palette[v] for v in selected.lr.first().index])
 
 
@@ -356,3 +382,72 @@ def test_the_rule_declares_and_passes_figure_names(shape, tmp_path):
     expected = figure_names(tiny_config(**CONFIGS[shape][0]))
     assert figures == expected
     assert sorted(o.rsplit("/", 1)[1] for o in outputs) == files_of(expected)
+
+
+@pytest.fixture(scope="module")
+def whitened_log_mels():
+    """The demo's data as the model sees it: simulated windows, whitened and band-passed by gwlora.dataset (LALSuite
+    injections at the demo's loudest SNR, 15), turned into log-mels by gwlora.features; (signal [window, channel, mel,
+    frame], noise likewise, each signal's merger frame)."""
+    import copy
+
+    from transformers import WhisperFeatureExtractor
+
+    from shape_decks import demo_config
+    from gwlora.constants import WHISPER_FRAMES_PER_SECOND
+    from gwlora.dataset import simulated_window
+    from gwlora.features import extract
+
+    data = copy.deepcopy(demo_config()["data"])
+    data["snr"] = {"min": 15.0, "max": 15.0}
+    signals = [simulated_window(data, 0, "test", i, 1) for i in range(3)]
+    noise = [simulated_window(data, 0, "test", 100 + i, 0) for i in range(24)]
+    extractor = WhisperFeatureExtractor(feature_size=80)
+    extractor.n_samples = np.asarray(signals[0]["strain"]).shape[-1]
+    extractor.nb_max_frames = extractor.n_samples // extractor.hop_length
+    def mels(rows):
+        return extract(np.stack([np.asarray(r["strain"]) for r in rows]), extractor)
+    mergers = [round(r["merger_time"] * WHISPER_FRAMES_PER_SECOND) for r in signals]
+    return mels(signals), mels(noise), mergers
+
+
+def test_the_example_figure_keeps_the_bins_that_hold_power_and_marks_the_chirp_at_its_merger(whitened_log_mels):
+    """On the demo's features the black floor (about -0.41) once sat above min + 1e-3, so all 80 bins were kept, and the
+    track marked 92 to 100 of 100 frames. The floor is now the bins at their window's floor in most frames; a mark is a
+    frame whose excess noise windows' frames reach 1 time in 1000, so the marks cluster just before the merger."""
+    from gwlora.plot import active_bins, excess_track
+
+    signal, noise, mergers = whitened_log_mels
+    for channel in (0, 1):
+        top = active_bins(noise[:, channel])
+        assert 20 <= top <= 60  # the strain's band (20-1000 Hz) fills the lowest bins of a 16 kHz mel scale, not all 80
+        assert (noise[:, channel, top:] <= noise[:, channel].min(axis=(1, 2))[:, None, None] + 1e-6).mean() > 0.8
+    offsets = []  # each mark's frame from its window's merger, both channels
+    for window, merger in enumerate(mergers):
+        for channel in (0, 1):
+            top = active_bins(noise[:, channel])
+            typical = np.median(noise[:, channel, :top], axis=0)
+            frames, bins = excess_track(signal[window, channel, :top] - typical, noise[:, channel, :top] - typical)
+            offsets += list(frames - merger)
+            assert (bins < top).all()
+    offsets = np.array(offsets)
+    assert len(offsets) >= 6 and np.mean((offsets >= -25) & (offsets <= 5)) >= 0.75, offsets  # in the last quarter second to the merger
+    held_out = []  # pure noise, each window against the others: about one frame in a thousand marked
+    for window in range(len(noise)):
+        rest = np.delete(noise[:, 0], window, axis=0)
+        top, typical = active_bins(rest), np.median(rest[:, : active_bins(rest)], axis=0)
+        held_out.append(len(excess_track(noise[window, 0, :top] - typical, rest[:, :top] - typical)[0]))
+    assert max(held_out) <= 3 and np.mean(held_out) <= 1.0, held_out
+
+
+def test_the_example_figure_draws_the_track_it_finds(whitened_log_mels, tmp_path):
+    from gwlora.features import write_features
+
+    signal, noise, _ = whitened_log_mels
+    x = np.concatenate([signal, noise]).astype(np.float32)
+    labels = np.r_[np.ones(len(signal)), np.zeros(len(noise))].astype(int)
+    write_features(tmp_path / "test", x, labels, np.where(labels == 1, 15.0, 0.0), split="test", channels=["H1", "L1"])
+    fig = FIGURES["example_inputs"].draw(tmp_path / "test", Canvas(tmp_path, ["full"]))
+    marks = [len(c.get_offsets()) for ax in fig.axes for c in ax.collections]
+    assert 0 < sum(marks) <= 40 and "1 time in 1000" in fig._suptitle.get_text()
+    assert all(ax.images[0].get_extent()[3] < 80 for ax in fig.axes if ax.images)

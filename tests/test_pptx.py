@@ -68,6 +68,41 @@ def test_tables_span_the_slide_and_sections_are_section_slides(deck):
     assert 'algn="ctr"' in layout_title._element.xml
 
 
+def test_every_table_cell_stays_on_one_line_and_every_heading_word_fits_its_column(deck):
+    """LibreOffice showed a "step time (ms)" column one character a line: its cells had 0.1-inch margins the widths did not
+    count, and the widths an estimate of 0.5 a point per digit. At 0.55 and the margins set, every cell fits its column."""
+    from gwlora.pptx_deck import CELL_MARGIN_PT, MIN_POINTS, TABLE_WIDTH
+
+    for number, slide in enumerate(deck.slides, 1):
+        for frame in (s for s in slide.shapes if s.has_table):
+            table = frame.table
+            for r, row in enumerate(table.rows):
+                for column, cell in zip(table.columns, row.cells):
+                    assert cell.margin_left.pt == cell.margin_right.pt == CELL_MARGIN_PT, number
+                    size = next((run.font.size.pt for p in cell.text_frame.paragraphs for run in p.runs if run.font.size), None)
+                    if size is None:
+                        continue
+                    assert size >= MIN_POINTS, number
+                    room = column.width.pt - 2 * CELL_MARGIN_PT
+                    longest = max(map(len, cell.text.split() if r == 0 else [cell.text]), default=0)  # a heading wraps at spaces
+                    assert longest * size * TABLE_WIDTH <= room + 0.5, (number, cell.text, size, column.width.pt)
+
+
+def test_a_table_wider_than_a_slide_continues_by_columns_each_part_led_by_the_variant():
+    import pandas as pd
+
+    from gwlora.deck import TABLE_CHARS_PER_SLIDE, _markdown_parts, column_chars, column_groups
+
+    table = pd.DataFrame({"variant": ["lora-r8", "full"], **{f"metric {i} (ms)": ["123.45 ± 6.78", "1.00 ± 0.01"] for i in range(11)}})
+    groups = column_groups(table)
+    assert len(groups) == 2 and [c for g in groups for c in g] == list(table.columns[1:])
+    assert all(sum(column_chars(table[["variant", *g]])) <= TABLE_CHARS_PER_SLIDE for g in groups)
+    assert abs(len(groups[0]) - len(groups[1])) <= 1  # as even as they can be
+    parts = _markdown_parts(table)
+    assert len(parts) == 2 and all(str(p).startswith("| variant") for p in parts)
+    assert column_groups(table.iloc[:, :4]) == [list(table.columns[1:4])]  # a table that fits: one part
+
+
 def test_every_shape_lies_within_the_slide(deck):
     for number, slide in enumerate(deck.slides, 1):
         for shape in slide.shapes:
@@ -77,13 +112,44 @@ def test_every_shape_lies_within_the_slide(deck):
             assert 0 <= shape.top and shape.top + shape.height <= deck.slide_height * 1.001, (number, shape.name)
 
 
+def test_every_title_fits_its_box(deck):
+    """A table slide's title once kept "Content with Caption"'s 3.3-inch box: four lines in LibreOffice, over the sentence
+    below. Every title now spans its layout's width, and its words, at the size it is shown at, fit its box."""
+    import math
+
+    from pptx.util import Emu
+
+    from gwlora.pptx_deck import INSET_PT, LINE_SPACING, TEXT_WIDTH, title_points
+
+    for number, slide in enumerate(deck.slides, 1):
+        title = slide.shapes.title
+        assert title is not None and title.text_frame.text.strip(), f"slide {number} has no title"
+        if any(s.has_table for s in slide.shapes):
+            assert title.width >= 0.85 * deck.slide_width, (number, title.text_frame.text)
+        size, text = title_points(slide), title.text_frame.text
+        lines = math.ceil(len(text) * size * TEXT_WIDTH / (Emu(title.width).pt - INSET_PT))
+        assert lines * size * LINE_SPACING <= Emu(title.height).pt - INSET_PT + 0.5, (number, text, size, lines)
+
+
 def test_code_is_sized_to_fit_its_box(deck):
-    from gwlora.pptx_deck import MONO_WIDTH, INSET_PT, _is_code
+    """Each code line fits the box's width, and all its lines (counted at their line breaks, a code block being one
+    paragraph) its height: the configuration's ~54 lines once ran off the bottom at the 7 pt floor."""
+    import math
+
+    from gwlora.pptx_deck import LINE_SPACING, MIN_POINTS, MONO_WIDTH, INSET_PT, TEXT_WIDTH, _is_code
 
     for slide in deck.slides:
         for shape in slide.shapes:
             if not shape.has_text_frame or not any(_is_code(p) for p in shape.text_frame.paragraphs):
                 continue
+            height = 0.0
+            for paragraph in shape.text_frame.paragraphs:
+                size = next((r.font.size.pt for r in paragraph.runs if r.font.size), 14)
+                width = (MONO_WIDTH if _is_code(paragraph) else TEXT_WIDTH) * size
+                height += sum(max(1, math.ceil(len(line) * width / (shape.width.pt - INSET_PT)))
+                              for line in re.split(r"[\v\n]", paragraph.text)) * size * LINE_SPACING
+                assert size >= MIN_POINTS, slide.shapes.title.text
+            assert height <= shape.height.pt - INSET_PT + 1, (slide.shapes.title.text, height, shape.height.pt)
             for paragraph in (p for p in shape.text_frame.paragraphs if _is_code(p)):
                 size = next(r.font.size.pt for r in paragraph.runs if r.font.size)
                 longest = max(map(len, re.split(r"[\v\n]", paragraph.text)))
@@ -123,3 +189,21 @@ def test_every_text_box_holds_its_text(pptx):
     from test_report import pptx_problems
 
     assert pptx_problems(pptx) == []
+
+
+def test_a_long_configuration_continues_on_slides_that_each_read_as_yaml():
+    import yaml
+
+    from gwlora.deck import CODE_LINES_PER_SLIDE, config_sections, yaml_parts
+
+    sections = config_sections(demo_config())
+    assert len(sections["model and training"]) >= 2
+    for name, parts in sections.items():
+        for text in parts:
+            assert len(text.splitlines()) <= CODE_LINES_PER_SLIDE and isinstance(yaml.safe_load(text), dict), (name, text)
+        continued = [line for text in parts for line in text.splitlines() if not line.endswith("  # continued")]
+        assert "\n".join(continued) == yaml.safe_dump(yaml.safe_load("\n".join(continued)), sort_keys=False,
+                                                     default_flow_style=None, width=70).rstrip()  # nothing lost, nothing twice
+    text = "a:\n  b:\n" + "".join(f"    k{i}: {i}\n" for i in range(30)) + "c: 1"
+    parts = yaml_parts(text, per_slide=12)
+    assert parts[1].startswith("a:  # continued\n  b:  # continued\n    k") and all(len(p.splitlines()) <= 12 for p in parts)

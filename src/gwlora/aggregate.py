@@ -121,6 +121,8 @@ def load_runs(run_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 row[f"latency_{mode}{suffix}_q25_ms"], row[f"latency_{mode}{suffix}_q75_ms"] = spread
         for key in SEQUENCE_COLUMNS:
             row[f"sequence_{key}"] = record["sequence"][key]
+        # trained on cached encoder outputs (frozen, partial): its step skips the frozen encoder, no step time to compare
+        row["encoder_cache_used"] = bool((record.get("encoder_cache") or {}).get("used", False))
         row["run_dir"] = str(run_dir)
         rows.append(row)
         curve = read_curve(run_dir / CURVE_FILE)
@@ -170,6 +172,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         **{column: (column, "first") for column in ("trainable_parameters", "trainable_percent", "tpr_fpr")},
         **{column: (column, "sum") for column in ("did_not_learn", "still_improving")},  # runs flagged, of the seeds
+        **({"encoder_cache_used": ("encoder_cache_used", "max")} if "encoder_cache_used" in runs else {}),  # a run of an earlier version: none
     )
     out["lrs_tried"] = lrs_tried
     full = runs.loc[runs.family == "full", "trainable_parameters"]

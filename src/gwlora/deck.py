@@ -111,17 +111,56 @@ def _markdown(table: pd.DataFrame) -> Markdown:
     return Markdown(table.to_markdown(index=False, colalign=["left"] + ["right"] * (table.shape[1] - 1), disable_numparse=True))
 
 
+# The most characters a table row may need on one slide: the sum over its columns of each one's longest cell (a heading
+# wraps at its spaces, so its longest word), plus 2 for the cell's margins. 120 sits at about 9 pt across a 16:9 PPTX
+# slide (9 inches at 0.55 of a point per character, the width of digits) and fits the HTML deck's tables; a wider table
+# continues on the next slides by columns, each part led by its first column (the variant).
+TABLE_CHARS_PER_SLIDE = 120
+
+
+def column_chars(table: pd.DataFrame) -> list[int]:
+    """What each column of a display table needs, in characters: its longest cell or heading word, plus 2 for margins."""
+    return [max([len(str(v)) for v in table[c]] + [len(w) for w in str(c).split()] + [1]) + 2 for c in table.columns]
+
+
+def _packed(widths: list[int], cap: int) -> list[list[int]]:
+    """The indices of `widths` in consecutive groups, each filled up to `cap` before the next starts."""
+    groups, used = [[]], 0
+    for i, width in enumerate(widths):
+        if groups[-1] and used + width > cap:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += width
+    return groups
+
+
+def column_groups(table: pd.DataFrame, budget: int = TABLE_CHARS_PER_SLIDE) -> list[list[str]]:
+    """The columns of `table` after its first in as few consecutive groups as fit `budget` beside the first
+    (:func:`column_chars`), the widest group as narrow as that number of groups allows; one group when the table fits."""
+    first, *rest = column_chars(table)
+    columns = list(table.columns[1:])
+    room = max(budget - first, max(rest, default=1))
+    fewest = len(_packed(rest, room))
+    cap = next(c for c in range(max(max(rest, default=1), -(-sum(rest) // fewest)), room + 1) if len(_packed(rest, c)) <= fewest)
+    return [[columns[i] for i in group] for group in _packed(rest, cap)]
+
+
 def _markdown_parts(table: pd.DataFrame) -> list[Markdown]:
-    """A display table as slide-sized Markdown pipe tables (:func:`table_parts`)."""
-    return [_markdown(part) for part in table_parts(table)]
+    """A display table as slide-sized Markdown pipe tables: parts of rows (:func:`table_parts`), each, when the table is
+    wider than a slide, in parts of columns (:func:`column_groups`, the same columns in each row part)."""
+    groups = column_groups(table)
+    return [_markdown(rows[[table.columns[0], *group]]) for rows in table_parts(table) for group in groups]
 
 
 def summary_tables(summary: pd.DataFrame) -> dict[str, list[Markdown]]:
     """The results slides' tables (quality, detection and calibration, costs), each as slide-sized parts."""
     shapes = {"quality": (QUALITY_METRICS, True, False), "calibration": (CALIBRATION_METRICS, False, True),
               "cost": (COST_METRICS, False, False)}
-    return {name: _markdown_parts(display_table(summary, metrics, parameters=parameters, learned=learned))
-            for name, (metrics, parameters, learned) in shapes.items()}
+    tables = {name: display_table(summary, metrics, parameters=parameters, learned=learned) for name, (metrics, parameters, learned) in shapes.items()}
+    # the main results beside the runs that did not learn, so that no quality there passes for learning ("1 of 3", "none")
+    tables["quality"].insert(1, "did not learn", tables["calibration"]["did not learn"])
+    return {name: _markdown_parts(table) for name, table in tables.items()}
 
 
 def shift_table(shift: pd.DataFrame) -> list[Markdown]:
@@ -140,16 +179,55 @@ def shift_table(shift: pd.DataFrame) -> list[Markdown]:
     return _markdown_parts(pd.DataFrame(table))
 
 
-def config_sections(config: dict) -> dict[str, str]:
-    """The appendix's configuration, as YAML: the shifted test sets as the overrides they are, not as the whole data
-    sections validation made of them."""
+# The most lines of code or YAML on one slide: a longer block continues on the next slides (24 lines fit a 16:9 slide's
+# body at 8.5 pt in the PPTX, above its 7 pt floor, and the HTML deck's code size)
+CODE_LINES_PER_SLIDE = 24
+
+
+def _depth(line: str) -> int:
+    """A YAML line's nesting: its indentation, one more for a list item (PyYAML writes a list at its key's indentation)."""
+    stripped = line.lstrip(" ")
+    return len(line) - len(stripped) + (1 if stripped.startswith("- ") else 0)
+
+
+def _ancestors(lines: list[str], i: int) -> list[str]:
+    """The lines of the keys that `lines[i]` sits under, outermost first, each marked as continued."""
+    out, depth = [], _depth(lines[i])
+    for line in reversed(lines[:i]):
+        if depth == 0:
+            break
+        if line.strip() and _depth(line) < depth:
+            out.insert(0, f"{line}  # continued")
+            depth = _depth(line)
+    return out
+
+
+def yaml_parts(text: str, per_slide: int = CODE_LINES_PER_SLIDE) -> list[str]:
+    """YAML `text` in parts of at most `per_slide` lines, each broken before its least nested line in the latter half of
+    the part, a continued part headed by the keys it sits under (so that each part reads as YAML of its own)."""
+    lines, parts, start = text.splitlines(), [], 0
+    while start < len(lines):
+        header = _ancestors(lines, start) if parts else []
+        room = max(2, per_slide - len(header))
+        end = min(len(lines), start + room)
+        if end < len(lines):
+            end = min(range(start + max(1, room // 2), end + 1), key=lambda i: (_depth(lines[i]), -i))
+        parts.append("\n".join(header + lines[start:end]))
+        start = end
+    return parts
+
+
+def config_sections(config: dict) -> dict[str, list[str]]:
+    """The appendix's configuration, as YAML in slide-sized parts (:func:`yaml_parts`): the shifted test sets as the
+    overrides they are, not as the whole data sections validation made of them."""
     test_sets = {name: overrides(config["data"], data) for name, data in config["evaluation"]["test_sets"].items()}
     sections = {
         "data": {"experiment": config["experiment"], "seed": config["seed"], "data": config["data"]}
         | ({"evaluation": {"test_sets": test_sets}} if test_sets else {}),
         "model and training": {k: config[k] for k in config if k not in ("experiment", "seed", "data", "evaluation")},
     }
-    return {name: yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip() for name, part in sections.items()}
+    return {name: yaml_parts(yaml.safe_dump(part, sort_keys=False, default_flow_style=None, width=70).rstrip())
+            for name, part in sections.items()}
 
 
 def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: str, snakefile: Path) -> dict:
@@ -173,7 +251,6 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "model": study["base_model"],
         "demo_model": bool(study["base_model"]["random_init"]),
         "data": study["data"],
-        "n_variants": len(summary),
         "tables": summary_tables(summary),
         "methods_md": methods_table(summary) if found["methods_compared"] else [],
         "shift_md": shift_table(shift) if found["shift"] else [],
@@ -181,7 +258,6 @@ def deck_context(tables_dir: Path, figures_dir: Path, config: dict, renderer: st
         "code": {key: code_excerpt(PACKAGE / module, name) for key, (module, name) in CODE_EXCERPTS.items()},
         "hardware": environment["hardware"],
         "git_commit": ", ".join(environment["git_commits"]),
-        "n_runs": len(runs),
         "devices": sorted(runs.device.unique().tolist()),
         "precision": sorted(runs.precision.unique().tolist()),
         "versions": environment["versions"],

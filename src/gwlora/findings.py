@@ -32,8 +32,12 @@ FINDINGS_FILE = "findings.json"
 # What "best" means: train.lr_selection -> (summary column, whether higher is better, words); the lrs are picked the same way
 SELECTION = {"val_loss": ("best_val_loss", False, "lowest validation loss"), "val_auc": ("val_auc", True, "highest validation AUC")}
 NOT_RESOLVED = "not resolved by these timings"
-# The noise rule the deck states: timings are told apart only where their repetitions do not overlap
-TIMING_RULE = ("a timing difference is stated only where the two sides' repetitions do not overlap (step times: the range over seeds; "
+# The noise rule the deck states: timings are told apart only where at least MIN_REPETITIONS repetitions a side do not
+# overlap. Two sides drawn from the same noise fail to overlap by chance with probability 2 / C(n + m, n) (chance_apart):
+# 1 in 3 for 2 seeds against 2, so 2 a side is no finding; 1 in 10 for 3 against 3, 1 in 35 for 4 against 4.
+MIN_REPETITIONS = 3
+TIMING_RULE = ("a timing difference is stated only where the two sides' repetitions do not overlap (step times: the range over "
+               f"at least {MIN_REPETITIONS} seeds a side, which pure noise parts 1 time in 10 at 3 against 3 and 1 in 3 at 2 against 2; "
                "latency: the quartiles of each run's repeated passes, in every run); otherwise it is " + NOT_RESOLVED)
 # The LoRA paper's Table 1: adapter layers add 2% to 30% inference latency at small batch (GPT-2 medium, one GPU)
 PAPER_ADAPTER_OVERHEAD = (2, 30)
@@ -80,20 +84,29 @@ def separation(a_low, a_high, b_low, b_high) -> int:
     return 1 if bounds[0] > bounds[3] else -1 if bounds[1] < bounds[2] else 0
 
 
+def chance_apart(n: int, m: int) -> float:
+    """How often `n` and `m` repetitions of the same noise fall wholly apart, one side above the other: 2 / C(n + m, n)."""
+    from math import comb
+
+    return 2 / comb(n + m, n)
+
+
 def seed_separation(a, b) -> int:
-    """:func:`separation` of two sides' repeated timings (one per seed): their ranges, never a single timing per side."""
+    """:func:`separation` of two sides' repeated timings (one per seed): their ranges, with at least :data:`MIN_REPETITIONS`
+    a side (2 against 2 part by chance 1 time in 3, :func:`chance_apart`), never a single timing per side."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) < 2 or len(b) < 2:
-        return 0  # one timing per side: nothing says how much it varies
+    if min(len(a), len(b)) < MIN_REPETITIONS:
+        return 0  # too few timings a side: noise alone would part them too often
     return separation(a.min(), a.max(), b.min(), b.max())
 
 
-def timing(ratio: float, side: int) -> str:
-    """A cost ratio in words: the ratio, and "not resolved by these timings" unless the repetitions separate the sides."""
+def timing(ratio: float, side: int, of: str) -> str:
+    """A cost ratio as a phrase that ends where a sentence may go on: "0.93× that of full fine-tuning", followed by
+    ", not resolved by these timings" unless the repetitions separate the sides (`of`: what the ratio is of)."""
     if pd.isna(ratio):
-        return "n/a"
-    return f"{ratio:.2f}×" if side else f"{ratio:.2f}×, {NOT_RESOLVED}"
+        return f"n/a (no timing of {of.removeprefix('that of ')})"
+    return f"{ratio:.2f}× {of}" + ("" if side else f", {NOT_RESOLVED}")
 
 
 def comparison(diffs: pd.DataFrame, variant: str, baseline: str) -> dict | None:
@@ -159,6 +172,17 @@ def selected_runs(runs: pd.DataFrame, variant: str) -> pd.DataFrame:
     return rows[rows.selected.astype(bool)] if "selected" in rows else rows
 
 
+# A run that trained on cached encoder outputs (gwlora.encoder_cache: the frozen encoder, partial fine-tuning's frozen
+# layers) skips that part of the step: its step time is not the same measurement as an uncached run's
+CACHED_STEP = "trained on cached encoder outputs (its step skips the frozen encoder)"
+
+
+def cached(runs: pd.DataFrame, variant: str) -> bool:
+    """Whether any selected run of `variant` trained on cached encoder outputs (false for a table without the record)."""
+    rows = selected_runs(runs, variant)
+    return "encoder_cache_used" in rows and bool(rows.encoder_cache_used.fillna(False).astype(bool).any())
+
+
 def step_separation(runs: pd.DataFrame, variant: str, reference: str) -> int:
     """Whether `variant`'s per-seed step times lie wholly above (+1) or below (-1) `reference`'s, else 0."""
     return seed_separation(selected_runs(runs, variant).step_time_ms, selected_runs(runs, reference).step_time_ms)
@@ -167,12 +191,15 @@ def step_separation(runs: pd.DataFrame, variant: str, reference: str) -> int:
 def step_time_words(side: int, seeds: int) -> str:
     """What a LoRA step's time against full fine-tuning's says: only what the repeated (per-seed) timings separate."""
     if side < 0:
-        return "faster in every seed than full fine-tuning in any; the frozen weights need no gradients or optimiser updates"
+        return "faster in every seed than full fine-tuning in any (the frozen weights need no gradients or optimiser updates)"
     if side > 0:
         return "slower in every seed than full fine-tuning in any"
     if seeds < 2:
-        return f"{NOT_RESOLVED}: one timing per side says nothing of how much a timing varies"
-    return f"{NOT_RESOLVED}: the seeds' step times of the two overlap"
+        return f"a difference {NOT_RESOLVED} (one timing per side says nothing of how much a timing varies)"
+    if seeds < MIN_REPETITIONS:
+        return (f"a difference {NOT_RESOLVED} ({seeds} timings a side, which noise alone would part 1 time in "
+                f"{round(1 / chance_apart(seeds, seeds))}; {MIN_REPETITIONS} a side are needed)")
+    return f"a difference {NOT_RESOLVED} (the seeds' step times of the two overlap)"
 
 
 def lora_costs(top: pd.Series, full: pd.Series, runs: pd.DataFrame) -> dict:
@@ -180,8 +207,13 @@ def lora_costs(top: pd.Series, full: pd.Series, runs: pd.DataFrame) -> dict:
     step_ratio = top.step_time_ms / full.step_time_ms
     side = step_separation(runs, top.variant, full.variant)
     seeds = min(len(selected_runs(runs, top.variant)), len(selected_runs(runs, full.variant)))
-    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": timing(step_ratio, side),
-            "not_faster": side > 0, "step_time_means": step_time_words(side, seeds),
+    step_time, means = timing(step_ratio, side, "that of full fine-tuning"), step_time_words(side, seeds)
+    if any(cached(runs, v) for v in (top.variant, full.variant)):
+        step_ratio, side = float("nan"), 0
+        step_time = means = f"not compared with full fine-tuning's: a side {CACHED_STEP}"
+    return {"params_pct_of_full": num(top.trainable_vs_full_percent, 2), "step_time": step_time,
+            "step_ratio": "n/a" if pd.isna(step_ratio) else f"{step_ratio:.2f}×",
+            "not_faster": side > 0, "step_time_means": means,
             "memory_ratio": num(top.peak_memory_mb / full.peak_memory_mb, 2), "checkpoint_ratio": num(top.checkpoint_mb / full.checkpoint_mb, 3)}
 
 
@@ -208,8 +240,8 @@ def best_lora(lora: pd.DataFrame, diffs: pd.DataFrame, full: pd.Series | None, r
     merged, unmerged, base = top.latency_merged_ms, top.latency_unmerged_ms, top.latency_base_ms
     if not pd.isna(merged):
         entry["latency"] = {"base": num(base, 1), "unmerged": num(unmerged, 1), "merged": num(merged, 1),
-                            "unmerged_vs_base": timing(unmerged / base, latency_separation(runs, top.variant, "unmerged")),
-                            "merged_vs_base": timing(merged / base, latency_separation(runs, top.variant, "merged"))}
+                            "unmerged_vs_base": timing(unmerged / base, latency_separation(runs, top.variant, "unmerged"), "the base's"),
+                            "merged_vs_base": timing(merged / base, latency_separation(runs, top.variant, "merged"), "the base's")}
     return entry
 
 
@@ -309,9 +341,11 @@ def prompt_claim(summary: pd.DataFrame, runs: pd.DataFrame, context) -> dict | N
         effect = f"take {length} of the encoder’s {positions} positions, {num(longest.audio_seconds_lost, 2)} s of audio"
     else:
         effect = f"lengthen the sequence to {positions} positions ({num(longest.sequence_audio_positions, 0)} of audio), no audio lost"
-        if len(frozen):
+        if len(frozen) and cached(runs, frozen.variant.iloc[0]):
+            effect += f"; its training step is not set against the frozen encoder’s, which {CACHED_STEP}"
+        elif len(frozen):
             side = step_separation(runs, longest.variant, frozen.variant.iloc[0])
-            effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0], side)} the frozen encoder’s"
+            effect += f"; training step {timing(longest.step_time_ms / frozen.step_time_ms.iloc[0], side, 'the frozen encoder’s')}"
     return {"variant": longest.variant, "length": length, "context": ", ".join(np.atleast_1d(context)), "effect": effect,
             "verdict": "confirmed" if lost else "not seen here"}
 
@@ -373,20 +407,24 @@ def shift_words(base: dict, test_set: dict) -> list[str]:
 
 
 def shift_findings(shift: pd.DataFrame, config: dict) -> list[dict]:
-    """Per shifted test set: what it changes, which variant that learned scores highest, and which variants differ from
-    full fine-tuning on it by the paired intervals (never by point estimates); none without a shifted test set."""
+    """Per shifted test set: what it changes, which variant that learned scores highest (none where every one's AUC
+    interval covers chance), and which variants differ from full fine-tuning on it by the paired intervals (never by
+    point estimates); none without a shifted test set."""
     sets = []
     for name, rows in shift.groupby("test_set", sort=False):
         if name == IN_DISTRIBUTION:
             continue
         learned = ranked(rows)
-        best = learned.loc[learned.auc.idxmax()] if learned.auc.notna().any() else None
+        # "highest" only where some variant that learned is told apart from chance (its AUC's interval above 0.5)
+        chance_only = bool(len(learned)) and not learned.above_chance.astype(bool).any()
+        best = learned.loc[learned.auc.idxmax()] if learned.auc.notna().any() and not chance_only else None
         in_distribution = shift[(shift.test_set == IN_DISTRIBUTION) & (shift.variant == (None if best is None else best.variant))].auc
         higher, lower, unconverged = (list(rows.variant[rows.verdict_vs_full == word]) for word in ("higher", "lower", NOT_CONVERGED))
         sets.append({
             "name": name,
             "changes": shift_words(config["data"], config["evaluation"]["test_sets"].get(name, {})) or ["another data seed only"],
             "best": None if best is None else best.variant, "best_auc": None if best is None else num(best.auc),
+            "chance_only": chance_only,
             "best_in_distribution": num(in_distribution.iloc[0] if len(in_distribution) else None),
             "against_full": against_full(higher, lower, unconverged) if rows.verdict_vs_full.notna().any() else None,
             "at_chance": list(rows.variant[~rows.above_chance.astype(bool)]),  # 95% interval of the AUC covers 0.5
@@ -455,10 +493,12 @@ def schedule_words(schedule: dict) -> str:
 
 
 def seed_words(seeds: list) -> dict:
-    """The words that follow the number of seeds: "1 seed" or "3 seeds", "mean over 3 seeds" or "the one seed's"."""
+    """The words that follow the number of seeds: "1 seed" or "3 seeds", "mean over 3 seeds" or "the one seed's", and
+    what a validation metric that picks a learning rate is taken over ("one seed", "the mean over 3 seeds")."""
     n = len(seeds)
     return {"n": n, "count": f"{n} seed" if n == 1 else f"{n} seeds", "several": n > 1,
-            "mean": "the one seed's" if n == 1 else f"mean over {n} seeds", "list": ", ".join(map(str, seeds))}
+            "mean": "the one seed's" if n == 1 else f"mean over {n} seeds", "list": ", ".join(map(str, seeds)),
+            "over": "one seed" if n == 1 else f"the mean over {n} seeds"}
 
 
 def edge_words(edge) -> str:
@@ -485,11 +525,14 @@ def setup(summary: pd.DataFrame, runs: pd.DataFrame, config: dict) -> dict:
 
 
 def counts(summary: pd.DataFrame, runs: pd.DataFrame) -> dict:
-    """The words that follow the counts: variants, variants beyond the baselines, runs as variant–lr pairs × seeds."""
+    """The words that follow the counts of trained variants and runs (the matched filter trains nothing: not counted):
+    variants, variants beyond the baselines (the ways of adapting), the baselines by name, runs as variant–lr pairs × seeds."""
     pairs = runs.groupby(["variant", "lr"]).ngroups
     seeds = runs.seed.nunique()
     pair_words = f"{pairs} variant–learning-rate pair{'s' if pairs != 1 else ''}" if pairs != len(summary) else f"{pairs} variant{'s' if pairs != 1 else ''}"
+    baselines = [words for family, words in (("full", "full fine-tuning"), ("frozen", "the frozen encoder")) if (summary.family == family).any()]
     return {"variants": len(summary), "adapted": int((~summary.family.isin(BASELINES)).sum()), "runs": len(runs),
+            "baselines": " and ".join(baselines),
             "provenance": f"{len(runs)} training run{'s' if len(runs) != 1 else ''} ({pair_words} × {seeds} seed{'s' if seeds != 1 else ''})"}
 
 
@@ -511,6 +554,7 @@ def findings(tables: dict[str, pd.DataFrame], study: dict, config: dict) -> dict
         "snr": snr_findings(tables["auc_by_snr"], found["best_variant"]),
         "shift": shift_findings(tables["shift"], config),
         "not_learned": not_learned(runs),
+        "cached_steps": [v for v in summary.variant if cached(runs, v)], "cached_step_words": CACHED_STEP,
         "methods_compared": bool(summary.family.isin(METHOD_FAMILIES[1:]).any()),
         "other_peft_methods": bool(summary.family.isin(("bitfit", "peft")).any()),
         "optimal_detector": optimal,
@@ -535,15 +579,18 @@ def trained_only(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 def efficiency_in(eff: pd.DataFrame, variant: str) -> tuple[float, float, float] | None:
-    """`variant`'s detection efficiency over the SNR bins of `eff` (weighted by their signals) and its 95% interval, or None."""
+    """`variant`'s detection efficiency over the SNR bins of `eff` (weighted by their signals, the mean over seeds) and
+    its 95% interval, or None. The interval is the envelope aggregate's rows use: from the exact interval of the fewest
+    signals any seed detected to that of the most (one seed: its own exact interval), never of a count averaged over seeds."""
     from .aggregate import _binomial_interval
 
     rows = eff[eff.variant == variant]
     if rows.empty:
         return None
     n = int(rows.n_signal.sum())
-    detected = float((rows.efficiency * rows.n_signal).sum())
-    return (detected / n, *_binomial_interval(detected, n))
+    # a table without the seeds' spread is one seed's: its efficiency is that seed's fraction
+    fewest, most = (int(round(float((rows.get(column, rows.efficiency) * rows.n_signal).sum()))) for column in ("seed_min", "seed_max"))
+    return (float((rows.efficiency * rows.n_signal).sum()) / n, _binomial_interval(fewest, n)[0], _binomial_interval(most, n)[1])
 
 
 def efficiency_words(mine: tuple | None, search: tuple | None) -> str:

@@ -9,7 +9,7 @@ import resource
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +85,9 @@ def inference_timings(model, variant: Variant, x: torch.Tensor, reps: int, preci
     """(median ms, [q25, q75] ms) per mode: the base model, the method's model unmerged and, where peft can fold it into the weights, merged.
 
     The base model is the method switched off (peft's ``disable_adapter``, or
-    :func:`gwlora.methods.disabled`), timed alternately with the method
-    (:func:`latency_samples`); the merged model is timed after them. BitFit changes
+    :func:`gwlora.methods.disabled`), timed alternately with the method and, where
+    peft can fold it into the weights, the merged model (:func:`latency_samples`,
+    :func:`merged_mode`), so that a machine's changing load falls on all three alike. BitFit changes
     biases only, so its "unmerged" model is the base architecture with other
     biases. Full, frozen and partial fine-tuning time the base only. The
     quartiles let a reader's claim ("merged adds no latency") rest on the
@@ -100,22 +101,34 @@ def inference_timings(model, variant: Variant, x: torch.Tensor, reps: int, preci
     elif not method.peft_adapter:
         samples = latency_samples(model, x, reps, precision, {"base": lambda: disabled(model), "unmerged": nullcontext})
     else:
-        samples = latency_samples(model, x, reps, precision, {"base": model.disable_adapter, "unmerged": nullcontext})
-        samples.update(merged_samples(model, variant, x, reps, precision))
+        modes = {"base": model.disable_adapter, "unmerged": nullcontext}
+        if (merged := merged_mode(model, variant)) is not None:
+            modes["merged"] = merged
+        samples = latency_samples(model, x, reps, precision, modes)
     return {name: float(np.median(t)) for name, t in samples.items()}, quartiles(samples)
 
 
-def merged_samples(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> dict[str, np.ndarray]:
-    """The passes of the peft model with its adapter merged into the weights ({"merged": ...}), or none where peft cannot merge it."""
+def merged_mode(model, variant: Variant):
+    """A mode of :func:`latency_samples` for the peft model with its adapter merged into the weights (merged before each
+    pass, outside its timing, and unmerged after), or None where peft cannot merge it. Merging into the weights, not into
+    a copy, leaves the run's peak memory its training's."""
     try:
-        model.merge_adapter()
+        with torch.no_grad():
+            model.merge_adapter()
+            model.unmerge_adapter()
     except (NotImplementedError, ValueError, AttributeError) as exc:  # a method peft cannot merge
         log.info("%s: not merged for latency (%s)", variant.name, exc)
-        return {}
-    try:
-        return {"merged": latency_samples(model, x, reps, precision)["base"]}
-    finally:
-        model.unmerge_adapter()
+        return None
+
+    @contextmanager
+    def merged():
+        model.merge_adapter()
+        try:
+            yield
+        finally:
+            model.unmerge_adapter()
+
+    return merged
 
 
 def inference_latency(model, variant: Variant, x: torch.Tensor, reps: int, precision: Precision) -> dict:

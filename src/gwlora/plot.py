@@ -8,7 +8,7 @@ to this stage (``--figures``), which draws exactly them:
   signal and for a noise window of the test split), ``val_auc_vs_time`` and
   ``val_loss_vs_time`` (validation AUC and loss against cumulative training
   time), ``test_auc_vs_parameters`` (log axis), ``costs`` (peak memory and
-  step time per variant), ``lr_sensitivity`` (validation and test AUC against
+  step time per variant), ``lr_sensitivity`` (the selecting validation metric and test AUC against
   the learning rate, the lr selected on validation marked) and ``pareto`` (test
   AUC at each variant's selected lr against parameters, memory and step time,
   with the Pareto front);
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -84,9 +85,11 @@ FORMATS = ("png", "svg")
 SIZE = (10, 6)  # inches: every single-panel figure
 CURVES = {"val_auc": "validation AUC", "val_loss": "validation loss"}  # the training curves: column -> axis label
 LATENCY_MODELS = {"latency_base_ms": "base", "latency_unmerged_ms": "unmerged", "latency_merged_ms": "merged"}
-# the lr figure's panels: column -> axis label; only the validation one selects the lr
-# the learning-rate figure's panels: the validation AUC (of the checkpoint of lowest val loss) and the test AUC, which selects nothing
-LR_PANELS = {"val_auc": "validation AUC", "test_auc": "test AUC (display only)"}
+# the learning-rate figure's panels: the metric train.lr_selection selects by (runs.csv column, axis label), then the test
+# AUC, which selects nothing
+LR_SELECTION_PANELS = {"val_loss": ("best_val_loss", "validation loss, lowest (selects the lr)"),
+                       "val_auc": ("val_auc", "validation AUC (selects the lr)")}
+LR_TEST_PANEL = ("test_auc", "test AUC (display only)")
 # the Pareto figure's costs: column -> (axis label, x scale)
 # An AUC axis spans at least this much: about the 95% interval of an AUC on a few hundred windows, so a gap inside it is not drawn as a trend
 MIN_AUC_SPAN = 0.05
@@ -237,18 +240,35 @@ def plot_params(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     return fig
 
 
+# How a step time measured on cached encoder outputs is drawn: hollow or hatched, never beside the others as a like cost
+CACHED_NOTE = "trained on cached encoder outputs (the step skips the frozen encoder): step time not comparable"
+
+
+def cached_variants(frame: pd.DataFrame) -> set[str]:
+    """The variants with a run (a row) that trained on cached encoder outputs; none for a table without the record."""
+    if "encoder_cache_used" not in frame:
+        return set()
+    return set(frame.variant[frame.encoder_cache_used.fillna(False).astype(bool)])
+
+
 def plot_costs(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Peak memory and step time per variant (bars: mean over seeds)."""
+    """Peak memory and step time per variant (bars: mean over seeds); a step time measured on cached encoder outputs hatched."""
     panels = {"peak_memory_mb": "peak memory (MiB)", "step_time_ms": "step time (ms)"}
     require(runs, ("variant", *panels), "runs.csv")
     palette = canvas.colours(runs.variant)
+    cached = cached_variants(runs)
     fig, axes = canvas.figure(1, len(panels), size=(14, 6))
     for ax, (col, label) in zip(axes, panels.items()):
         sns.barplot(data=runs, x="variant", y=col, hue="variant", order=list(palette), hue_order=list(palette), palette=palette, legend=False, ax=ax)
+        if col == "step_time_ms":
+            for variant, bar in zip(palette, ax.patches):
+                if variant in cached:
+                    bar.set(hatch="//", facecolor="white", edgecolor=palette[variant])
         ax.set_xlabel("")
         ax.set_ylabel(label)
         ax.tick_params(axis="x", rotation=45, labelsize="small")
-    fig.suptitle("Training costs per variant")
+    note = f"hatched: {', '.join(v for v in palette if v in cached)} {CACHED_NOTE}" if cached else ""
+    fig.suptitle("Training costs per variant" + ("\n" + textwrap.fill(note, 90) if note else ""), fontsize="medium")  # 90: a 14-inch figure
     return fig
 
 
@@ -401,12 +421,14 @@ def selected_lrs(runs: pd.DataFrame) -> pd.Series:
     return chosen.first()
 
 
-def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
-    """Validation and test AUC against the learning rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
-    require(runs, ("variant", "seed", "lr", "selected", *LR_PANELS), "runs.csv")
+def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas, lr_selection: str | None = "val_loss") -> plt.Figure:
+    """The validation metric that selects the lr (`lr_selection`, train.lr_selection) and the test AUC against the learning
+    rate (log axis): per variant the mean over seeds, seeds faint, the selected lr ringed."""
+    panels = dict([LR_SELECTION_PANELS[lr_selection or "val_loss"], LR_TEST_PANEL])
+    require(runs, ("variant", "seed", "lr", "selected", *panels), "runs.csv")
     chosen = selected_lrs(runs)
-    fig, axes = canvas.figure(1, len(LR_PANELS), size=(16, 6.5), sharey=True)
-    for ax, (col, label) in zip(axes, LR_PANELS.items()):
+    fig, axes = canvas.figure(1, len(panels), size=(16, 6.5))
+    for ax, (col, label) in zip(axes, panels.items()):
         for variant, colour in canvas.colours(runs.variant).items():
             rows = runs[runs.variant == variant]
             means = rows.groupby("lr")[col].mean()
@@ -424,7 +446,8 @@ def plot_lr_sensitivity(runs: pd.DataFrame, canvas: Canvas) -> plt.Figure:
     handles, _ = axes[-1].get_legend_handles_labels()
     axes[-1].legend(handles=[*handles, ring], title="variant", fontsize="x-small", title_fontsize="x-small", loc="best")
     n_seeds = runs.groupby(["variant", "lr"]).seed.nunique().max()
-    fig.suptitle("AUC vs learning rate" + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
+    fig.suptitle(f"{axes[0].get_ylabel().split(' (')[0].capitalize()} and test AUC vs learning rate"
+                 + (f" (mean of {n_seeds} seeds; dots: seeds)" if n_seeds > 1 else "")
                  + "\nring: the lr selected on validation (train.lr_selection); the test panel shows sensitivity only and selects nothing",
                  fontsize="medium")
     return fig
@@ -473,12 +496,16 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
         errors, bars = [shown.test_auc_ci95, shown.test_auc_ci95], "95% t interval over seeds"
     errors = [pd.Series(np.maximum(0.0, e.to_numpy(dtype=float)), index=shown.variant) for e in errors]  # an interval beside its mean: to it
     fig, axes = canvas.figure(1, len(PARETO_COSTS), size=(21, 7), sharey=True)
+    cached = cached_variants(shown)
     for ax, (col, (label, scale)) in zip(axes, PARETO_COSTS.items()):
-        front = shown.iloc[:0] if nobody else shown[pareto_front(shown[col], shown.test_auc)].sort_values([col, "test_auc"])
+        apart = cached if col == "step_time_ms" else set()  # a step on cached encoder outputs is not the same cost: on no front
+        comparable = shown[~shown.variant.isin(apart)]
+        front = shown.iloc[:0] if nobody else comparable[pareto_front(comparable[col], comparable.test_auc)].sort_values([col, "test_auc"])
         for row in shown.itertuples():
             yerr = [[errors[0][row.variant]], [errors[1][row.variant]]]
+            hollow = nobody or row.variant in apart
             ax.errorbar([getattr(row, col)], [row.test_auc], yerr=None if np.isnan(yerr[0][0]) else yerr, fmt="o", markersize=9, capsize=4,
-                        color=canvas.palette[row.variant], mfc="none" if nobody else canvas.palette[row.variant], label=row.variant)
+                        color=canvas.palette[row.variant], mfc="none" if hollow else canvas.palette[row.variant], label=row.variant)
         for i, row in enumerate(front.itertuples()):  # names on the front only, alternating above and below: the legend names the rest
             ax.annotate(row.variant, (getattr(row, col), row.test_auc), xytext=(6, 8 if i % 2 == 0 else -14), textcoords="offset points",
                         fontsize="x-small", color=canvas.palette[row.variant])
@@ -498,6 +525,9 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
         title += "\nno variant learned (hollow: every one had a run that did not), so no front is drawn"
     elif left_out:
         title += f"\nleft out, as they did not learn: {', '.join(left_out)}"
+    if cached:
+        note = f"step time, hollow and on no front: {', '.join(v for v in shown.variant if v in cached)} {CACHED_NOTE}"
+        title += "\n" + textwrap.fill(note, 130)  # the figure's width holds about 130 characters of a medium title
     fig.suptitle(title, fontsize="medium")
     return fig
 
@@ -522,20 +552,33 @@ def draw_matched_filter(ax, search: pd.DataFrame) -> None:
 
 
 def active_bins(noise: np.ndarray) -> int:
-    """How many mel bins (from the lowest) hold power in `noise` windows ([window, mel, frame]): the bins above the strain's band
-    sit at the log-mel floor and would show as a black half."""
-    level = noise.mean(axis=(0, 2))
-    above = np.flatnonzero(level > noise.min() + 1e-3)
-    return int(above.max()) + 1 if len(above) else noise.shape[1]
+    """How many mel bins (from the lowest) hold power in `noise` windows ([window, mel, frame]): above the strain's band a
+    bin sits at its window's log-mel floor (max - 8, so a constant of the window) in most frames and would show as a black
+    half. A bin is a floor bin when, in the typical window, at least half its frames sit at that window's floor."""
+    floors = noise.min(axis=(1, 2), keepdims=True)
+    at_floor = np.median((noise <= floors + 1e-6).mean(axis=2), axis=0)
+    active = np.flatnonzero(at_floor < 0.5)
+    return int(active.max()) + 1 if len(active) else noise.shape[1]
 
 
-def excess_track(excess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+TRACK_FRAMES = 3  # the track is found on the excess averaged over this many frames: a chirp lasts several, a noise spike one
+TRACK_FALSE_RATE = 1e-3  # a frame is marked where its excess beats what the noise windows' own frames reach this often
+
+
+def excess_track(excess: np.ndarray, noise_excess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(frames, bins) of the time–frequency track: per frame the bin where the signal most exceeds the noise's median, in the
-    frames where that excess stands out (above the median plus four robust standard deviations of every bin's excess)."""
-    peak = excess.max(axis=0)
-    spread = 1.4826 * np.median(np.abs(excess - np.median(excess)))
-    frames = np.flatnonzero(peak > np.median(excess) + 4 * max(spread, 1e-6))
-    return frames, excess[:, frames].argmax(axis=0)
+    frames where that excess ([mel, frame], averaged over :data:`TRACK_FRAMES`) beats the (1 - :data:`TRACK_FALSE_RATE`)
+    quantile of the same statistic over the noise windows' frames (`noise_excess`, [window, mel, frame]): on pure noise
+    about one frame in a thousand is marked. The first and last frames (the STFT's padded edges) are never marked."""
+    from scipy.ndimage import uniform_filter1d
+
+    smooth = uniform_filter1d(excess, TRACK_FRAMES, axis=-1, mode="nearest")
+    reference = uniform_filter1d(noise_excess, TRACK_FRAMES, axis=-1, mode="nearest").max(axis=1)[..., 1:-1]
+    threshold = np.quantile(reference, 1 - TRACK_FALSE_RATE)
+    peak = smooth.max(axis=0)
+    frames = np.flatnonzero(peak > threshold)
+    frames = frames[(frames > 0) & (frames < excess.shape[-1] - 1)]
+    return frames, smooth[:, frames].argmax(axis=0)
 
 
 def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
@@ -556,7 +599,8 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
     for col, channel in enumerate(channels):
         noise = np.asarray(x[noise_rows[:64], col])
         top = active_bins(noise)
-        excess = np.asarray(x[loudest, col, :top]) - np.median(noise[:, :top], axis=0)
+        typical = np.median(noise[:, :top], axis=0)
+        excess = np.asarray(x[loudest, col, :top]) - typical
         extent = (0, seconds, 0, top)
         vmin, vmax = np.percentile(np.asarray(x[[loudest, quiet], col, :top]), [2, 99.5])
         loud = f" (network SNR {snr[loudest]:.1f})" if snr[loudest] > 0 else ""
@@ -569,9 +613,10 @@ def plot_examples(features_dir: Path, canvas: Canvas) -> plt.Figure:
             ax.set_title(title, fontsize="small")
             ax.set_xlabel("time (s)" if row == 2 else "")
             ax.set_ylabel(f"mel bin (0–{top - 1})" if col == 0 else "")
-        frames, bins = excess_track(excess)
+        frames, bins = excess_track(excess, noise[:, :top] - typical)
         axes[1, col].scatter((frames + 0.5) * seconds / meta["n_frames"], bins + 0.5, s=12, facecolors="none", edgecolors="black", linewidths=1)
-    look = ("what to look for: the chirp, power sweeping up in frequency to the merger;\ncircles mark where the signal most exceeds the noise"
+    look = ("what to look for: the chirp, power sweeping up in frequency to the merger; circles mark the frames where the\n"
+            f"signal exceeds the noise more than noise windows' frames do 1 time in {round(1 / TRACK_FALSE_RATE)}"
             if not names else "what to look for: where the positive clip's power differs\nfrom the typical negative clip (circles)")
     fig.suptitle(look, fontsize="small")
     return fig
@@ -612,7 +657,7 @@ FIGURES = {
     "val_loss_vs_time": FigureSpec("curves", partial(plot_curves, y="val_loss"), "Validation loss vs training time"),
     "test_auc_vs_parameters": FigureSpec("selected_runs", plot_params, "Test AUC vs trainable parameters"),
     "costs": FigureSpec("selected_runs", plot_costs, "Training costs"),
-    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity, "Learning rates: chosen on validation"),
+    "lr_sensitivity": FigureSpec("runs", plot_lr_sensitivity, "Learning rates: chosen on validation", extra="lr_selection"),
     "pareto": FigureSpec("summary", plot_pareto, "Quality against cost: the Pareto front", extra="shift"),
     "val_auc_vs_rank": FigureSpec("selected_runs", plot_rank, "Validation AUC vs LoRA rank"),
     "latency": FigureSpec("selected_runs", plot_latency, "Inference latency"),
@@ -649,7 +694,7 @@ def make_figures(
     curves_csv: str | Path, out_dir: str | Path, runs_csv: str | Path | None = None, auc_by_snr_csv: str | Path | None = None,
     examples: str | Path | None = None, *, figures: Sequence[str] | None = None, summary_csv: str | Path | None = None,
     shift_runs_csv: str | Path | None = None, efficiency_csv: str | Path | None = None,
-    context_csv: str | Path | None = None, shift_csv: str | Path | None = None,
+    context_csv: str | Path | None = None, shift_csv: str | Path | None = None, lr_selection: str = "val_loss",
 ) -> list[Path]:
     """Draw exactly `figures` (names of :data:`FIGURES`, as :func:`figure_names` lists them) into `out_dir`.
 
@@ -659,7 +704,8 @@ def make_figures(
     rows), raises a StageError naming the figure and why: nothing is skipped.
     The ``pareto`` figure is drawn from `summary_csv` (summary.csv), every
     other table figure from `runs_csv` or the other tables; `shift_csv` (shift.csv), when given, adds the AUC's
-    bootstrap intervals to the Pareto and shifted-set figures.
+    bootstrap intervals to the Pareto and shifted-set figures; `lr_selection` (train.lr_selection) is the validation metric
+    the learning-rate figure shows beside the test AUC.
     """
     names = list(dict.fromkeys(FIGURES if figures is None else figures))
     unknown = [n for n in names if n not in FIGURES]
@@ -674,6 +720,7 @@ def make_figures(
     if "runs" in data:  # every figure but the lr sensitivity shows each variant at its selected lr
         data["selected_runs"] = data["runs"][data["runs"]["selected"].astype(bool)] if "selected" in data["runs"] else data["runs"]
     data["examples"] = None if examples is None else Path(examples)
+    data["lr_selection"] = lr_selection
     canvas_variants = data.get("runs", pd.DataFrame()).get("variant", [])
     for key in ("runs", "selected_runs"):  # the lr, parameter and training-cost figures: the matched filter trains nothing
         if key in data and "family" in data[key]:
@@ -704,13 +751,16 @@ def _parser(p):
     p.add_argument("--shift", help="shift.csv written by the aggregate stage (the AUC intervals of the Pareto and shifted-set figures)")
     p.add_argument("--efficiency", help="efficiency.csv written by the aggregate stage (detection efficiency figure)")
     p.add_argument("--context", help="context.csv written by the aggregate stage (context figure)")
+    p.add_argument("--lr-selection", choices=list(LR_SELECTION_PANELS), default="val_loss",
+                   help="train.lr_selection: the validation metric the learning-rate figure shows as selecting the lr")
     p.add_argument("--out", required=True, help="output directory of the figures")
 
 
 def _run(args):
     """Plot the listed figures from the aggregated tables."""
     paths = make_figures(args.curves, args.out, args.runs, args.auc_by_snr, args.examples, figures=args.figures, summary_csv=args.summary,
-                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context, shift_csv=args.shift)
+                         shift_runs_csv=args.shift_runs, efficiency_csv=args.efficiency, context_csv=args.context, shift_csv=args.shift,
+                         lr_selection=args.lr_selection)
     log.info("wrote %d figure files to %s", len(paths), args.out)
 
 

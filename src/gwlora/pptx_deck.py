@@ -31,10 +31,15 @@ NS = {
     "mc": "http://schemas.openxmlformats.org/markup-compatibility/2006",
     "p": "http://schemas.openxmlformats.org/presentationml/2006/main",
 }
-MIN_POINTS = 7  # the smallest text a slide shows: below it, a box's content is split, not shrunk
+# the smallest text a slide shows: what would need less, the deck source splits across slides before it gets here
+# (gwlora.deck's table_parts and yaml_parts); tests/test_pptx.py checks that every box holds its lines at its size
+MIN_POINTS = 7
 CODE_FONTS = ("courier", "consolas", "menlo", "monaco", "dejavu sans mono")
 LINE_SPACING = 1.2  # a line's height per point of font size
 MONO_WIDTH, TEXT_WIDTH = 0.6, 0.5  # a character's width per point of font size, monospaced and proportional
+# in a table cell: digits, "±" and brackets are wider than text's average (Calibri's, and Carlito's in LibreOffice, 0.51)
+TABLE_WIDTH = 0.55
+CELL_MARGIN_PT = 3.6  # a table cell's left and right margins each (0.05 inch; python-pptx leaves LibreOffice's 0.1 inch)
 INSET_PT = 14.4  # a text box's left + right (and top + bottom) insets, 0.1 inch each
 
 SUBSCRIPTS = dict(zip("0123456789+-=()aeijoruvxhklmnpst", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑᵢⱼₒᵣᵤᵥₓₕₖₗₘₙₚₛₜ"))
@@ -151,13 +156,18 @@ def fix_pptx(path: Path) -> dict:
 
     deck = Presentation(str(path))
     layouts = {layout.name: layout for layout in deck.slide_layouts}
-    changed = {"math_fallbacks": 0, "table_slides": 0, "code_boxes": 0}
+    changed = {"math_fallbacks": 0, "table_slides": 0, "code_boxes": 0, "titles_sized": 0}
     for slide in deck.slides:
         changed["math_fallbacks"] += add_math_fallbacks(slide._element)
         if slide.slide_layout.name == "Content with Caption" and any(s.has_table for s in slide.shapes):
             full_width_table(slide, layouts["Title and Content"], deck.slide_width, deck.slide_height)
             changed["table_slides"] += 1
+        else:  # a table alone under its title, where the writer put it: sized to its columns all the same
+            for frame in (s for s in slide.shapes if s.has_table):
+                margin = int(deck.slide_width * 0.05)
+                size_table(frame, margin, frame.top, deck.slide_width - 2 * margin, deck.slide_height - frame.top - int(deck.slide_height * 0.04))
         changed["code_boxes"] += fit_code(slide, deck.slide_width, deck.slide_height)
+        changed["titles_sized"] += fit_title(slide)
     deck.save(str(path))
     return changed
 
@@ -165,11 +175,18 @@ def fix_pptx(path: Path) -> dict:
 def full_width_table(slide, layout, slide_width: int, slide_height: int) -> None:
     """A table slide on `layout` (a full-width body): the sentences above the table, the table across the slide with
     its columns scaled to that width and its text sized to fit."""
+    from pptx.enum.shapes import PP_PLACEHOLDER
     from pptx.util import Emu, Pt
 
     for rel in slide.part.rels.values():
         if rel.reltype.endswith("/slideLayout"):
             rel._target = layout.part
+            for cached in ("target_part", "target_partname"):  # python-pptx keeps the old layout once read (lazy properties)
+                rel.__dict__.pop(cached, None)
+    title = slide.shapes.title
+    placeholder = next((p for p in layout.placeholders if p.placeholder_format.type == PP_PLACEHOLDER.TITLE), None)
+    if title is not None and placeholder is not None:  # the old layout's 3.3-inch caption title wraps to four lines: the new layout's full-width box
+        title.left, title.top, title.width, title.height = placeholder.left, placeholder.top, placeholder.width, placeholder.height
     margin, top = int(slide_width * 0.05), int(slide_height * 0.2)
     width = slide_width - 2 * margin
     for content in slide._element.iter(_q("mc:AlternateContent")):  # a sentence holding a formula, unseen by python-pptx
@@ -189,6 +206,37 @@ def full_width_table(slide, layout, slide_width: int, slide_height: int) -> None
         top += height
     frame = next(s for s in slide.shapes if s.has_table)
     size_table(frame, margin, top, width, slide_height - top - int(slide_height * 0.04))
+
+
+def title_points(slide) -> float:
+    """The size (points) a slide's title is shown at: its runs' own, else its layout's title style, else its master's."""
+    title = slide.shapes.title
+    own = [r.font.size.pt for p in title.text_frame.paragraphs for r in p.runs if r.font.size]
+    if own:
+        return min(own)
+    for part in (slide.slide_layout, slide.slide_layout.slide_master):
+        style = ".//p:ph[@type='title']/../../..//a:lvl1pPr/a:defRPr" if part is slide.slide_layout else ".//p:titleStyle/a:lvl1pPr/a:defRPr"
+        sizes = [el.get("sz") for el in part._element.xpath(style) if el.get("sz")]
+        if sizes:
+            return int(sizes[0]) / 100
+    return 44.0  # PowerPoint's default title size
+
+
+def fit_title(slide) -> int:
+    """The title of `slide` sized down (never up) until its words fit its box (:func:`fit_font`); returns 1 when it was."""
+    from pptx.util import Emu, Pt
+
+    title = slide.shapes.title
+    if title is None or title.width is None or not title.text_frame.text.strip():
+        return 0
+    largest = title_points(slide)
+    size = fit_font([(title.text_frame.text, False)], Emu(title.width).pt, Emu(title.height).pt, largest=largest)
+    if size >= largest:
+        return 0
+    for paragraph in title.text_frame.paragraphs:
+        for run in paragraph.runs:
+            run.font.size = Pt(size)
+    return 1
 
 
 def _place(sp, left: int, top: int, width: int, height: int) -> None:
@@ -211,11 +259,11 @@ def size_table(frame, left: int, top: int, width: int, height: int) -> None:
     rows = [[cell.text for cell in row.cells] for row in table.rows]
     chars = [max(max(len(r[c]) for r in rows[1:]) if len(rows) > 1 else 0, *map(len, rows[0][c].split()), 1)
              for c in range(len(rows[0]))]
-    cell_margin_pt = 7.2  # a cell's left + right margins, 0.05 inch each
-    for column, n in zip(table.columns, chars):
-        column.width = Emu(int(width * n / sum(chars)))
-    size = (Emu(width).pt - cell_margin_pt * len(chars)) / (sum(chars) * TEXT_WIDTH * 1.1)
-    header_lines = max(math.ceil(len(rows[0][c]) * size * TEXT_WIDTH / max(1.0, table.columns[c].width.pt - cell_margin_pt))
+    margins = 2 * CELL_MARGIN_PT * len(chars)
+    size = (Emu(width).pt - margins) / (sum(chars) * TABLE_WIDTH)
+    for column, n in zip(table.columns, chars):  # each column its text at `size` and its margins, the rest shared alike
+        column.width = Emu(int(Pt(n * TABLE_WIDTH * size + 2 * CELL_MARGIN_PT)))
+    header_lines = max(math.ceil(len(rows[0][c]) * size * TABLE_WIDTH / max(1.0, table.columns[c].width.pt - 2 * CELL_MARGIN_PT))
                        for c in range(len(chars)))
     # a line, the cell's top and bottom margins, and what LibreOffice adds to a row (measured on its rendering)
     row_pt = lambda pts: pts * LINE_SPACING * 1.5 + 4  # noqa: E731
@@ -226,10 +274,11 @@ def size_table(frame, left: int, top: int, width: int, height: int) -> None:
         row.height = Emu(int(Pt(row_pt(size))))
         for cell in row.cells:
             cell.margin_top = cell.margin_bottom = Emu(int(Pt(2)))
+            cell.margin_left = cell.margin_right = Emu(int(Pt(CELL_MARGIN_PT)))
             for paragraph in cell.text_frame.paragraphs:
                 for run in paragraph.runs:
                     run.font.size = Pt(size)
-    frame.left, frame.top, frame.width = left, top, width
+    frame.left, frame.top, frame.width = left, top, sum(c.width for c in table.columns)
     frame.height = Emu(sum(r.height for r in table.rows))
 
 

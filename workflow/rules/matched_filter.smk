@@ -13,8 +13,8 @@ BANKS = dict(BANK_OF.values())
 BANK_FILE = f"{RESULTS}/matched_filter/bank-{{bank}}.json"
 
 
-# inside `if`: rules only for a config that runs the matched filter (gwlora.rulegraph reads top-level rules only, so the
-# deck's workflow slide does not list these two)
+# inside `if`: rules only for a config that runs the matched filter (gwlora.rulegraph reads them too, indented, and the
+# deck's workflow slide shows them where the config runs the matched filter)
 if MATCHED_FILTER:
 
     rule template_bank:

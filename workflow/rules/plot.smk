@@ -20,6 +20,7 @@ rule plot:
     params:
         figures=figure_names(),
         out_dir=subpath(output[0], parent=True),
+        lr_selection=config["train"]["lr_selection"],
     conda:
         "../../environment.yml"
     log:
@@ -28,4 +29,5 @@ rule plot:
         f"{RESULTS}/benchmarks/plot.tsv"
     shell:
         "python -m gwlora.plot --figures {params.figures} --curves {input.curves:q} --runs {input.runs:q} --auc-by-snr {input.auc_by_snr:q} --summary {input.summary:q}"
-        " --shift-runs {input.shift_runs:q} --shift {input.shift:q} --efficiency {input.efficiency:q} --context {input.context:q} --examples {input.examples:q} --out {params.out_dir:q} --log {log:q}"
+        " --shift-runs {input.shift_runs:q} --shift {input.shift:q} --efficiency {input.efficiency:q} --context {input.context:q} --examples {input.examples:q}"
+        " --lr-selection {params.lr_selection} --out {params.out_dir:q} --log {log:q}"
