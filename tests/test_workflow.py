@@ -147,7 +147,7 @@ def test_demo_end_to_end(tmp_path):
     assert (results / "slides" / "slides.pptx").stat().st_size > 0
     # every run scored on the shifted test set, the deck saying how they fared
     assert all(json.loads(p.read_text())["n_windows"] == 256 for p in results.glob("runs/*/seed0/shift/quiet/metrics.json"))
-    scored = {p.parents[2].name for p in results.glob("runs/*/seed0/shift/quiet/metrics.json")}
+    scored = {p.parents[3].name for p in results.glob("runs/*/seed0/shift/quiet/metrics.json")}
     finished = {p.parents[1].name for p in results.glob("runs/*/seed0/summary.json")}
     assert scored == finished and len(scored) == 10, (scored, finished)  # the 9 trained variants and the matched filter
     assert ">Beyond the training distribution</h2>" in html and ">LoRA against other adaptation methods</h2>" in html
