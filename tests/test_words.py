@@ -54,7 +54,7 @@ def test_the_readme_says_which_shifted_test_sets_draw_with_their_own_data_seed()
 
 def test_the_readme_names_snakemake_in_the_venv_where_the_venv_is_not_activated():
     text = " ".join((REPO / "README.md").read_text().split())
-    assert "`.venv/bin/snakemake --cores 2 --configfile config/demo.yaml` in a fresh copy, run from a shell without the virtual environment activated" in text
+    assert "From a shell without the virtual environment activated, run `.venv/bin/snakemake`: a bare `snakemake` is not found there." in text
 
 
 def test_a_missing_local_encoder_names_its_absolute_path_and_a_matching_model(tmp_path, monkeypatch):
