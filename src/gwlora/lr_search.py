@@ -129,19 +129,6 @@ def extension_variants(variants: dict[str, Variant], max_extensions: int) -> dic
     return out
 
 
-def missing_behind_tables(tables_file: str | Path, needed: list[str | Path]) -> list[str]:
-    """The files the aggregate step waits on that are missing although its tables exist (none without tables).
-
-    Snakemake (9.x, since snakemake#4124) keeps a job whose outputs exist and whose input function waits on an
-    undecided checkpoint out of the DAG: a finished study given more variants (config/tiny-en-part1.yaml, then
-    config/tiny-en.yaml) would print "Nothing to be done" and keep its old tables. The workflow forces the
-    aggregate rule when this list is not empty, so the new runs, their searches and the tables follow.
-    """
-    if not Path(tables_file).exists():
-        return []
-    return [str(p) for p in needed if not Path(p).exists()]
-
-
 def plan_digest(config: dict) -> str:
     """A digest of what the tables are made from (variants, seeds, lr searches, shifted test sets), for the name of the
     marker the aggregate rule leaves beside its tables.
