@@ -119,8 +119,9 @@ TABLE_CHARS_PER_SLIDE = 120
 
 
 def column_chars(table: pd.DataFrame) -> list[int]:
-    """What each column of a display table needs, in characters: its longest cell or heading word, plus 2 for margins."""
-    return [max([len(str(v)) for v in table[c]] + [len(w) for w in str(c).split()] + [1]) + 2 for c in table.columns]
+    """What each column of a display table needs, in characters: its longest cell or heading word
+    (:func:`gwlora.pptx_deck.cell_chars`), plus 2 for margins."""
+    return [pptx_deck.cell_chars(c, table[c]) + 2 for c in table.columns]
 
 
 def _packed(widths: list[int], cap: int) -> list[list[int]]:

@@ -250,6 +250,12 @@ def _place(sp, left: int, top: int, width: int, height: int) -> None:
     props.insert(0, xfrm)
 
 
+def cell_chars(heading, cells) -> int:
+    """What a table column needs, in characters: its longest cell, or its heading's longest word (a heading wraps at
+    its spaces); at least 1. The PPTX's column widths and the deck's split of wide tables (gwlora.deck) both count so."""
+    return max([len(str(c)) for c in cells] + [len(w) for w in str(heading).split()] + [1])
+
+
 def size_table(frame, left: int, top: int, width: int, height: int) -> None:
     """The table of `frame` at `left`, `top`, across `width`: each column as wide as its longest cell needs (a heading
     may wrap at its spaces), the text as large as lets every cell stay on one line and the rows fit `height`."""
@@ -257,8 +263,7 @@ def size_table(frame, left: int, top: int, width: int, height: int) -> None:
 
     table = frame.table
     rows = [[cell.text for cell in row.cells] for row in table.rows]
-    chars = [max(max(len(r[c]) for r in rows[1:]) if len(rows) > 1 else 0, *map(len, rows[0][c].split()), 1)
-             for c in range(len(rows[0]))]
+    chars = [cell_chars(rows[0][c], [r[c] for r in rows[1:]]) for c in range(len(rows[0]))]
     margins = 2 * CELL_MARGIN_PT * len(chars)
     size = (Emu(width).pt - margins) / (sum(chars) * TABLE_WIDTH)
     for column, n in zip(table.columns, chars):  # each column its text at `size` and its margins, the rest shared alike
