@@ -312,6 +312,23 @@ def test_pooled_difference_averages_the_seeds():
     assert pooled["ci_low"] < pooled["delta"] < pooled["ci_high"]
 
 
+def test_a_difference_made_by_one_retraining_is_not_called_a_difference():
+    """With several seeds the interval holds the runs' spread, not only the windows': seeds that disagree in sign
+    (retrained runs that ended differently) give an interval that reaches past each seed's own difference."""
+    rng = np.random.default_rng(12)
+    labels = np.arange(4000) % 2
+    b = [labels + rng.normal(size=4000) for _ in range(3)]
+    # each seed of model a is its seed of b made better or worse by a fixed amount: per-seed differences +, +, -
+    a = [y + shift * labels for y, shift in zip(b, (0.12, 0.16, -0.15))]
+    per_seed = [roc_auc_score(labels, x) - roc_auc_score(labels, y) for x, y in zip(a, b)]
+    pooled = pooled_auc_difference(labels, a, b, n_resamples=1000)
+    # over the windows alone, one seed's interval is a few thousandths wide; the seeds' spread is ten times that
+    window_only = paired_auc_difference(labels, a[0], b[0], n_resamples=1000)
+    assert window_only["ci_high"] - window_only["ci_low"] < 0.005 and pooled["ci_high"] - pooled["ci_low"] > 0.05
+    assert pooled["ci_low"] < 0 < pooled["ci_high"]
+    assert pooled["ci_low"] <= min(per_seed) + 0.01 and pooled["ci_high"] >= max(per_seed) - 0.01
+
+
 # --- differences_table ---------------------------------------------------------
 
 

@@ -161,7 +161,8 @@ def _as_runs(labels, scores_by_seed: list, name: str) -> np.ndarray:
 
 
 def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, seed: int, confidence: float) -> dict:
-    """Per-seed AUC differences on all windows, and a stratified paired bootstrap of their mean over seeds."""
+    """Per-seed AUC differences on all windows, and a stratified paired bootstrap of their mean over seeds (the windows
+    and, with several seeds, the seed pairs resampled)."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise StageError(f"labels must be one-dimensional, not of shape {labels.shape}")
@@ -180,11 +181,15 @@ def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, s
     models = np.concatenate([a, b])  # model a's seeds, then model b's
     resampled_auc = _ResampledAUC(models[:, pos_idx], models[:, neg_idx])
 
-    def mean_delta(positives, negatives, axis=-1):
-        # positives, negatives: which positive and which negative windows, (..., n_pos) and (..., n_neg); the same for both models
+    def mean_delta(positives, negatives, *seeds, axis=-1):
+        # positives, negatives: which positive and which negative windows, (..., n_pos) and (..., n_neg); the same for
+        # both models. seeds (with several seeds): which seed pairs, (..., n_seeds)
         assert axis == -1
         per_run = resampled_auc(positives, negatives)  # (..., 2 * seeds): model a's seeds, then model b's
-        return (per_run[..., :n_seeds] - per_run[..., n_seeds:]).mean(axis=-1)
+        per_seed = per_run[..., :n_seeds] - per_run[..., n_seeds:]
+        if not seeds:
+            return per_seed.mean(axis=-1)
+        return (per_seed * _counts(seeds[0], n_seeds)).sum(axis=-1) / seeds[0].shape[-1]
 
     per_seed = np.array([roc_auc_score(positive, x) - roc_auc_score(positive, y) for x, y in zip(a, b)])
     delta = float(per_seed.mean())
@@ -194,10 +199,13 @@ def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, s
     # independently, each to its own size. That is the stratification.
     common = dict(
         statistic=mean_delta, vectorized=True, paired=False, axis=-1, confidence_level=confidence,
-        # batches bound memory; their size depends on the windows only, so the resamples do not depend on the seeds
+        # batches bound memory; their size depends on the windows only, not on the number of runs
         batch=max(1, _BATCH_ELEMENTS // len(labels)),
     )
-    data = (np.arange(len(pos_idx)), np.arange(len(neg_idx)))
+    # With several seeds a side, the seed pairs are a third sample, resampled with the windows: the interval then
+    # holds training's run-to-run spread as well as the test windows' sampling (a two-level bootstrap), so that a
+    # verdict speaks of the methods retrained, not of these particular runs
+    data = (np.arange(len(pos_idx)), np.arange(len(neg_idx))) + ((np.arange(n_seeds),) if n_seeds > 1 else ())
     result = stats.bootstrap(data, n_resamples=n_resamples, method="percentile", **common, **{_RNG_KEYWORD: np.random.default_rng(seed)})
     distribution = result.bootstrap_distribution
     if np.ptp(distribution) == 0:
@@ -242,8 +250,11 @@ def pooled_auc_difference(
 ) -> dict:
     """Mean over seeds of the per-seed AUC differences (seeds pair up by position), with one bootstrap interval.
 
-    Each resample draws one set of windows (stratified by label) and averages
-    the per-seed differences on those same windows. Returns delta, ci_low,
+    Each resample draws one set of windows (stratified by label) and, with
+    several seeds, the seed pairs with replacement, and averages the drawn
+    seeds' differences on those same windows: the interval covers both the
+    test split's sampling and the spread of retraining (with 2-3 seeds it is
+    rough, and about as wide as the seeds' own range). Returns delta, ci_low,
     ci_high, se, seed_sd (standard deviation over seeds of the per-seed
     differences, NaN with one seed), n_seeds and n_resamples.
     """
