@@ -119,3 +119,28 @@ def test_a_huge_plan_needs_confirming():
     small = config("demo.yaml")
     small["train"]["seeds"] = list(range(r.LARGE_PLAN_TRAIN_JOBS // 9))
     r.confirm_plan(small, confirmed=False)  # at the threshold: starts unasked
+
+
+def test_the_planned_rate_follows_the_precision_a_job_is_sure_to_run_in():
+    """bf16 asks for less than fp32 on a CPU and on a GPU; a CPU's auto asks fp32's time, since the planning machine
+    cannot see whether the node that runs the job has native bf16."""
+    tiny = config("tiny-en.yaml")
+    at = {p: r.train_runtime({**tiny, "train": {**tiny["train"], "precision": p}}) for p in ("auto", "fp32", "bf16")}
+    assert at["auto"] == at["fp32"] and at["bf16"] < at["fp32"] / 2
+    gpu = {**tiny, "train": {**tiny["train"], "device": "cuda"}}
+    on_gpu = {p: r.train_runtime({**gpu, "train": {**gpu["train"], "precision": p}}) for p in ("auto", "fp32", "bf16")}
+    assert on_gpu["auto"] == on_gpu["bf16"] <= on_gpu["fp32"]
+    assert r.flops_per_s({"device": "cpu", "precision": "bf16", "threads": 4}) == 4 * r.CPU_BF16_FLOPS_PER_THREAD
+    assert "fp32's rate, since auto decides on the machine that runs the job" in r.planned_rate(tiny["train"])
+
+
+def test_the_documented_requests_are_what_the_code_asks():
+    """config/README.md's table of the shipped configs' requests (train, and the train split's dataset and features)."""
+    text = (REPO / "config" / "README.md").read_text()
+    for name in ("config.yaml", "demo.yaml", "tiny-en.yaml"):
+        c = config(name)
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}`"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+        asked = [(r.train_runtime(c), r.train_mem_mb(c)), (r.dataset_runtime(c, "train"), r.dataset_mem_mb(c, "train")),
+                 (r.features_runtime(c, "train"), r.features_mem_mb(c, "train"))]
+        assert cells == [f"{minutes} min, {mb // 1024} GiB" for minutes, mb in asked], name

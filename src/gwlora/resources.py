@@ -27,9 +27,15 @@ prints them for a config:
   (``channels * k * (2 * p * T + 4 * T**2 * d)``, ``p`` a layer's
   parameters; nothing for the frozen encoder's head), and the whole encoder
   once on the test split; its ``encoder_outputs`` jobs pay the forward pass
-  of their split once. Throughput :data:`GPU_FLOPS` on a GPU (any
-  ``train.device`` but ``cpu``), :data:`CPU_FLOPS_PER_THREAD` per thread on a
-  CPU. Wall time = :data:`TRAIN_OVERHEAD_S` + :data:`SAFETY` x compute time.
+  of their split once. Throughput (:func:`flops_per_s`) on a GPU (any
+  ``train.device`` but ``cpu``) :data:`GPU_FLOPS`, or :data:`GPU_FP32_FLOPS`
+  with ``train.precision: fp32``; on a CPU, per thread,
+  :data:`CPU_BF16_FLOPS_PER_THREAD` with ``train.precision: bf16`` and
+  :data:`CPU_FLOPS_PER_THREAD` with ``fp32`` or ``auto``: ``auto`` decides on
+  the machine that runs the job, which the machine that plans it cannot see
+  (a cluster's nodes may lack the bf16 units its login node has), so its
+  request is fp32's, the slower. Wall time = :data:`TRAIN_OVERHEAD_S` +
+  :data:`SAFETY` x compute time.
 * training memory (host RAM): the three splits' features, loaded whole
   (float32), the weights, gradients and Adam moments (16 bytes a parameter),
   activations when training on a CPU, plus :data:`BASE_MEM_MB` for Python,
@@ -58,8 +64,14 @@ from .config import shifted_splits, split_source
 from .encoder import clip_frames, context_frames, contexts, encoder_shape
 
 # --- documented defaults ------------------------------------------------------
-GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU (bf16 autocast; a fraction of peak)
-CPU_FLOPS_PER_THREAD = 2e10  # sustained float32 FLOP/s per CPU thread
+GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU in bf16 autocast (a fraction of peak; not measured here)
+GPU_FP32_FLOPS = 5e12  # the same in fp32 (train.precision: fp32), a quarter of bf16's (TF32 matmuls; not measured here)
+# Sustained FLOP/s per CPU thread, by the forward-FLOP count below (training's backward counted as two forwards).
+# Measured with the tiny.en study (docs/benchmarks.md, one thread, batch 16, clip context), whole runs with their
+# validation passes: fp32 60-80 GFLOP/s on an Intel Xeon with AMX and on an AMD EPYC alike; bf16 autocast 165-200
+# GFLOP/s on the Xeon (native bf16). The constants keep a third below the slowest of these.
+CPU_FLOPS_PER_THREAD = 4e10  # fp32
+CPU_BF16_FLOPS_PER_THREAD = 1.1e11  # bf16 autocast on a CPU with native bf16 units (AMX or AVX512-BF16)
 SAFETY = 2.0  # every estimate is doubled
 TRAIN_OVERHEAD_S = 600  # start-up, model loading, checkpoints, latency measurement
 STAGE_OVERHEAD_S = 300  # start-up of the dataset and features jobs
@@ -134,6 +146,23 @@ def evaluations(train: dict, n_train: int) -> int:
     return epochs * max(1, math.ceil(math.ceil(n_train / train["batch_size"]) / every))
 
 
+def flops_per_s(train: dict) -> float:
+    """The sustained FLOP/s a job of the `train` section is planned at, by its device, precision and threads."""
+    if train["device"] != "cpu":
+        return GPU_FP32_FLOPS if train["precision"] == "fp32" else GPU_FLOPS  # auto is bf16 on CUDA
+    # auto: the node's processor decides, unknown here; fp32's rate is the slower and so the safe request
+    return (CPU_BF16_FLOPS_PER_THREAD if train["precision"] == "bf16" else CPU_FLOPS_PER_THREAD) * train["threads"]
+
+
+def planned_rate(train: dict) -> str:
+    """The line that says at which rate, and why, the training and scoring jobs of the `train` section are planned."""
+    where = "a GPU" if train["device"] != "cpu" else f"{train['threads']} CPU thread{'s' if train['threads'] != 1 else ''}"
+    line = f"(models planned at {flops_per_s(train):.2g} FLOP/s on {where}, train.precision {train['precision']}"
+    if train["device"] == "cpu" and train["precision"] == "auto":
+        line += ": fp32's rate, since auto decides on the machine that runs the job; set bf16 where every node has AMX or AVX512-BF16"
+    return line + ")"
+
+
 def _minutes(seconds: float, attempt: int) -> int:
     return max(MIN_RUNTIME_MIN, math.ceil(seconds / 60)) * attempt
 
@@ -155,8 +184,7 @@ def train_runtime(config: dict, attempt: int = 1, context: str | None = None, va
     top = trains_cached(config, variant, context)
     trained = fwd if top is None else top_layer_flops(model, data, context, top)
     flops = trained * (3 * splits["train"] * train["epochs"] + splits["val"] * evaluations(train, splits["train"])) + fwd * splits["test"]
-    rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
-    return _minutes(TRAIN_OVERHEAD_S + SAFETY * flops / rate, attempt)
+    return _minutes(TRAIN_OVERHEAD_S + SAFETY * flops / flops_per_s(train), attempt)
 
 
 def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None, variant=None) -> int:
@@ -181,8 +209,7 @@ def train_mem_mb(config: dict, attempt: int = 1, context: str | None = None, var
 def encoder_outputs_runtime(config: dict, split: str, context: str, attempt: int = 1) -> int:
     """Wall time in minutes of one encoder_outputs job: the encoder's forward pass over one split, once."""
     data, train = config["data"], config["train"]
-    rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
-    return _minutes(STAGE_OVERHEAD_S + SAFETY * forward_flops(config["model"], data, context) * data["splits"][split] / rate, attempt)
+    return _minutes(STAGE_OVERHEAD_S + SAFETY * forward_flops(config["model"], data, context) * data["splits"][split] / flops_per_s(train), attempt)
 
 
 def encoder_outputs_mem_mb(config: dict, split: str, context: str, point: str, attempt: int = 1) -> int:
@@ -227,7 +254,7 @@ def evaluate_runtime(config: dict, split: str, attempt: int = 1) -> int:
     data, model, train = config["data"], config["model"], config["train"]
     _, windows = _split_windows(config, split)
     runs = len(expand_variants(train, model)) * len(train["seeds"])
-    rate = CPU_FLOPS_PER_THREAD * train["threads"] if train["device"] == "cpu" else GPU_FLOPS
+    rate = flops_per_s(train)
     return _minutes(STAGE_OVERHEAD_S + runs * (EVALUATE_RUN_OVERHEAD_S + SAFETY * forward_flops(model, data) * windows / rate), attempt)
 
 
@@ -361,6 +388,7 @@ def _run(args):
     for row in rows:
         print(f"{row['job']:<{width}} {row['minutes']:>8} {row['mem_mb']:>12}")
     print("(a retried job asks for its attempt number times as much; a profile's set-resources overrides these)")
+    print(planned_rate(config["train"]))
     print(confirm_plan(config, confirmed=True))
 
 
