@@ -314,7 +314,7 @@ def test_pooled_difference_averages_the_seeds():
 
 def test_a_difference_made_by_one_retraining_is_not_called_a_difference():
     """With several seeds the interval holds the runs' spread, not only the windows': seeds that disagree in sign
-    (retrained runs that ended differently) give an interval that reaches past each seed's own difference."""
+    (retrained runs that ended differently) give an interval at least Student's t of their standard error wide."""
     rng = np.random.default_rng(12)
     labels = np.arange(4000) % 2
     b = [labels + rng.normal(size=4000) for _ in range(3)]
@@ -322,11 +322,13 @@ def test_a_difference_made_by_one_retraining_is_not_called_a_difference():
     a = [y + shift * labels for y, shift in zip(b, (0.12, 0.16, -0.15))]
     per_seed = [roc_auc_score(labels, x) - roc_auc_score(labels, y) for x, y in zip(a, b)]
     pooled = pooled_auc_difference(labels, a, b, n_resamples=1000)
-    # over the windows alone, one seed's interval is a few thousandths wide; the seeds' spread is ten times that
+    # over the windows alone, one seed's interval is a few thousandths wide
     window_only = paired_auc_difference(labels, a[0], b[0], n_resamples=1000)
-    assert window_only["ci_high"] - window_only["ci_low"] < 0.005 and pooled["ci_high"] - pooled["ci_low"] > 0.05
+    assert window_only["ci_high"] - window_only["ci_low"] < 0.005
     assert pooled["ci_low"] < 0 < pooled["ci_high"]
-    assert pooled["ci_low"] <= min(per_seed) + 0.01 and pooled["ci_high"] >= max(per_seed) - 0.01
+    seeds_half_width = stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
+    assert pooled["delta"] - pooled["ci_low"] >= seeds_half_width and pooled["ci_high"] - pooled["delta"] >= seeds_half_width
+    assert pooled["se"] >= np.std(per_seed, ddof=1) / np.sqrt(3)
 
 
 # --- differences_table ---------------------------------------------------------
@@ -340,8 +342,8 @@ def predictions_of(labels, logits, rng=None):
 def study_predictions(n=160):
     rng = np.random.default_rng(11)
     labels = np.arange(n) % 2
-    strength = {"full": 1.0, "frozen": 0.4, "lora-r8": 1.1}
-    seeds = {"full": (0, 1, 2), "frozen": (0, 1), "lora-r8": (1, 2)}
+    strength = {"full": 1.0, "frozen": 0.1, "lora-r8": 1.1}
+    seeds = {"full": (0, 1, 2), "frozen": (0, 1, 2), "lora-r8": (1, 2)}
     return labels, {
         (variant, seed): predictions_of(labels, strength[variant] * labels + rng.normal(size=n), rng=seed)
         for variant in strength for seed in seeds[variant]
@@ -355,11 +357,11 @@ def test_differences_table_rows():
     assert table.seed.dtype == object
     assert list(zip(table.variant, table.baseline, table.seed)) == [
         ("lora-r8", "full", 1), ("lora-r8", "full", 2), ("lora-r8", "full", "pooled"),
-        ("frozen", "full", 0), ("frozen", "full", 1), ("frozen", "full", "pooled"),
+        ("frozen", "full", 0), ("frozen", "full", 1), ("frozen", "full", 2), ("frozen", "full", "pooled"),
     ]
     per_seed, pooled = table[table.seed != "pooled"], table[table.seed == "pooled"]
     assert per_seed.seed_sd.isna().all() and (per_seed.n_seeds == 1).all()
-    assert pooled.n_seeds.tolist() == [2, 2] and pooled.seed_sd.notna().all()
+    assert pooled.n_seeds.tolist() == [2, 3] and pooled.seed_sd.notna().all()
     assert (table.n_resamples == 200).all()
     for row in table.itertuples():
         assert row.ci_low <= row.delta <= row.ci_high

@@ -40,6 +40,8 @@ def test_one_seed_is_never_a_mean_over_seeds():
     one, three = seed_words([0]), seed_words([0, 1, 2])
     assert (one["count"], one["mean"], one["several"]) == ("1 seed", "the one seed's", False)
     assert (three["count"], three["mean"], three["several"]) == ("3 seeds", "mean over 3 seeds", True)
+    # the deck says what its intervals hold: the windows' sampling, and with several seeds their spread too
+    assert "seeds" not in one["interval"] and three["interval"].endswith("widened by the seeds' spread")
 
 
 def summary_rows(lrs_tried=(1, 1)):

@@ -406,7 +406,7 @@ def context_table(runs: pd.DataFrame, predictions: dict[tuple[str, int], pd.Data
     return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)
 
 
-BOOTSTRAP_RESAMPLES = 2000  # paired bootstrap over test windows (stratified by label) and, with several seeds, seed pairs
+BOOTSTRAP_RESAMPLES = 2000  # paired bootstrap over test windows, stratified by label (gwlora.compare)
 BOOTSTRAP_SEED = 0
 
 

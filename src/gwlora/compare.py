@@ -161,8 +161,8 @@ def _as_runs(labels, scores_by_seed: list, name: str) -> np.ndarray:
 
 
 def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, seed: int, confidence: float) -> dict:
-    """Per-seed AUC differences on all windows, and a stratified paired bootstrap of their mean over seeds (the windows
-    and, with several seeds, the seed pairs resampled)."""
+    """Per-seed AUC differences on all windows, a stratified paired bootstrap of their mean over seeds, and with several
+    seeds that interval widened by their spread (:func:`_with_seed_spread`)."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise StageError(f"labels must be one-dimensional, not of shape {labels.shape}")
@@ -181,15 +181,11 @@ def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, s
     models = np.concatenate([a, b])  # model a's seeds, then model b's
     resampled_auc = _ResampledAUC(models[:, pos_idx], models[:, neg_idx])
 
-    def mean_delta(positives, negatives, *seeds, axis=-1):
-        # positives, negatives: which positive and which negative windows, (..., n_pos) and (..., n_neg); the same for
-        # both models. seeds (with several seeds): which seed pairs, (..., n_seeds)
+    def mean_delta(positives, negatives, axis=-1):
+        # positives, negatives: which positive and which negative windows, (..., n_pos) and (..., n_neg); the same for both models
         assert axis == -1
         per_run = resampled_auc(positives, negatives)  # (..., 2 * seeds): model a's seeds, then model b's
-        per_seed = per_run[..., :n_seeds] - per_run[..., n_seeds:]
-        if not seeds:
-            return per_seed.mean(axis=-1)
-        return (per_seed * _counts(seeds[0], n_seeds)).sum(axis=-1) / seeds[0].shape[-1]
+        return (per_run[..., :n_seeds] - per_run[..., n_seeds:]).mean(axis=-1)
 
     per_seed = np.array([roc_auc_score(positive, x) - roc_auc_score(positive, y) for x, y in zip(a, b)])
     delta = float(per_seed.mean())
@@ -199,13 +195,10 @@ def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, s
     # independently, each to its own size. That is the stratification.
     common = dict(
         statistic=mean_delta, vectorized=True, paired=False, axis=-1, confidence_level=confidence,
-        # batches bound memory; their size depends on the windows only, not on the number of runs
+        # batches bound memory; their size depends on the windows only, so the resamples do not depend on the seeds
         batch=max(1, _BATCH_ELEMENTS // len(labels)),
     )
-    # With several seeds a side, the seed pairs are a third sample, resampled with the windows: the interval then
-    # holds training's run-to-run spread as well as the test windows' sampling (a two-level bootstrap), so that a
-    # verdict speaks of the methods retrained, not of these particular runs
-    data = (np.arange(len(pos_idx)), np.arange(len(neg_idx))) + ((np.arange(n_seeds),) if n_seeds > 1 else ())
+    data = (np.arange(len(pos_idx)), np.arange(len(neg_idx)))
     result = stats.bootstrap(data, n_resamples=n_resamples, method="percentile", **common, **{_RNG_KEYWORD: np.random.default_rng(seed)})
     distribution = result.bootstrap_distribution
     if np.ptp(distribution) == 0:
@@ -228,10 +221,25 @@ def _bootstrap_delta(labels, scores_a: list, scores_b: list, n_resamples: int, s
         if not (np.isfinite(low) and np.isfinite(high)):
             log.warning("the BCa interval of an AUC difference is undefined (degenerate jackknife); using the percentile interval")
             low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return {
-        "delta": delta, "ci_low": low, "ci_high": high, "se": float(result.standard_error),
-        "seed_sd": seed_sd, "n_seeds": n_seeds, "n_resamples": int(n_resamples),
-    }
+    se = float(result.standard_error)
+    if n_seeds > 1:
+        low, high, se = _with_seed_spread(delta, low, high, se, seed_sd, n_seeds, confidence)
+    return {"delta": delta, "ci_low": low, "ci_high": high, "se": se, "seed_sd": seed_sd, "n_seeds": n_seeds, "n_resamples": int(n_resamples)}
+
+
+def _with_seed_spread(delta: float, low: float, high: float, se: float, seed_sd: float, n_seeds: int, confidence: float):
+    """The windows' interval of a mean over seeds widened by the seeds' own spread: (low, high, se).
+
+    The bootstrap over the shared test windows holds their sampling, not the spread of retraining (another seed, or
+    any change that makes a run take another path: early stopping then ends it elsewhere). That spread is the per-seed
+    differences' standard error, seed_sd / sqrt(n), taken at Student's t with n - 1 degrees of freedom, since with a
+    few seeds the spread is itself poorly known (t at 2 degrees of freedom is 4.30, not 1.96). Each side of the
+    windows' interval is added to it in quadrature. Resampling the seeds with the windows instead (a two-level
+    bootstrap) covered a true zero only 78% of the time at 3 seeds, where this covers it 94-96% at 2-5 seeds
+    (``benchmarks/interval_coverage.py``).
+    """
+    half = stats.t.ppf((1 + confidence) / 2, n_seeds - 1) * seed_sd / np.sqrt(n_seeds)
+    return delta - float(np.hypot(delta - low, half)), delta + float(np.hypot(high - delta, half)), float(np.hypot(se, seed_sd / np.sqrt(n_seeds)))
 
 
 def paired_auc_difference(labels, scores_a, scores_b, *, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
@@ -250,13 +258,13 @@ def pooled_auc_difference(
 ) -> dict:
     """Mean over seeds of the per-seed AUC differences (seeds pair up by position), with one bootstrap interval.
 
-    Each resample draws one set of windows (stratified by label) and, with
-    several seeds, the seed pairs with replacement, and averages the drawn
-    seeds' differences on those same windows: the interval covers both the
-    test split's sampling and the spread of retraining (with 2-3 seeds it is
-    rough, and about as wide as the seeds' own range). Returns delta, ci_low,
-    ci_high, se, seed_sd (standard deviation over seeds of the per-seed
-    differences, NaN with one seed), n_seeds and n_resamples.
+    Each resample draws one set of windows (stratified by label) and averages
+    the per-seed differences on those same windows; with several seeds the
+    interval is then widened by the seeds' spread (Student's t), so that it
+    holds the spread of retraining as well as the test split's sampling, and a
+    verdict speaks of the methods, not of these runs. Returns delta, ci_low,
+    ci_high, se (both parts), seed_sd (standard deviation over seeds of the
+    per-seed differences, NaN with one seed), n_seeds and n_resamples.
     """
     return _bootstrap_delta(labels, list(scores_a_by_seed), list(scores_b_by_seed), n_resamples, seed, confidence)
 

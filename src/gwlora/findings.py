@@ -495,12 +495,12 @@ def schedule_words(schedule: dict) -> str:
 def seed_words(seeds: list) -> dict:
     """The words that follow the number of seeds: "1 seed" or "3 seeds", "mean over 3 seeds" or "the one seed's", and
     what a validation metric that picks a learning rate is taken over ("one seed", "the mean over 3 seeds"), and what a
-    paired interval resamples (the test windows; with several seeds, the seed pairs too: gwlora.compare)."""
+    paired interval is (a bootstrap over the test windows; with several seeds, widened by their spread: gwlora.compare)."""
     n = len(seeds)
     return {"n": n, "count": f"{n} seed" if n == 1 else f"{n} seeds", "several": n > 1,
             "mean": "the one seed's" if n == 1 else f"mean over {n} seeds", "list": ", ".join(map(str, seeds)),
             "over": "one seed" if n == 1 else f"the mean over {n} seeds",
-            "resampled": "windows" if n == 1 else "windows and seeds"}
+            "interval": "a paired bootstrap over windows" if n == 1 else "a paired bootstrap over windows, widened by the seeds' spread"}
 
 
 def edge_words(edge) -> str:

@@ -491,7 +491,7 @@ def plot_pareto(summary: pd.DataFrame, canvas: Canvas, shift: pd.DataFrame | Non
     nobody = shown.empty  # then every point is drawn, hollow, and no front
     shown = summary if nobody else shown
     if {"auc_ci_low", "auc_ci_high"} <= set(shown) and shown.auc_ci_low.notna().any():
-        errors, bars = [shown.test_auc - shown.auc_ci_low, shown.auc_ci_high - shown.test_auc], "95% bootstrap interval (test windows; seeds, with several)"
+        errors, bars = [shown.test_auc - shown.auc_ci_low, shown.auc_ci_high - shown.test_auc], "95% interval (bootstrap over test windows; with several seeds, widened by their spread)"
     else:
         errors, bars = [shown.test_auc_ci95, shown.test_auc_ci95], "95% t interval over seeds"
     errors = [pd.Series(np.maximum(0.0, e.to_numpy(dtype=float)), index=shown.variant) for e in errors]  # an interval beside its mean: to it
