@@ -6,11 +6,14 @@ Timings are not asserted (CI machines are noisy); docs/benchmarks.md has the fig
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import REPO
+
+from gwlora.cli import StageError
 
 BENCH = REPO / "benchmarks"
 
@@ -92,10 +95,10 @@ def test_precision_comparison_names_the_processor_and_whether_it_has_native_bf16
         assert "no native bf16 matrix unit" in stdout and sevens["7-full"]["verdict"] == "n/a"
 
 
-def write_run(results, run, logits, labels):
+def write_run(results, run, logits, labels, seed=0):
     from gwlora.records import write_predictions
 
-    out = results / "runs" / run / "seed0"
+    out = results / "runs" / run / f"seed{seed}"
     out.mkdir(parents=True)
     write_predictions(out / "predictions.csv", labels, np.zeros(len(labels)), logits)
 
@@ -117,7 +120,89 @@ def test_precision_agreement_pairs_the_runs_of_two_results_folders(tmp_path, cap
         (shifted / "predictions.csv").write_text((tmp_path / name / "runs" / "lora-r8" / "seed0" / "predictions.csv").read_text())
     assert main([str(tmp_path / "fp32"), str(tmp_path / "bf16"), "--resamples", "200"]) == 2  # one run disagrees
     table = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ") and "seed0" in line}
-    assert set(rows) == {"lora-r8", "frozen", "full/lr1e-05"}
-    assert rows["lora-r8"].rstrip().endswith("| yes |") and rows["frozen"].rstrip().endswith("| NO |")
+    rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"run", "lora-r8", "frozen", "full/lr1e-05"}
+    assert rows["lora-r8"][5].strip() == "yes" and rows["frozen"][5].strip() == "NO"
     assert "2 of 3 runs" in table
+
+
+def test_precision_agreement_sets_a_difference_against_the_seeds_spread(tmp_path, capsys):
+    """With several seeds a side, a run pair that parted in training (one seed far off, the others equal) is not
+    called a precision difference, though that seed alone differs far beyond its windows' interval."""
+    sys.path.insert(0, str(BENCH))
+    from precision_agreement import agreement
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(2000) % 2
+    for seed, shift in enumerate((0.0, 0.15, -0.15)):  # per-seed differences about 0, +0.04, -0.04
+        signal = labels + rng.normal(0, 1, 2000)
+        write_run(tmp_path / "fp32", "lora-r8", signal + shift * labels, labels, seed)
+        write_run(tmp_path / "bf16", "lora-r8", signal, labels, seed)
+    write_run(tmp_path / "bf16", "lora-r8/lr1e-4", signal, labels)  # only in one folder: not compared
+    (row,) = agreement(tmp_path / "fp32", tmp_path / "bf16", n_resamples=400)
+    assert row["run"] == "lora-r8" and row["seeds"] == [0, 1, 2] and row["n_seeds"] == 3
+    assert row["per_seed"][1] > 0.02 and row["per_seed"][2] < -0.02 and row["covers_0"]
+    assert row["delta"] == pytest.approx(np.mean(row["per_seed"]))
+
+
+def test_precision_agreement_sets_each_verdict_against_the_baseline_side_by_side(tmp_path, capsys):
+    """--baseline: each run's verdict against the baseline in both folders; a verdict that changes is flagged."""
+    sys.path.insert(0, str(BENCH))
+    from precision_agreement import main
+
+    rng = np.random.default_rng(2)
+    labels = np.arange(600) % 2
+    for seed in range(3):
+        for name in ("fp32", "bf16"):
+            write_run(tmp_path / name, "full/lr1e-05", 2 * labels + rng.normal(0, 1, 600), labels, seed)
+            write_run(tmp_path / name, "frozen", 0.3 * labels + rng.normal(0, 1, 600), labels, seed)  # lower in both
+            # as good as full in fp32, far worse in bf16: the verdict changes
+            write_run(tmp_path / name, "lora-r8", (2 if name == "fp32" else 0.3) * labels + rng.normal(0, 1, 600), labels, seed)
+    assert main([str(tmp_path / "fp32"), str(tmp_path / "bf16"), "--resamples", "200", "--baseline", "full"]) == 2
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.split("same verdict?")[1].splitlines() if line.startswith("| ")}
+    assert rows["frozen"][2].strip().startswith("lower") and rows["frozen"][4].strip() == "yes"
+    assert rows["lora-r8"][2].strip().startswith("indistinguishable") and rows["lora-r8"][3].strip().startswith("lower")
+    assert rows["lora-r8"][4].strip() == "NO" and "(3 seeds)" in rows["frozen"][2]
+    assert main([str(tmp_path / "fp32"), str(tmp_path / "bf16"), "--baseline", "adapter"]) == 1
+    assert "no run of the baseline 'adapter'" in capsys.readouterr().err
+
+
+def test_precision_agreement_trains_each_selected_run_once_per_precision_and_seed(tmp_path, monkeypatch, capsys):
+    """`train` lists the study's selected runs, each seed and precision once, with the study's settings and features;
+    finished runs are kept; a study without its tables is named."""
+    import shutil
+
+    sys.path.insert(0, str(BENCH))
+    from precision_agreement import train_main, training_jobs
+
+    shutil.copy(REPO / "config" / "demo.yaml", tmp_path / "study.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--configfile", "study.yaml"]) == 1
+    assert "results/demo/tables/summary.csv does not exist" in capsys.readouterr().err
+    results = tmp_path / "results" / "demo"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "summary.csv").write_text("variant,lr\nfull,1e-05\nlora-r8,0.0003\nmatched-filter,\n")
+    for run, variant, lr in (("full/lr1e-05", "full", 1e-5), ("full/lr0.0001", "full", 1e-4), ("lora-r8", "lora-r8", 3e-4)):
+        out = results / "runs" / run / "seed0"
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({
+            "run": run, "variant": variant, "lr": lr, "precision": "bf16", "train_time_s": 100.0,
+            "model_config": {"context": "clip"}, "variant_config": {"name": variant, "family": variant.split("-")[0], "lr": lr, "run": run},
+        }))
+    done = tmp_path / "results" / "demo-precision" / "fp32" / "runs" / "lora-r8" / "seed1"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    jobs = training_jobs(Path("study.yaml"), [0, 1], ["fp32", "bf16"], None)
+    dirs = [d.relative_to("results/demo-precision").as_posix() for _, d, _ in jobs]
+    assert sorted(dirs) == sorted(f"{p}/runs/{r}/seed{s}" for p in ("fp32", "bf16") for r in ("full/lr1e-05", "lora-r8") for s in (0, 1)
+                                  if (p, r, s) != ("fp32", "lora-r8", 1))
+    assert dirs[0].startswith("fp32/") and dirs[-1].endswith("seed1")  # seed by seed, the slower precision first
+    command = jobs[0][0]
+    assert command[1:3] == ["-m", "gwlora.train"] and command[command.index("--threads") + 1] == "1"
+    assert json.loads(command[command.index("--train-config") + 1])["precision"] == "fp32"
+    assert json.loads(command[command.index("--variant") + 1])["lr"] == 1e-5
+    assert command[command.index("--train-features") + 1] == str(Path("results/demo/features/train"))
+    (results / "tables" / "summary.csv").write_text("variant,lr\nfull,3e-05\n")
+    with pytest.raises(StageError, match="no run of full at its selected lr 3e-05"):
+        training_jobs(Path("study.yaml"), [0], ["fp32"], None)
