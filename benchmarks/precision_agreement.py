@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE.parent / "src"))  # the checkout's own package, inst
 from gwlora.cli import StageError  # noqa: E402
 from gwlora.compare import differences_table, pooled_auc_difference  # noqa: E402
 from gwlora.config import load_and_validate  # noqa: E402
+from gwlora.constants import SPLITS  # noqa: E402
 from gwlora.errors import ConfigError  # noqa: E402
 from gwlora.records import PREDICTIONS_FILE, read_predictions  # noqa: E402
 from gwlora.run_state import train_stage_settings  # noqa: E402
@@ -85,7 +86,7 @@ def training_jobs(
                     continue
                 command = [
                     sys.executable, "-m", "gwlora.train", "--model", str(results / "base_model"),
-                    *[arg for split in ("train", "val", "test") for arg in (f"--{split}-features", str(results / "features" / split))],
+                    *[arg for split in SPLITS for arg in (f"--{split}-features", str(results / "features" / split))],
                     "--model-config", json.dumps(s["model_config"]), "--variant", json.dumps(s["variant_config"]),
                     "--train-config", json.dumps({**train, "precision": precision}), "--seed", str(seed), "--threads", "1",
                     "--out", str(run_dir), "--log", str(out / "logs" / precision / run / f"seed{seed}.log"),

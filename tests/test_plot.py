@@ -227,7 +227,7 @@ def test_a_variant_that_did_not_learn_is_on_no_pareto_front_and_the_bars_are_the
         assert flagged not in labels and len(labels) == len(summary) - 1
         assert all(c.has_yerr for c in ax.containers)  # shift.csv's bootstrap intervals: one for every variant, one seed or many
         assert flagged not in [t.get_text() for t in ax.texts]
-    assert f"left out, as they did not learn: {flagged}" in fig._suptitle.get_text() and "bootstrap interval" in fig._suptitle.get_text()
+    assert f"left out, as they did not learn: {flagged}" in fig._suptitle.get_text() and "bootstrap over test windows" in fig._suptitle.get_text()
 
 
 def test_a_step_time_on_cached_encoder_outputs_leads_no_front_and_is_marked(tmp_path):
