@@ -52,13 +52,17 @@ def test_a_clear_difference_with_a_baseline_still_improving_reads_not_converged_
     assert found["unconverged"] == "full still improving in 1 of 2 seeds"
 
 
-def test_a_side_that_did_not_learn_is_named_and_converged_pairs_keep_their_verdict():
+def test_a_side_that_did_not_learn_is_named_and_converged_pairs_keep_their_verdict(tmp_path):
     flags = {("full", 0): (True, False), ("full", 1): (True, True), ("lora-r8", 0): (False, False), ("lora-r8", 1): (False, False)}
     diffs = differences(predictions(3.0), runs_table(flags))
     pooled = diffs[diffs.seed.astype(str) == "pooled"].iloc[0]
     assert pooled.unconverged == "full did not learn in 2 of 2 seeds, still improving in 1 of 2 seeds"
     converged = differences(predictions(3.0), runs_table({k: (False, False) for k in flags}))
     assert set(converged.verdict) == {"higher"} and set(converged.unconverged) == {""}
+    # differences.csv read back from disk: its empty "unconverged" cells are NaN, and the sentence keeps its verdict
+    converged.to_csv(tmp_path / "differences.csv", index=False)
+    found = comparison(pd.read_csv(tmp_path / "differences.csv"), "lora-r8", "full")
+    assert found["text"].startswith("higher") and found["unconverged"] == ""
 
 
 def test_the_shifted_sets_sentence_names_the_unconverged_apart():

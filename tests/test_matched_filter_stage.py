@@ -161,7 +161,9 @@ def _optimal(delta, low, high, eff=(0.5, 0.4, 0.6)):
     diffs = pd.DataFrame({"variant": ["full"], "baseline": [NAME], "seed": ["pooled"], "delta": [delta], "ci_low": [low], "ci_high": [high],
                           "verdict": ["higher" if low > 0 else "lower" if high < 0 else "indistinguishable"], "n_seeds": [1],
                           "seed_sd": [np.nan], "unconverged": [""]})
-    rows = [["test", v, 1, 8.0, 12.0, 10.0, 20, 1, 0.01, e, lo, hi, 0.9] for v, (e, lo, hi) in (("full", eff), (NAME, (0.8, 0.6, 0.9)))]
+    rows = [["test", v, 1, 8.6, 12.3, 10.0, 20, 1, 0.01, e, lo, hi, 0.9] for v, (e, lo, hi) in (("full", eff), (NAME, (0.8, 0.6, 0.9)))]
+    # a louder bin, its median outside 8-12: not in the slide's efficiency
+    rows += [["test", v, 2, 12.3, 20.0, 14.0, 20, 1, 0.01, 1.0, 0.9, 1.0, 1.0] for v in ("full", NAME)]
     efficiency = pd.DataFrame(rows, columns=["test_set", "variant", "snr_bin", "snr_low", "snr_high", "snr_median", "n_signal", "seeds",
                                              "threshold_fpr", "efficiency", "ci_low", "ci_high", "oracle_efficiency"])
     return optimal_detector({"summary": summary, "differences": diffs, "efficiency": efficiency})
@@ -175,6 +177,8 @@ def test_the_findings_sentence_follows_its_interval():
     assert "below the matched filter" in _optimal(-0.1, -0.15, -0.05, eff=(0.3, 0.2, 0.4))["rows"][0]["efficiency"]
     assert "not told apart" in _optimal(-0.1, -0.15, -0.05, eff=(0.7, 0.55, 0.85))["rows"][0]["efficiency"]
     assert _optimal(-0.1, -0.15, -0.05)["oracle"].startswith("0.90")
+    # the range named is the bins' own, not the nominal 8-12 they were chosen by
+    assert _optimal(-0.1, -0.15, -0.05)["snr_range"] == "8.6–12.3"
 
 
 def test_the_bank_command_writes_a_checked_bank(tmp_path):
