@@ -1,7 +1,7 @@
 """Do fp32 and bf16 give the same answers? Paired test-AUC differences of two results folders, run by run (issue 20 item 3).
 
     python benchmarks/precision_agreement.py train --configfile config/tiny-en.yaml --seeds 0 1 2
-    python benchmarks/precision_agreement.py results/tiny-en-precision/fp32 results/tiny-en-precision/bf16
+    python benchmarks/precision_agreement.py results/tiny-en-precision/fp32 results/tiny-en-precision/bf16 --baseline full
 
 ``train`` retrains each variant of a finished study at its selected lr (the study's
 tables/summary.csv), once per precision and seed, with the study's own features, base
@@ -11,13 +11,14 @@ thread a job, ``--workers`` jobs at a time). Runs go to
 
 The comparison pairs each run (``runs/<run>/seed<s>/predictions.csv``) found in both
 folders, seed with seed, on its test windows: delta = AUC(first) - AUC(second), averaged
-over the seeds both have, with the label-stratified bootstrap interval of
-:func:`gwlora.compare.pooled_auc_difference`, which resamples the seed pairs with the
-windows. The precisions agree on a run when the 95% interval covers 0. With one seed a
-side that interval holds the test windows' sampling only, so two runs whose training
-parted early (a different early-stopping epoch) differ by more than it although neither
-precision is at fault: several seeds a side put the spread of retraining into the
-interval. A run id names the variant and, where a variant has an lr grid, its lr.
+over the seeds both have, with the interval of :func:`gwlora.compare.pooled_auc_difference`
+(the label-stratified bootstrap over the windows, widened by the seeds' spread at
+Student's t). The precisions agree on a run when the 95% interval covers 0. With one
+seed a side that interval holds the test windows' sampling only, so two runs whose
+training parted early (a different early-stopping epoch) differ by more than it although
+neither precision is at fault: several seeds a side put the spread of retraining into the
+interval. ``--baseline full`` adds each run's verdict against full fine-tuning in both
+folders. A run id names the variant and, where a variant has an lr grid, its lr.
 """
 
 from __future__ import annotations
@@ -73,12 +74,12 @@ def training_jobs(
     config = load_and_validate(configfile, SCHEMA)
     results = Path("results") / config["experiment"]
     out = out or results.parent / f"{config['experiment']}-precision"
-    train = train_stage_settings(config["train"])
+    train, selected = train_stage_settings(config["train"]), selected_runs(results)
     jobs = []
     for seed in seeds:
         batch = []
         for precision in precisions:
-            for run, s in selected_runs(results).items():
+            for run, s in selected.items():
                 if variants and s["variant"] not in variants:
                     continue
                 run_dir = out / precision / "runs" / run / f"seed{seed}"
