@@ -206,3 +206,14 @@ def test_precision_agreement_trains_each_selected_run_once_per_precision_and_see
     (results / "tables" / "summary.csv").write_text("variant,lr\nfull,3e-05\n")
     with pytest.raises(StageError, match="no run of full at its selected lr 3e-05"):
         training_jobs(Path("study.yaml"), [0], ["fp32"], None)
+
+
+def test_interval_coverage_shows_the_windows_only_interval_missing_a_true_zero():
+    """benchmarks/interval_coverage.py: with runs that spread, the windows-only interval misses a true zero far more
+    often than gwlora.compare's (a fixed seed, so the counts are the same on every machine)."""
+    sys.path.insert(0, str(BENCH))
+    from interval_coverage import coverage
+
+    c = coverage(n_seeds=3, trials=40, spread=0.25, n_resamples=200)
+    assert set(c) == {"windows only", "two-level bootstrap", "gwlora.compare"}
+    assert c["windows only"] < 0.6 < 0.85 <= c["gwlora.compare"]
