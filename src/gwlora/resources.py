@@ -68,8 +68,8 @@ GPU_FLOPS = 2e13  # sustained FLOP/s of one training job on one GPU in bf16 auto
 GPU_FP32_FLOPS = 5e12  # the same in fp32 (train.precision: fp32), a quarter of bf16's (TF32 matmuls; not measured here)
 # Sustained FLOP/s per CPU thread, by the forward-FLOP count below (training's backward counted as two forwards).
 # Measured with the tiny.en study (docs/benchmarks.md, one thread, batch 16, clip context), whole runs with their
-# validation passes: fp32 60-80 GFLOP/s on an Intel Xeon with AMX and on an AMD EPYC alike; bf16 autocast 165-200
-# GFLOP/s on the Xeon (native bf16). The constants keep a third below the slowest of these.
+# validation passes, on an Intel Xeon with AMX: fp32 60-80 GFLOP/s, bf16 autocast 165-200 GFLOP/s (native bf16); an AMD
+# EPYC's fp32 training step (full fine-tuning, 1,230 ms a batch of 16) gives the same 60. The constants keep a third below.
 CPU_FLOPS_PER_THREAD = 4e10  # fp32
 CPU_BF16_FLOPS_PER_THREAD = 1.1e11  # bf16 autocast on a CPU with native bf16 units (AMX or AVX512-BF16)
 SAFETY = 2.0  # every estimate is doubled
