@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))  # the checkout's own package, installed or not
 
 from gwlora.cli import StageError  # noqa: E402
-from gwlora.compare import differences_table, pooled_auc_difference  # noqa: E402
+from gwlora.compare import check_predictions, differences_table, pooled_auc_difference  # noqa: E402
 from gwlora.config import load_and_validate  # noqa: E402
 from gwlora.constants import SPLITS  # noqa: E402
 from gwlora.errors import ConfigError  # noqa: E402
@@ -111,71 +111,62 @@ def train_all(jobs: list[tuple[list[str], Path, float]], workers: int) -> int:
         return sum(not ok for ok in pool.map(one, jobs))
 
 
-def runs_of(results: Path) -> dict[tuple[str, str], Path]:
-    """(run id, seed folder) -> predictions.csv of every run under `results`/runs; a run id is the run's folder below
-    runs/ (``lora-r8``, or ``lora-r8/lr0.0003`` where the variant has an lr grid); shifted sets' predictions are not runs."""
+def predictions_of(results: Path) -> dict[tuple[str, int], pd.DataFrame]:
+    """(run id, seed) -> predictions of every run under `results`/runs, each file read once; a run id is the run's folder
+    below runs/ (``lora-r8``, or ``lora-r8/lr0.0003`` where the variant has an lr grid); shifted sets' predictions are
+    not runs."""
     runs = results / "runs"
-    found = {(p.parent.parent.relative_to(runs).as_posix(), p.parent.name): p for p in sorted(runs.glob(f"**/seed*/{PREDICTIONS_FILE}"))}
+    found = {(p.parent.parent.relative_to(runs).as_posix(), int(p.parent.name.removeprefix("seed"))): read_predictions(p)
+             for p in sorted(runs.glob(f"**/seed*/{PREDICTIONS_FILE}"))}
     if not found:
         raise StageError(f"{results}: no runs/<run>/seed<s>/{PREDICTIONS_FILE}")
     return found
 
 
-def paired_windows(a: Path, b: Path):
-    """Labels and the two runs' logits on the same test windows (checked: same windows, same labels)."""
-    first, second = read_predictions(a), read_predictions(b)
-    if list(first["window"]) != list(second["window"]) or list(first["label"]) != list(second["label"]):
-        raise StageError(f"{a} and {b} score different test windows or labels: not a paired comparison")
-    return first["label"].to_numpy(), first["logit"].to_numpy(), second["logit"].to_numpy()
-
-
-def agreement(first: Path, second: Path, n_resamples: int = 2000) -> list[dict]:
-    """One row per run present in both folders, over the seeds both have: the mean paired difference, its 95% interval
-    and whether it covers 0.
+def agreement(first: dict, second: dict, n_resamples: int = 2000, names: tuple[str, str] = ("first", "second")) -> list[dict]:
+    """One row per run present in both :func:`predictions_of` (named `names`), over the seeds both have: the mean
+    paired difference, its 95% interval and whether it covers 0.
 
     With several seeds a side the windows' interval is widened by the seeds' spread
     (:func:`gwlora.compare.pooled_auc_difference`): it holds the spread of retraining, which with one seed a side it
     cannot. ``per_seed`` lists each seed's difference on all windows; ``sd_first`` and ``sd_second`` the test AUC's
     standard deviation over each side's seeds (NaN with one)."""
-    a, b = runs_of(first), runs_of(second)
-    common = [key for key in a if key in b]
+    common = [key for key in first if key in second]
     if not common:
-        raise StageError(f"{first} and {second} share no run (run ids: {sorted(k[0] for k in a)} vs {sorted(k[0] for k in b)})")
+        raise StageError(f"{names[0]} and {names[1]} share no run (run ids: {sorted({k[0] for k in first})} vs {sorted({k[0] for k in second})})")
     rows = []
     for run in dict.fromkeys(run for run, _ in common):
         seeds = [seed for r, seed in common if r == run]
-        pairs = [paired_windows(a[run, seed], b[run, seed]) for seed in seeds]
-        labels = pairs[0][0]
-        if any(len(p[0]) != len(labels) or (p[0] != labels).any() for p in pairs):
-            raise StageError(f"{run}: its seeds score different test windows")
-        d = pooled_auc_difference(labels, [p[1] for p in pairs], [p[2] for p in pairs], n_resamples=n_resamples)
-        aucs = np.array([[roc_auc_score(labels, p[1]), roc_auc_score(labels, p[2])] for p in pairs])
+        # gwlora.compare's own check: every run of both sides scores the same windows with the same labels
+        labels, logits = check_predictions({(f"{run} ({name})", seed): side[run, seed] for name, side in zip(names, (first, second)) for seed in seeds})
+        a, b = ([logits[f"{run} ({name})", seed] for seed in seeds] for name in names)
+        d = pooled_auc_difference(labels, a, b, n_resamples=n_resamples)
+        aucs = np.array([[roc_auc_score(labels, x), roc_auc_score(labels, y)] for x, y in zip(a, b)])
         spread = aucs.std(axis=0, ddof=1) if len(seeds) > 1 else [float("nan")] * 2
         rows.append({
-            "run": run, "seeds": [int(seed.removeprefix("seed")) for seed in seeds], **d,
+            "run": run, "seeds": seeds, **d,
             "per_seed": (aucs[:, 0] - aucs[:, 1]).tolist(), "sd_first": float(spread[0]), "sd_second": float(spread[1]),
             "covers_0": bool(d["ci_low"] <= 0 <= d["ci_high"]),
         })
     return rows
 
 
-def verdicts(results: Path, baseline: str, n_resamples: int = 2000) -> pd.DataFrame:
-    """Each run of `results` against the run of variant `baseline` (its run id's first part), pooled over their shared
-    seeds: gwlora.compare's differences table, one row per run (delta, ci_low, ci_high, n_seeds, verdict)."""
-    found = runs_of(results)
-    base = [run for run, _ in found if run.split("/")[0] == baseline]
-    if len(set(base)) != 1:
-        raise StageError(f"{results}: {'no run' if not base else 'several runs'} of the baseline {baseline!r} ({sorted(set(base))})")
-    predictions = {(run, int(seed.removeprefix("seed"))): read_predictions(path) for (run, seed), path in found.items()}
-    pairs = [(run, base[0]) for run in dict.fromkeys(run for run, _ in found) if run != base[0]]
+def verdicts(predictions: dict, baseline: str, name: str, n_resamples: int = 2000) -> pd.DataFrame:
+    """Each run of :func:`predictions_of` (of folder `name`) against the run of variant `baseline` (its run id's first
+    part), pooled over their shared seeds: gwlora.compare's differences table, one row per run (delta, ci_low,
+    ci_high, n_seeds, verdict)."""
+    base = sorted({run for run, _ in predictions if run.split("/")[0] == baseline})
+    if len(base) != 1:
+        raise StageError(f"{name}: {'no run' if not base else 'several runs'} of the baseline {baseline!r} ({base})")
+    pairs = [(run, base[0]) for run in dict.fromkeys(run for run, _ in predictions) if run != base[0]]
     table = differences_table(predictions, pairs, n_resamples=n_resamples)
     return table[table.seed.astype(str) == "pooled"].set_index("variant")
 
 
-def same_verdicts(first: Path, second: Path, baseline: str, n_resamples: int = 2000) -> str:
-    """A markdown table: each run's verdict against `baseline` in both folders, and whether they are the same."""
-    a, b = verdicts(first, baseline, n_resamples), verdicts(second, baseline, n_resamples)
-    lines = [f"| run | against {baseline}, {first.name} | {second.name} | same verdict? |", "|:--|:--|:--|:--|"]
+def same_verdicts(first: dict, second: dict, baseline: str, names: tuple[str, str], n_resamples: int = 2000) -> str:
+    """A markdown table: each run's verdict against `baseline` in both folders' predictions, and whether they are the same."""
+    a, b = (verdicts(side, baseline, name, n_resamples) for side, name in zip((first, second), names))
+    lines = [f"| run | against {baseline}, {names[0]} | {names[1]} | same verdict? |", "|:--|:--|:--|:--|"]
     for run in [r for r in a.index if r in b.index]:
         cells = [f"{t.loc[run, 'verdict']}, {t.loc[run, 'delta']:+.4f} [{t.loc[run, 'ci_low']:+.4f}, {t.loc[run, 'ci_high']:+.4f}]"
                  f" ({t.loc[run, 'n_seeds']} seed{'s' if t.loc[run, 'n_seeds'] != 1 else ''})" for t in (a, b)]
@@ -223,8 +214,9 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", help="also each run's verdict against this variant's run (e.g. full), in both folders")
     args = p.parse_args(argv)
     try:
-        rows = agreement(args.first, args.second, args.resamples)
-        table = same_verdicts(args.first, args.second, args.baseline, args.resamples) if args.baseline else None
+        first, second, names = predictions_of(args.first), predictions_of(args.second), (args.first.name, args.second.name)
+        rows = agreement(first, second, args.resamples, names)
+        table = same_verdicts(first, second, args.baseline, names, args.resamples) if args.baseline else None
     except StageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

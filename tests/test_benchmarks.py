@@ -130,7 +130,7 @@ def test_precision_agreement_sets_a_difference_against_the_seeds_spread(tmp_path
     """With several seeds a side, a run pair that parted in training (one seed far off, the others equal) is not
     called a precision difference, though that seed alone differs far beyond its windows' interval."""
     sys.path.insert(0, str(BENCH))
-    from precision_agreement import agreement
+    from precision_agreement import agreement, predictions_of
 
     rng = np.random.default_rng(1)
     labels = np.arange(2000) % 2
@@ -139,7 +139,7 @@ def test_precision_agreement_sets_a_difference_against_the_seeds_spread(tmp_path
         write_run(tmp_path / "fp32", "lora-r8", signal + shift * labels, labels, seed)
         write_run(tmp_path / "bf16", "lora-r8", signal, labels, seed)
     write_run(tmp_path / "bf16", "lora-r8/lr1e-4", signal, labels)  # only in one folder: not compared
-    (row,) = agreement(tmp_path / "fp32", tmp_path / "bf16", n_resamples=400)
+    (row,) = agreement(predictions_of(tmp_path / "fp32"), predictions_of(tmp_path / "bf16"), n_resamples=400)
     assert row["run"] == "lora-r8" and row["seeds"] == [0, 1, 2] and row["n_seeds"] == 3
     assert row["per_seed"][1] > 0.02 and row["per_seed"][2] < -0.02 and row["covers_0"]
     assert row["delta"] == pytest.approx(np.mean(row["per_seed"]))
